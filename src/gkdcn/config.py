@@ -1,0 +1,236 @@
+"""The study config: one TOML file describing inputs, knowledge, transforms, samples, splits, training.
+
+Relative paths are resolved against ``data_dir`` (``--data-dir`` on the command line) when given,
+otherwise against the folder holding the config file. Validation errors name the file and the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gkdcn.errors import InputError
+
+Align = Literal["strict", "resample", "index"]
+ModelKind = Literal["cnn", "dcn", "gk-cnn", "gk-dcn"]
+MODEL_KINDS: tuple[ModelKind, ...] = ("cnn", "dcn", "gk-cnn", "gk-dcn")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ElementsConfig(_Section):
+    """Element layers: a folder of single-band GeoTIFFs (name = file stem) or one multi-band GeoTIFF."""
+
+    path: Path
+    layers: list[str] = Field(
+        default_factory=list, description="explicit channel order; empty = sorted layer names"
+    )
+    exclude: list[str] = Field(default_factory=list, description="layer names to leave out")
+
+
+class RasterSitesConfig(_Section):
+    """Sites marked in a label raster."""
+
+    raster: Path
+    value: float = Field(1, description="cell value that marks a site (tianshan non_deposits: 0)")
+
+
+class PointSitesConfig(_Section):
+    """Sites as points: a CSV with coordinate columns, or any vector file geopandas reads."""
+
+    points: Path
+    x: str = "x"
+    y: str = "y"
+    crs: str | None = Field(None, description="CRS of a CSV's coordinates (default: grid CRS)")
+    id: str | None = Field(None, description="column with site ids (default: row number)")
+
+
+SiteSource = RasterSitesConfig | PointSitesConfig
+
+
+class NegativeSamplingConfig(_Section):
+    """How to draw non-deposit sites when none are given."""
+
+    count: int | None = Field(None, ge=1, description="default: as many as deposits")
+    min_distance: float = Field(5000.0, ge=0, description="map units from any deposit")
+    seed: int = 0
+
+
+class SitesConfig(_Section):
+    deposits: SiteSource
+    non_deposits: SiteSource | None = None
+    negatives: NegativeSamplingConfig = NegativeSamplingConfig()
+
+
+class DecayConfig(_Section):
+    """Distance-to-fault -> weight in [0, 1]."""
+
+    kind: Literal["rings", "exponential"] = "rings"
+    ring_width: float = Field(2000.0, gt=0, description="rings: width of each ring in map units")
+    rings: int = Field(12, ge=2, description="rings: ring index at which the weight reaches 0")
+    exponent: float = Field(0.46, gt=0, description="rings: power-law exponent")
+    scale: float = Field(5000.0, gt=0, description="exponential: e-folding distance in map units")
+
+
+class KnowledgeConfig(_Section):
+    """Geological knowledge: fault lines turned into a proximity weight, or a ready weight raster."""
+
+    faults: Path | None = None
+    weights: Path | None = None
+    decay: DecayConfig = DecayConfig()
+    as_channel: bool = Field(False, description="also feed the weight to the network as a channel")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> KnowledgeConfig:
+        if self.faults is not None and self.weights is not None:
+            raise ValueError("give either 'faults' or 'weights', not both")
+        return self
+
+
+class TransformConfig(_Section):
+    """Per-cell value transform then per-channel scaling, fitted on training windows only."""
+
+    method: Literal["none", "log", "clr"] = "clr"
+    scaling: Literal["none", "standard", "robust"] = "standard"
+
+
+class SamplesConfig(_Section):
+    window: int = Field(9, ge=3, description="odd window size in cells")
+    padding: Literal["zero", "reflect"] = "zero"
+    shift: int = Field(3, ge=1, description="k: each site contributes its k x k neighbourhood")
+    rotations: bool = False
+    flips: bool = False
+
+    @field_validator("window", "shift")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("must be odd")
+        return value
+
+
+class SplitConfig(_Section):
+    """How samples are split into training and validation."""
+
+    method: Literal["site", "window", "lodo", "blocks"] = "site"
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+    exclusion_radius: float = Field(
+        0.0, ge=0, description="lodo: also drop training windows centred this close to the held-out deposit"
+    )
+    block_size: float = Field(20000.0, gt=0, description="blocks: block edge in map units")
+    folds: int = Field(5, ge=2, description="blocks: number of folds")
+
+
+class TrainConfig(_Section):
+    """Optimisation. Defaults are ours; ``preset = "authors"`` applies the authors' settings."""
+
+    preset: Literal["default", "authors"] = "default"
+    epochs: int = Field(60, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(32, ge=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    patience: int | None = Field(15, ge=1, description="early stopping on validation loss; none = off")
+    head: Literal["gap", "flatten"] = "gap"
+    gk_loss: Literal["sigmoid-mse", "weighted-abs"] = "sigmoid-mse"
+    gk_lambda: float = Field(0.1, ge=0)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") == "authors":
+            return {**AUTHORS_TRAINING, **data}
+        return data
+
+
+# The authors' release: Adam-style optimiser, lr 1e-3, batch 16, 100 epochs, no early stopping.
+AUTHORS_TRAINING: dict[str, Any] = {
+    "epochs": 100,
+    "lr": 1e-3,
+    "batch_size": 16,
+    "weight_decay": 0.0,
+    "patience": None,
+    "head": "flatten",
+}
+
+
+class PredictConfig(_Section):
+    batch_size: int = Field(1024, ge=1)
+    block_rows: int = Field(64, ge=1)
+
+
+class CompareConfig(_Section):
+    seeds: int = Field(5, ge=1)
+    models: list[ModelKind] = Field(default_factory=lambda: list(MODEL_KINDS))
+    protocols: list[Literal["authors", "lodo", "blocks"]] = Field(
+        default_factory=lambda: ["authors", "lodo"]
+    )
+    bootstrap: int = Field(1000, ge=0)
+
+
+class StudyConfig(_Section):
+    """A whole study. ``base_dir`` is where relative paths resolve (not read from the file)."""
+
+    name: str = "study"
+    align: Align = Field(
+        "strict",
+        description="'strict': grids must match; 'resample': warp onto the element grid; "
+        "'index': line rasters up by array index from the top-left cell",
+    )
+    elements: ElementsConfig
+    sites: SitesConfig
+    knowledge: KnowledgeConfig = KnowledgeConfig()
+    transform: TransformConfig = TransformConfig()
+    samples: SamplesConfig = SamplesConfig()
+    split: SplitConfig = SplitConfig()
+    train: TrainConfig = TrainConfig()
+    predict: PredictConfig = PredictConfig()
+    compare: CompareConfig = CompareConfig()
+    base_dir: Annotated[Path, Field(exclude=True)] = Path(".")
+
+    def resolve(self, path: Path) -> Path:
+        """Absolute path for a config path (relative ones resolve against ``base_dir``)."""
+        path = Path(path).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The config as plain data (paths as strings), for recording next to results."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def load_config(path: str | Path, data_dir: str | Path | None = None) -> StudyConfig:
+    """Read and validate a study config. Errors name the file and the offending key."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "config file not found")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(path, f"not valid TOML ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read ({exc})") from None
+    base = Path(data_dir) if data_dir is not None else path.parent
+    return config_from_dict(raw, base_dir=base.resolve(), source=path)
+
+
+def config_from_dict(
+    raw: dict[str, Any], base_dir: str | Path = ".", source: str | Path | None = None
+) -> StudyConfig:
+    """Validate a config given as a dict (used by tests, the demo and the synthetic district)."""
+    try:
+        return StudyConfig.model_validate({**raw, "base_dir": Path(base_dir)})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise InputError(source or "config", f"key '{key}': {message}{extra}") from None

@@ -1,0 +1,1 @@
+"""From raw layers to training samples: transforms, knowledge, sites, windows, splits."""

@@ -1,0 +1,1 @@
+"""Interpretability: Grad-CAM, deformable sampling and per-element attribution."""

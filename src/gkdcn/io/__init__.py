@@ -1,0 +1,1 @@
+"""Reading and writing rasters and vectors on the element grid."""

@@ -1,0 +1,1 @@
+"""Networks, the deformable convolution they use, losses and the model file."""
