@@ -121,7 +121,9 @@ class SplitConfig(_Section):
     validation_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 0
     exclusion_radius: float = Field(
-        0.0, ge=0, description="lodo: also drop training windows centred this close to the held-out deposit"
+        0.0,
+        ge=0,
+        description="lodo: also drop training windows centred this close to the held-out deposit",
     )
     block_size: float = Field(20000.0, gt=0, description="blocks: block edge in map units")
     folds: int = Field(5, ge=2, description="blocks: number of folds")
@@ -135,7 +137,9 @@ class TrainConfig(_Section):
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(32, ge=1)
     weight_decay: float = Field(1e-4, ge=0)
-    patience: int | None = Field(15, ge=1, description="early stopping on validation loss; none = off")
+    patience: int | None = Field(
+        15, ge=1, description="early stopping on validation loss; none = off"
+    )
     head: Literal["gap", "flatten"] = "gap"
     gk_loss: Literal["sigmoid-mse", "weighted-abs"] = "sigmoid-mse"
     gk_lambda: float = Field(0.1, ge=0)

@@ -1,0 +1,143 @@
+"""The model file: one self-describing file with everything needed to map a new grid.
+
+It holds the weights, the architecture, the channel names and order, the fitted transform, the
+window size and padding, the training config and the package versions. It is written with
+``torch.save`` as a dict of tensors and one JSON string, and read with
+``torch.load(weights_only=True)``, so loading never unpickles code.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gkdcn.data.transforms import ChannelTransform
+from gkdcn.errors import GkdcnError, InputError
+from gkdcn.io.atomic import atomic_path
+from gkdcn.models.nets import AnomalyNet, ModelSpec, build_network
+
+FORMAT = "gkdcn-model"
+FORMAT_VERSION = 1
+
+
+def package_versions() -> dict[str, str]:
+    """Versions worth recording next to any result."""
+    import gkdcn
+
+    return {
+        "gkdcn": gkdcn.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+@dataclass
+class ModelBundle:
+    """A trained network plus what it needs to be applied to a new map."""
+
+    spec: ModelSpec
+    state: dict[str, torch.Tensor]
+    channels: list[str]
+    transform: ChannelTransform
+    padding: str = "zero"
+    train_config: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def window(self) -> int:
+        return self.spec.window
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    def network(self, device: str | torch.device = "cpu") -> AnomalyNet:
+        """The network with trained weights, in eval mode, on ``device``."""
+        net = build_network(self.spec)
+        net.load_state_dict(self.state)
+        return net.to(device).eval()
+
+    def channel_order(self, names: list[str], source: str | Path = "element layers") -> list[int]:
+        """Indices into ``names`` giving this model's channel order; error if layers differ."""
+        missing = [c for c in self.channels if c not in names]
+        extra = [n for n in names if n not in self.channels]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing layers {', '.join(missing)}")
+            if extra:
+                parts.append(f"extra layers {', '.join(extra)}")
+            raise InputError(
+                source,
+                f"layers do not match the model's {len(self.channels)} channels: "
+                + "; ".join(parts),
+            )
+        return [names.index(c) for c in self.channels]
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "spec": self.spec.to_dict(),
+            "channels": list(self.channels),
+            "transform": self.transform.to_dict(),
+            "padding": self.padding,
+            "train_config": self.train_config,
+            "info": self.info,
+        }
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the model file atomically."""
+        path = Path(path)
+        payload = {
+            "meta": json.dumps(self.metadata()),
+            "state": {k: v.detach().cpu().contiguous() for k, v in self.state.items()},
+        }
+        with atomic_path(path, overwrite) as tmp:
+            torch.save(payload, tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelBundle:
+        """Read a model file; a missing, corrupt or foreign file is a one-line error."""
+        path = Path(path)
+        if not path.exists():
+            raise InputError(path, "model file not found")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            meta = json.loads(payload["meta"])
+            state = payload["state"]
+        except Exception as exc:  # torch raises many types for corrupt files
+            reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            raise InputError(path, f"not a readable gkdcn model file ({reason})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise InputError(path, "not a gkdcn model file")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise InputError(path, "model file written by a newer gkdcn; upgrade to read it")
+        try:
+            bundle = cls(
+                spec=ModelSpec.from_dict(meta["spec"]),
+                state=dict(state),
+                channels=list(meta["channels"]),
+                transform=ChannelTransform.from_dict(meta["transform"]),
+                padding=meta.get("padding", "zero"),
+                train_config=meta.get("train_config", {}),
+                info=meta.get("info", {}),
+            )
+            build_network(bundle.spec).load_state_dict(bundle.state)
+        except (KeyError, TypeError, ValueError, RuntimeError, GkdcnError) as exc:
+            reason = str(exc).splitlines()[0][:120]
+            raise InputError(path, f"model file is incomplete or inconsistent ({reason})") from None
+        return bundle
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

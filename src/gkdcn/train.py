@@ -1,0 +1,331 @@
+"""One trainer for all four networks: windows in, a :class:`ModelBundle` and its history out.
+
+Transforms are fitted on the cells of the training windows only; the knowledge weight of each
+window is read at the window's own centre cell; early stopping watches the validation BCE (the
+same criterion for all four models, so model selection does not favour the GK loss) and restores
+the best weights. Everything random is driven by ``seed`` inside a forked RNG, so training twice
+with the same seed on the CPU gives identical weights and leaves the caller's RNG untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from rich.progress import Progress
+from sklearn.metrics import roc_auc_score
+
+from gkdcn.config import ModelKind, TrainConfig, TransformConfig
+from gkdcn.data.samples import SampleSet, Split, extract_windows
+from gkdcn.data.transforms import ChannelTransform, cells_in_windows
+from gkdcn.errors import GkdcnError
+from gkdcn.io.atomic import atomic_path, check_writable
+from gkdcn.models.bundle import ModelBundle, now_iso, package_versions
+from gkdcn.models.losses import BCELoss, GKLoss
+from gkdcn.models.nets import ModelSpec, build_network
+
+
+@dataclass
+class WindowData:
+    """Network-ready windows with labels and the knowledge weight at each window's centre."""
+
+    x: np.ndarray  # (N, C, w, w) float32, transformed
+    y: np.ndarray  # (N,) float32 in {0, 1}
+    knowledge: np.ndarray  # (N,) float32 in [0, 1]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class PreparedWindows:
+    """Training and validation windows plus the transform fitted on the training ones."""
+
+    train: WindowData
+    val: WindowData
+    transform: ChannelTransform
+    channels: list[str]
+    window: int
+    padding: str
+
+
+@dataclass
+class TrainResult:
+    bundle: ModelBundle
+    history: pd.DataFrame
+    best_epoch: int
+
+
+def prepare_windows(
+    raw: np.ndarray,
+    channels: list[str],
+    knowledge: np.ndarray | None,
+    samples: SampleSet,
+    split: Split,
+    transform_cfg: TransformConfig,
+    window: int,
+    padding: str,
+) -> PreparedWindows:
+    """Fit the transform on the training windows' cells, then cut and label both sides' windows."""
+    train_idx = np.asarray(split.train, dtype=np.int64)
+    val_idx = np.asarray(split.val, dtype=np.int64)
+    if len(train_idx) == 0:
+        raise GkdcnError(f"split '{split.name}' has no training windows")
+    cells = cells_in_windows(
+        raw.shape[1:], samples.rows[train_idx], samples.cols[train_idx], window
+    )
+    values = raw.reshape(raw.shape[0], -1)[:, cells].T
+    transform = ChannelTransform.fit(values, transform_cfg.method, transform_cfg.scaling)
+    features = transform.apply(raw)
+    weight = knowledge if knowledge is not None else np.zeros(raw.shape[1:], dtype=np.float32)
+
+    def cut(idx: np.ndarray) -> WindowData:
+        rows, cols = samples.rows[idx], samples.cols[idx]
+        x = extract_windows(features, rows, cols, window, padding, samples.aug[idx])
+        w = np.nan_to_num(weight[rows, cols].astype(np.float32), nan=0.0)
+        return WindowData(x=x, y=samples.labels[idx].astype(np.float32), knowledge=w)
+
+    return PreparedWindows(
+        train=cut(train_idx),
+        val=cut(val_idx),
+        transform=transform,
+        channels=list(channels),
+        window=window,
+        padding=padding,
+    )
+
+
+def fit_network(
+    kind: ModelKind,
+    data: PreparedWindows,
+    cfg: TrainConfig,
+    *,
+    seed: int | None = None,
+    device: str = "cpu",
+    progress: Progress | None = None,
+    label: str | None = None,
+) -> TrainResult:
+    """Train one network on prepared windows; returns the bundle with the best weights."""
+    seed = cfg.seed if seed is None else seed
+    spec = ModelSpec(
+        kind=kind,
+        in_channels=len(data.channels),
+        window=data.window,
+        head=cfg.head,
+        dropout=cfg.dropout,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_network(spec).to(device)
+        criterion: torch.nn.Module = (
+            GKLoss(cfg.gk_loss, cfg.gk_lambda) if spec.knowledge_guided else BCELoss()
+        ).to(device)
+        params = list(net.parameters()) + list(criterion.parameters())
+        optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        shuffler = torch.Generator().manual_seed(seed)
+        history, best_state, best_epoch = _loop(
+            net, criterion, optimiser, shuffler, data, cfg, device, progress, label or kind
+        )
+    net.load_state_dict(best_state)
+    bundle = ModelBundle(
+        spec=spec,
+        state={k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+        channels=data.channels,
+        transform=data.transform,
+        padding=data.padding,
+        train_config={**cfg.model_dump(mode="json"), "seed": seed},
+        info={
+            "created": now_iso(),
+            "versions": package_versions(),
+            "best_epoch": best_epoch,
+            "n_train": len(data.train),
+            "n_val": len(data.val),
+            **(
+                {"gk_a": float(criterion.a), "gk_b": float(criterion.b)}
+                if isinstance(criterion, GKLoss)
+                else {}
+            ),
+        },
+    )
+    return TrainResult(bundle=bundle, history=pd.DataFrame(history), best_epoch=best_epoch)
+
+
+def _loop(
+    net: torch.nn.Module,
+    criterion: torch.nn.Module,
+    optimiser: torch.optim.Optimizer,
+    shuffler: torch.Generator,
+    data: PreparedWindows,
+    cfg: TrainConfig,
+    device: str,
+    progress: Progress | None,
+    label: str,
+) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor], int]:
+    x_train = torch.from_numpy(data.train.x).to(device)
+    y_train = torch.from_numpy(data.train.y).to(device)
+    k_train = torch.from_numpy(data.train.knowledge).to(device)
+    n = len(y_train)
+    has_val = len(data.val) > 0
+    history: list[dict[str, Any]] = []
+    best_loss = math.inf
+    best_state = copy.deepcopy(net.state_dict())
+    best_epoch = 0
+    stale = 0
+    task = progress.add_task(label, total=cfg.epochs, info="") if progress is not None else None
+    for epoch in range(1, cfg.epochs + 1):
+        net.train()
+        order = torch.randperm(n, generator=shuffler).to(device)
+        total_loss = 0.0
+        correct = 0
+        for start in range(0, n, cfg.batch_size):
+            batch = order[start : start + cfg.batch_size]
+            if len(batch) < 2 and n >= 2:  # BatchNorm needs two samples; skip a lone leftover
+                continue
+            logits = net(x_train[batch])
+            loss = criterion(logits, y_train[batch], k_train[batch])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total_loss += float(loss) * len(batch)
+            correct += int(((logits > 0).float() == y_train[batch]).sum())
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": total_loss / n,
+            "train_accuracy": correct / n,
+        }
+        if has_val:
+            row.update(evaluate_windows(net, data.val, device))
+        history.append(row)
+        monitored = row.get("val_loss", row["train_loss"])
+        if monitored < best_loss - 1e-6:
+            best_loss = monitored
+            best_state = copy.deepcopy(net.state_dict())
+            best_epoch = epoch
+            stale = 0
+        else:
+            stale += 1
+        if progress is not None and task is not None:
+            info = f"loss {row['train_loss']:.3f}"
+            if has_val:
+                info += f"  val {row['val_loss']:.3f}  acc {row['val_accuracy']:.2f}"
+            progress.update(task, advance=1, info=info)
+        if has_val and cfg.patience is not None and stale >= cfg.patience:
+            break
+    if progress is not None and task is not None:
+        progress.update(task, completed=cfg.epochs)
+    return history, best_state, best_epoch
+
+
+@torch.no_grad()
+def evaluate_windows(
+    net: torch.nn.Module, data: WindowData, device: str = "cpu"
+) -> dict[str, float]:
+    """Validation BCE, accuracy and (when both classes are present) AUC."""
+    net.eval()
+    x = torch.from_numpy(data.x).to(device)
+    y = torch.from_numpy(data.y).to(device)
+    logits = torch.cat([net(x[i : i + 1024]) for i in range(0, len(y), 1024)])
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+    out = {
+        "val_loss": float(loss),
+        "val_accuracy": float(((logits > 0).float() == y).float().mean()),
+    }
+    labels = data.y
+    if 0 < labels.sum() < len(labels):
+        out["val_auc"] = float(roc_auc_score(labels, logits.cpu().numpy()))
+    return out
+
+
+def training_curve(history: pd.DataFrame, title: str = "") -> Figure:
+    """Loss and accuracy per epoch, training and validation."""
+    fig = Figure(figsize=(9, 3.6), dpi=150)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    ax_loss.plot(history["epoch"], history["train_loss"], label="training")
+    ax_acc.plot(history["epoch"], history["train_accuracy"], label="training")
+    if "val_loss" in history:
+        ax_loss.plot(history["epoch"], history["val_loss"], label="validation (BCE)")
+        ax_acc.plot(history["epoch"], history["val_accuracy"], label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy", ylim=(0, 1.02))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def write_training_outputs(
+    result: TrainResult, out_dir: str | Path, overwrite: bool = False
+) -> dict[str, Path]:
+    """Write ``model.pt``, ``history.csv`` and ``training_curve.png`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    paths = {
+        "model": out_dir / "model.pt",
+        "history": out_dir / "history.csv",
+        "curve": out_dir / "training_curve.png",
+    }
+    for path in paths.values():
+        check_writable(path, overwrite)
+    result.bundle.save(paths["model"], overwrite=overwrite)
+    with atomic_path(paths["history"], overwrite) as tmp:
+        result.history.to_csv(tmp, index=False)
+    fig = training_curve(
+        result.history, title=f"{result.bundle.kind} (best epoch {result.best_epoch})"
+    )
+    with atomic_path(paths["curve"], overwrite) as tmp:
+        fig.savefig(tmp, format="png")
+    return paths
+
+
+def train_study(
+    study: Any,
+    kind: ModelKind,
+    *,
+    samples: SampleSet | None = None,
+    split: Split | None = None,
+    cfg: TrainConfig | None = None,
+    seed: int | None = None,
+    device: str = "cpu",
+    progress: Progress | None = None,
+    label: str | None = None,
+) -> TrainResult:
+    """Train ``kind`` on a loaded :class:`gkdcn.data.study.Study` (its first split by default)."""
+    from gkdcn.data.study import build_samples
+
+    if kind in ("gk-cnn", "gk-dcn") and study.knowledge is None:
+        raise GkdcnError(
+            f"{kind} needs geological knowledge: set [knowledge] faults or weights in the config"
+        )
+    if samples is None or split is None:
+        samples, splits = build_samples(study)
+        split = splits[0]
+    data = prepare_windows(
+        study.raw,
+        study.names,
+        study.knowledge,
+        samples,
+        split,
+        study.config.transform,
+        study.config.samples.window,
+        study.config.samples.padding,
+    )
+    result = fit_network(
+        kind,
+        data,
+        cfg or study.config.train,
+        seed=seed,
+        device=device,
+        progress=progress,
+        label=label,
+    )
+    result.bundle.info.update({"study": study.config.name, "split": split.name})
+    return result
