@@ -1,0 +1,204 @@
+"""Deposit and non-deposit sites as cells of the element grid.
+
+Sites are never moved: a point outside the grid or on a nodata cell is skipped and reported, and of
+two points in one cell the first is kept and the other reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from scipy.ndimage import distance_transform_edt
+
+from gkdcn.config import Align
+from gkdcn.errors import GkdcnError, InputError
+from gkdcn.io.grid import Grid
+from gkdcn.io.rasters import read_layer_on_grid
+
+DEPOSIT = 1
+NON_DEPOSIT = 0
+
+
+@dataclass(frozen=True)
+class SiteTable:
+    """Sites on the element grid: string ids, labels (1 deposit, 0 non-deposit), rows, cols."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+
+    def __post_init__(self) -> None:
+        # Normalise dtypes once so every consumer can rely on them.
+        object.__setattr__(self, "ids", np.asarray(self.ids).astype(str))
+        object.__setattr__(self, "labels", np.asarray(self.labels, dtype=np.int8))
+        object.__setattr__(self, "rows", np.asarray(self.rows, dtype=np.int64))
+        object.__setattr__(self, "cols", np.asarray(self.cols, dtype=np.int64))
+        n = {len(self.ids), len(self.labels), len(self.rows), len(self.cols)}
+        if len(n) != 1:
+            raise ValueError("ids, labels, rows and cols must have the same length")
+        if not np.isin(self.labels, (NON_DEPOSIT, DEPOSIT)).all():
+            raise ValueError("labels must be 0 (non-deposit) or 1 (deposit)")
+
+    @classmethod
+    def empty(cls) -> SiteTable:
+        """A table with no sites."""
+        return cls(np.array([], dtype=str), np.array([]), np.array([]), np.array([]))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, mask: np.ndarray) -> SiteTable:
+        """Sites selected by a boolean mask or an index array."""
+        return SiteTable(self.ids[mask], self.labels[mask], self.rows[mask], self.cols[mask])
+
+    def deposits(self) -> SiteTable:
+        """Only the deposit sites (label 1)."""
+        return self.subset(self.labels == DEPOSIT)
+
+    def non_deposits(self) -> SiteTable:
+        """Only the non-deposit sites (label 0)."""
+        return self.subset(self.labels == NON_DEPOSIT)
+
+    def concat(self, other: SiteTable) -> SiteTable:
+        """This table followed by ``other``."""
+        return SiteTable(
+            np.concatenate([self.ids, other.ids]),
+            np.concatenate([self.labels, other.labels]),
+            np.concatenate([self.rows, other.rows]),
+            np.concatenate([self.cols, other.cols]),
+        )
+
+    def to_frame(self, grid: Grid) -> pd.DataFrame:
+        """site_id, label, row, col and the cell centre's x, y in map units."""
+        x, y = grid.xy(self.rows, self.cols)
+        return pd.DataFrame(
+            {
+                "site_id": self.ids.astype(str),
+                "label": self.labels,
+                "row": self.rows,
+                "col": self.cols,
+                "x": x,
+                "y": y,
+            }
+        )
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> SiteTable:
+        """Inverse of :meth:`to_frame` (x, y are ignored: cells are the truth)."""
+        return cls(
+            frame["site_id"].astype(str).to_numpy(),
+            frame["label"].to_numpy(),
+            frame["row"].to_numpy(),
+            frame["col"].to_numpy(),
+        )
+
+
+def _numbered(prefix: str, count: int) -> np.ndarray:
+    width = max(2, len(str(count)))
+    return np.array([f"{prefix}{i + 1:0{width}d}" for i in range(count)], dtype=object)
+
+
+def sites_from_raster(
+    path: str | Path,
+    grid: Grid,
+    align: Align,
+    value: float,
+    label: int,
+    id_prefix: str,
+) -> SiteTable:
+    """Sites at the cells of a label raster equal to ``value``, ids ``{prefix}01..`` by row, col.
+
+    The raster is brought onto the element grid with nearest-neighbour resampling when
+    ``align = "resample"``; its own nodata cells are never sites.
+    """
+    data = read_layer_on_grid(path, grid, align, resampling="nearest")
+    rows, cols = np.nonzero(data == value)  # row-major: sorted by row then col
+    return SiteTable(_numbered(id_prefix, len(rows)), np.full(len(rows), label), rows, cols)
+
+
+def drop_invalid(sites: SiteTable, valid: np.ndarray) -> tuple[SiteTable, list[str]]:
+    """Remove sites on invalid (nodata) element cells; report each by id."""
+    ok = valid[sites.rows, sites.cols]
+    messages = [
+        f"site {sites.ids[i]} at row {sites.rows[i]}, col {sites.cols[i]} falls on a nodata "
+        "cell of the element data; skipped"
+        for i in np.flatnonzero(~ok)
+    ]
+    return sites.subset(ok), messages
+
+
+def sites_from_points(
+    gdf: gpd.GeoDataFrame, grid: Grid, valid: np.ndarray, label: int
+) -> tuple[SiteTable, list[str]]:
+    """Cells of points (already in the grid's CRS) with their ``site_id``; skipped ones reported.
+
+    Points outside the grid or on nodata cells are skipped, never moved; when two points share a
+    cell the first is kept.
+    """
+    x = gdf.geometry.x.to_numpy(dtype=float)
+    y = gdf.geometry.y.to_numpy(dtype=float)
+    ids = gdf["site_id"].astype(str).to_numpy()
+    rows, cols = grid.rowcol(x, y)
+    inside = grid.inside(rows, cols)
+    messages: list[str] = []
+    keep = np.zeros(len(ids), dtype=bool)
+    taken: dict[tuple[int, int], str] = {}
+    for i in range(len(ids)):
+        where = f"site {ids[i]} at ({x[i]:.10g}, {y[i]:.10g})"
+        if not inside[i]:
+            messages.append(f"{where} lies outside the element grid; skipped")
+            continue
+        cell = (int(rows[i]), int(cols[i]))
+        if not valid[cell]:
+            messages.append(
+                f"{where} falls on a nodata cell (row {cell[0]}, col {cell[1]}); skipped"
+            )
+            continue
+        if cell in taken:
+            messages.append(
+                f"{where} shares cell (row {cell[0]}, col {cell[1]}) with site {taken[cell]}; skipped"
+            )
+            continue
+        taken[cell] = ids[i]
+        keep[i] = True
+    table = SiteTable(ids[keep], np.full(int(keep.sum()), label), rows[keep], cols[keep])
+    return table, messages
+
+
+def sample_negatives(
+    deposits: SiteTable,
+    valid: np.ndarray,
+    grid: Grid,
+    count: int,
+    min_distance: float,
+    seed: int,
+) -> SiteTable:
+    """Draw ``count`` random valid cells at least ``min_distance`` map units from every deposit.
+
+    Distances are between cell centres. Ids ``R01..`` ordered by row then col; label 0.
+    """
+    if count < 1:
+        raise GkdcnError(f"cannot sample {count} non-deposit sites")
+    candidates = valid.copy()
+    if len(deposits):
+        marks = np.ones(grid.shape, dtype=bool)
+        marks[deposits.rows, deposits.cols] = False
+        cw, ch = grid.cell_size
+        distance = distance_transform_edt(marks, sampling=(ch, cw))
+        candidates &= (distance >= min_distance) & marks
+    flat = np.flatnonzero(candidates)
+    if len(flat) < count:
+        raise InputError(
+            "sites.negatives",
+            f"only {len(flat)} valid cells lie at least {min_distance:g} map units from every "
+            f"deposit, {count} needed: lower 'min_distance' or 'count'",
+        )
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(flat, size=count, replace=False))
+    rows, cols = np.unravel_index(chosen, grid.shape)
+    return SiteTable(_numbered("R", count), np.zeros(count), rows, cols)

@@ -1,0 +1,476 @@
+"""A study in memory: the aligned element stack, its valid mask, knowledge weight and sites.
+
+:func:`load_study` turns a :class:`~gkdcn.config.StudyConfig` into a :class:`Study`;
+:func:`save_prepared` writes it (with its samples and splits) to a folder that GIS tools open and
+:func:`load_prepared` reads back. Problems that do not stop the study (skipped sites, rasters lined
+up by index) are collected in ``Study.notes`` for the CLI to show.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+
+import gkdcn
+from gkdcn.config import (
+    PointSitesConfig,
+    RasterSitesConfig,
+    SiteSource,
+    StudyConfig,
+    config_from_dict,
+)
+from gkdcn.data.knowledge import distance_to_lines, proximity_weight
+from gkdcn.data.samples import SampleSet, Split, make_samples, make_splits
+from gkdcn.data.sites import (
+    DEPOSIT,
+    NON_DEPOSIT,
+    SiteTable,
+    drop_invalid,
+    sample_negatives,
+    sites_from_points,
+    sites_from_raster,
+)
+from gkdcn.errors import GkdcnError, InputError
+from gkdcn.io.atomic import atomic_dir
+from gkdcn.io.grid import Grid
+from gkdcn.io.rasters import AlignmentWarning, open_elements, read_layer_on_grid, write_geotiff
+from gkdcn.io.vectors import read_lines, read_points
+
+KNOWLEDGE_CHANNEL = "fault_proximity"
+PREPARED_FORMAT = 1
+
+
+@dataclass
+class Study:
+    """Everything a study needs in memory, on the element grid.
+
+    ``raw`` is ``(C, H, W)`` float32 with NaN on invalid cells; ``valid`` is ``(H, W)`` bool (every
+    element channel finite); ``knowledge`` the ``(H, W)`` float32 weight in [0, 1] or None;
+    ``sites`` deposits followed by non-deposits; ``notes`` one line per warning or skipped site.
+    """
+
+    config: StudyConfig
+    names: list[str]
+    grid: Grid
+    raw: np.ndarray
+    valid: np.ndarray
+    knowledge: np.ndarray | None
+    sites: SiteTable
+    faults: gpd.GeoDataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+
+def _warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
+    notes = []
+    for w in caught:
+        if issubclass(w.category, AlignmentWarning):
+            notes.append(str(w.message))
+        else:  # not ours to swallow: hand it back to the caller's filters
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return notes
+
+
+def _load_sites(
+    source: SiteSource,
+    config: StudyConfig,
+    grid: Grid,
+    valid: np.ndarray,
+    label: int,
+    prefix: str,
+) -> tuple[SiteTable, list[str], Path]:
+    path = config.resolve(source.raster if isinstance(source, RasterSitesConfig) else source.points)
+    if isinstance(source, RasterSitesConfig):
+        table = sites_from_raster(path, grid, config.align, source.value, label, prefix)
+        if len(table) == 0:
+            raise InputError(
+                path, f"no cell equal to {source.value:g} on the element grid: no sites"
+            )
+        table, messages = drop_invalid(table, valid)
+    else:
+        assert isinstance(source, PointSitesConfig)
+        gdf = read_points(
+            path,
+            x=source.x,
+            y=source.y,
+            crs=source.crs,  # a CSV without one is taken to be in the grid's CRS
+            id=source.id,
+            target_crs=grid.crs,
+        )
+        table, messages = sites_from_points(gdf, grid, valid, label)
+    return table, [f"{path}: {m}" for m in messages], path
+
+
+def load_study(config: StudyConfig) -> Study:
+    """Read a study's inputs onto the element grid and collect its sites and knowledge.
+
+    Raises :class:`InputError` naming the file for every problem the user must fix; skipped sites
+    and index alignment end up in ``Study.notes``.
+    """
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AlignmentWarning)
+        elements_path = config.resolve(config.elements.path)
+        with open_elements(
+            elements_path, config.elements.layers, config.elements.exclude, config.align
+        ) as source:
+            names = list(source.names)
+            grid = source.grid
+            raw = source.read()
+        valid = np.isfinite(raw).all(axis=0)
+        if not valid.any():
+            raise InputError(elements_path, "no cell has a value in every layer")
+        if KNOWLEDGE_CHANNEL in names and config.knowledge.as_channel:
+            raise InputError(
+                elements_path,
+                f"a layer is named '{KNOWLEDGE_CHANNEL}', the knowledge channel's name",
+            )
+
+        deposits, messages, dep_path = _load_sites(
+            config.sites.deposits, config, grid, valid, DEPOSIT, "D"
+        )
+        notes += messages
+        skipped = len(messages)
+        if len(deposits) == 0:
+            raise InputError(
+                dep_path,
+                f"no deposit left on the element grid ({len(messages)} skipped: outside the grid "
+                "or on nodata cells)",
+            )
+
+        if config.sites.non_deposits is not None:
+            negatives, messages, neg_path = _load_sites(
+                config.sites.non_deposits, config, grid, valid, NON_DEPOSIT, "N"
+            )
+            skipped += len(messages)
+            notes += messages
+            negatives, clash = _drop_deposit_cells(negatives, deposits)
+            skipped += len(clash)
+            notes += [f"{neg_path}: {m}" for m in clash]
+            if len(negatives) == 0:
+                raise InputError(neg_path, "no non-deposit left on the element grid")
+        else:
+            cfg = config.sites.negatives
+            count = cfg.count if cfg.count is not None else len(deposits)
+            negatives = sample_negatives(deposits, valid, grid, count, cfg.min_distance, cfg.seed)
+            notes.append(
+                f"sampled {count} non-deposit cells at least {cfg.min_distance:g} map units from "
+                f"any deposit (seed {cfg.seed})"
+            )
+
+        knowledge, faults = _load_knowledge(config, grid, valid, notes)
+    notes = _warning_notes(caught) + notes
+
+    deposits, negatives = _unique_ids(deposits, negatives, notes)
+    if knowledge is not None and config.knowledge.as_channel:
+        channel = np.where(valid, knowledge, np.nan).astype(np.float32)
+        raw = np.concatenate([raw, channel[np.newaxis]], axis=0)
+        names.append(KNOWLEDGE_CHANNEL)
+    return Study(
+        config=config,
+        names=names,
+        grid=grid,
+        raw=raw,
+        valid=valid,
+        knowledge=knowledge,
+        sites=deposits.concat(negatives),
+        faults=faults,
+        notes=notes,
+        skipped=skipped,
+    )
+
+
+def _drop_deposit_cells(negatives: SiteTable, deposits: SiteTable) -> tuple[SiteTable, list[str]]:
+    """A cell cannot be both: a non-deposit on a deposit cell is dropped and reported."""
+    deposit_cells = set(zip(deposits.rows.tolist(), deposits.cols.tolist(), strict=True))
+    clash = np.array(
+        [(r, c) in deposit_cells for r, c in zip(negatives.rows, negatives.cols, strict=True)],
+        dtype=bool,
+    )
+    messages = [
+        f"non-deposit {negatives.ids[i]} is on deposit cell (row {negatives.rows[i]}, "
+        f"col {negatives.cols[i]}); skipped"
+        for i in np.flatnonzero(clash)
+    ]
+    return negatives.subset(~clash), messages
+
+
+def _unique_ids(
+    deposits: SiteTable, negatives: SiteTable, notes: list[str]
+) -> tuple[SiteTable, SiteTable]:
+    # Sites are grouped by id downstream; two files numbering their points 1, 2, ... would merge.
+    if not set(deposits.ids.tolist()) & set(negatives.ids.tolist()):
+        return deposits, negatives
+    notes.append("deposit and non-deposit ids overlap: prefixed with 'D:' and 'N:'")
+    return (
+        replace(deposits, ids=np.char.add("D:", deposits.ids)),
+        replace(negatives, ids=np.char.add("N:", negatives.ids)),
+    )
+
+
+def _load_knowledge(
+    config: StudyConfig, grid: Grid, valid: np.ndarray, notes: list[str]
+) -> tuple[np.ndarray | None, gpd.GeoDataFrame | None]:
+    cfg = config.knowledge
+    if cfg.faults is not None:
+        path = config.resolve(cfg.faults)
+        faults = read_lines(path, target_crs=grid.crs)
+        try:
+            distance = distance_to_lines(faults, grid)
+        except GkdcnError as exc:
+            problem = str(exc).removeprefix("faults: ")
+            raise InputError(path, problem) from None
+        return proximity_weight(distance, cfg.decay).astype(np.float32), faults
+    if cfg.weights is not None:
+        path = config.resolve(cfg.weights)
+        weight = read_layer_on_grid(path, grid, config.align, resampling="nearest")
+        finite = np.isfinite(weight)
+        if finite.any():
+            low, high = float(weight[finite].min()), float(weight[finite].max())
+            if low < 0 or high > 1:
+                raise InputError(path, f"weights must lie in [0, 1]; found {low:.6g} .. {high:.6g}")
+        missing = int((valid & ~finite).sum())
+        if missing == int(valid.sum()):
+            raise InputError(path, "no weight on any valid cell of the element grid")
+        if missing:
+            notes.append(f"{path}: {missing} valid cells have no weight; set to 0")
+        return np.where(finite, weight, 0.0).astype(np.float32), None
+    return None, None
+
+
+def build_samples(study: Study) -> tuple[SampleSet, list[Split]]:
+    """Window centres for the study's sites (``config.samples``) and its splits (``config.split``)."""
+    cfg = study.config.samples
+    samples = make_samples(study.sites, study.grid.shape, cfg.shift, cfg.rotations, cfg.flips)
+    splits = make_splits(samples, study.sites, study.grid, study.config.split)
+    return samples, splits
+
+
+def _grid_dict(grid: Grid) -> dict[str, Any]:
+    return {
+        "crs": None if grid.crs is None else grid.crs.to_wkt(),
+        "transform": list(grid.transform)[:6],
+        "height": grid.height,
+        "width": grid.width,
+        "description": grid.describe(),
+    }
+
+
+def summarize(
+    study: Study, samples: SampleSet | None = None, splits: list[Split] | None = None
+) -> dict[str, Any]:
+    """Plain-data summary: grid, layers, valid cells, sites kept and skipped, samples per split."""
+    grid = study.grid
+    epsg = grid.crs.to_epsg() if grid.crs is not None else None
+    summary: dict[str, Any] = {
+        "name": study.config.name,
+        "grid": grid.describe(),
+        "crs": None if grid.crs is None else (f"EPSG:{epsg}" if epsg else grid.crs.to_string()),
+        "shape": [grid.height, grid.width],
+        "cell_size": list(grid.cell_size),
+        "layers": list(study.names),
+        "valid_cells": int(study.valid.sum()),
+        "cells": int(study.valid.size),
+        "deposits": int((study.sites.labels == DEPOSIT).sum()),
+        "non_deposits": int((study.sites.labels == NON_DEPOSIT).sum()),
+        "skipped_sites": int(study.skipped),
+        "knowledge": None,
+        "notes": list(study.notes),
+    }
+    if study.knowledge is not None:
+        k = study.knowledge[study.valid]
+        source = "faults" if study.config.knowledge.faults is not None else "weights"
+        summary["knowledge"] = {
+            "source": source,
+            "as_channel": study.config.knowledge.as_channel,
+            "mean": float(k.mean()) if k.size else math.nan,
+            "nonzero_fraction": float((k > 0).mean()) if k.size else math.nan,
+        }
+    if samples is not None:
+        labels = np.asarray(samples.labels)
+        summary["samples"] = {
+            "total": len(samples),
+            "positive": int((labels == 1).sum()),
+            "negative": int((labels == 0).sum()),
+        }
+    if splits is not None and samples is not None:
+        labels = np.asarray(samples.labels)
+        summary["splits"] = [
+            {
+                "name": s.name,
+                "description": s.description,
+                "train": len(s.train),
+                "val": len(s.val),
+                "train_positive": int((labels[s.train] == 1).sum()),
+                "val_positive": int((labels[s.val] == 1).sum()),
+            }
+            for s in splits
+        ]
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Readable multi-line text of :func:`summarize`'s dict (what ``gkdcn prepare`` prints)."""
+    layers = summary["layers"]
+    shown = ", ".join(layers) if len(layers) <= 12 else ", ".join(layers[:12]) + ", ..."
+    valid, cells = summary["valid_cells"], summary["cells"]
+    lines = [
+        f"study {summary['name']}",
+        f"  grid       {summary['grid']}",
+        f"  layers     {len(layers)}: {shown}",
+        f"  valid      {valid} of {cells} cells ({100 * valid / max(cells, 1):.1f}%)",
+        f"  sites      {summary['deposits']} deposits, {summary['non_deposits']} non-deposits"
+        + (f" ({summary['skipped_sites']} skipped)" if summary["skipped_sites"] else ""),
+    ]
+    k = summary.get("knowledge")
+    if k:
+        lines.append(
+            f"  knowledge  from {k['source']}{', also as a channel' if k['as_channel'] else ''}: "
+            f"mean weight {k['mean']:.3f}, {100 * k['nonzero_fraction']:.1f}% of valid cells > 0"
+        )
+    else:
+        lines.append("  knowledge  none")
+    s = summary.get("samples")
+    if s:
+        lines.append(f"  samples    {s['total']} windows ({s['positive']} +, {s['negative']} -)")
+    for split in summary.get("splits", [])[:10]:
+        lines.append(
+            f"  split {split['name']}: train {split['train']} ({split['train_positive']} +), "
+            f"val {split['val']} ({split['val_positive']} +)"
+        )
+    if len(summary.get("splits", [])) > 10:
+        lines.append(f"  ... and {len(summary['splits']) - 10} more splits")
+    notes = summary.get("notes", [])
+    if notes:
+        lines.append(f"  notes ({len(notes)}):")
+        lines += [f"    - {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def save_prepared(
+    study: Study,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    samples: SampleSet | None = None,
+    splits: list[Split] | None = None,
+) -> Path:
+    """Write the prepared study to a folder, atomically; returns the folder.
+
+    Files: ``stack.tif`` (raw aligned stack, band descriptions = names, nodata NaN), ``valid.tif``
+    (1 valid / 0), ``knowledge.tif`` (if any), ``faults.gpkg`` (if any), ``sites.csv``,
+    ``samples.csv`` (one column per split: train / val / -) and ``metadata.json``. Samples and
+    splits are built from the config unless given.
+    """
+    out_dir = Path(out_dir)
+    if samples is None or splits is None:
+        samples, splits = build_samples(study)
+    summary = summarize(study, samples, splits)
+    with atomic_dir(out_dir, overwrite) as tmp:
+        write_geotiff(
+            tmp / "stack.tif", study.raw, study.grid, nodata=math.nan, descriptions=study.names
+        )
+        write_geotiff(
+            tmp / "valid.tif",
+            study.valid.astype(np.uint8),
+            study.grid,
+            nodata=None,
+            descriptions=["valid"],
+            dtype="uint8",
+        )
+        if study.knowledge is not None:
+            write_geotiff(
+                tmp / "knowledge.tif",
+                study.knowledge,
+                study.grid,
+                nodata=None,
+                descriptions=[KNOWLEDGE_CHANNEL],
+            )
+        if study.faults is not None:
+            study.faults.to_file(tmp / "faults.gpkg", driver="GPKG")
+        study.sites.to_frame(study.grid).to_csv(tmp / "sites.csv", index=False)
+        frame = pd.DataFrame(
+            {
+                "row": samples.rows,
+                "col": samples.cols,
+                "label": np.asarray(samples.labels).astype(np.int8),
+                "site_id": study.sites.ids[np.asarray(samples.site)],
+                "aug": samples.aug,
+            }
+        )
+        for split in splits:
+            column = np.full(len(samples), "-", dtype=object)
+            column[split.train] = "train"
+            column[split.val] = "val"
+            frame[split.name] = column
+        frame.to_csv(tmp / "samples.csv", index=False)
+        metadata = {
+            "format": PREPARED_FORMAT,
+            "gkdcn_version": gkdcn.__version__,
+            "config": study.config.to_toml_dict(),
+            "base_dir": str(study.config.base_dir),
+            "grid": _grid_dict(study.grid),
+            "names": list(study.names),
+            "skipped": study.skipped,
+            "notes": list(study.notes),
+            "summary": summary,
+        }
+        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+    return out_dir
+
+
+def load_prepared(path: str | Path) -> Study:
+    """Read a folder written by :func:`save_prepared` back into a :class:`Study`."""
+    path = Path(path)
+    meta_path = path / "metadata.json"
+    if not path.is_dir():
+        raise InputError(path, "prepared study folder not found")
+    if not meta_path.exists():
+        raise InputError(path, "not a prepared study (no metadata.json)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(meta_path, f"cannot read ({exc})") from None
+    if meta.get("format") != PREPARED_FORMAT:
+        raise InputError(meta_path, f"unknown prepared-study format {meta.get('format')!r}")
+    config = config_from_dict(meta["config"], base_dir=meta.get("base_dir", "."), source=meta_path)
+    for name in ("stack.tif", "valid.tif", "sites.csv"):
+        if not (path / name).exists():
+            raise InputError(path / name, "missing from the prepared study")
+    try:
+        with rasterio.open(path / "stack.tif") as ds:
+            raw = ds.read().astype(np.float32, copy=False)
+            grid = Grid(crs=ds.crs, transform=ds.transform, height=ds.height, width=ds.width)
+        with rasterio.open(path / "valid.tif") as ds:
+            valid = ds.read(1).astype(bool)
+        knowledge = None
+        if (path / "knowledge.tif").exists():
+            with rasterio.open(path / "knowledge.tif") as ds:
+                knowledge = ds.read(1).astype(np.float32, copy=False)
+    except rasterio.errors.RasterioError as exc:
+        raise InputError(path, f"cannot read a raster ({str(exc).splitlines()[0]})") from None
+    faults = gpd.read_file(path / "faults.gpkg") if (path / "faults.gpkg").exists() else None
+    try:
+        sites = SiteTable.from_frame(pd.read_csv(path / "sites.csv", dtype={"site_id": str}))
+    except (KeyError, ValueError, pd.errors.ParserError) as exc:
+        raise InputError(path / "sites.csv", f"cannot read ({exc})") from None
+    return Study(
+        config=config,
+        names=list(meta["names"]),
+        grid=grid,
+        raw=raw,
+        valid=valid,
+        knowledge=knowledge,
+        sites=sites,
+        faults=faults,
+        notes=list(meta.get("notes", [])),
+        skipped=int(meta.get("skipped", 0)),
+    )
