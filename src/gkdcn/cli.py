@@ -1,12 +1,450 @@
-"""Command-line interface: a thin Typer layer over the library API."""
+"""Command-line interface: a thin Typer layer over the library API.
+
+Every command turns user-fixable problems (:class:`gkdcn.errors.GkdcnError`) into one line on
+stderr and exit status 2, and shows library warnings (e.g. index alignment) as one line each.
+"""
 
 from __future__ import annotations
 
+import functools
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+from gkdcn.config import MODEL_KINDS, StudyConfig, load_config
+from gkdcn.errors import GkdcnError, InputError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="gkdcn: geochemical anomaly patterns with geology-guided deformable convolutions.",
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Folder that relative paths in the config resolve against."),
+]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
 
 
-@app.callback()
-def main() -> None:
-    """gkdcn: geochemical anomaly patterns with geology-guided deformable convolutions."""
+def _friendly(func: F) -> F:
+    """Print GkdcnError as one line (exit 2) and warnings as one line each."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            try:
+                return func(*args, **kwargs)
+            except GkdcnError as exc:
+                err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
+            finally:
+                for w in caught:
+                    if issubclass(w.category, UserWarning):
+                        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def progress_bar() -> Progress:
+    """The progress display used by every long command."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+def _config(path: Path, data_dir: Path | None) -> StudyConfig:
+    return load_config(path, data_dir=data_dir)
+
+
+def _study(config_or_prepared: Path, data_dir: Path | None) -> Any:
+    """A study from a config file, or from a folder written by ``gkdcn prepare``."""
+    from gkdcn.data.study import load_prepared, load_study
+
+    if config_or_prepared.is_dir() and (config_or_prepared / "metadata.json").exists():
+        return load_prepared(config_or_prepared)
+    return load_study(_config(config_or_prepared, data_dir))
+
+
+@app.command()
+@_friendly
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to create for the synthetic district.")],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    height: Annotated[int, typer.Option(help="Rows of the grid.")] = 96,
+    width: Annotated[int, typer.Option(help="Columns of the grid.")] = 128,
+    layers: Annotated[int, typer.Option(help="Number of element layers.")] = 12,
+    deposits: Annotated[int, typer.Option(help="Number of deposits.")] = 10,
+    overwrite: Overwrite = False,
+) -> None:
+    """Generate a synthetic district (GeoTIFFs, deposits, faults, study.toml)."""
+    from gkdcn.data.synthetic import SyntheticSpec, generate_district
+
+    spec = SyntheticSpec(
+        seed=seed, height=height, width=width, n_layers=layers, n_deposits=deposits
+    )
+    config_path = generate_district(out_dir, spec, overwrite=overwrite)
+    console.print(f"wrote synthetic district to {out_dir} (study config: {config_path})")
+
+
+@app.command()
+@_friendly
+def prepare(
+    config: Annotated[Path, typer.Argument(help="Study config (TOML).")],
+    data_dir: DataDir = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the prepared dataset (default: print only).")
+    ] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Read and align the inputs, place the sites, cut the samples; print a summary."""
+    from gkdcn.data.study import build_samples, format_summary, load_study, save_prepared, summarize
+
+    cfg = _config(config, data_dir)
+    if out is not None:
+        from gkdcn.io.atomic import check_writable
+
+        check_writable(out, overwrite)
+    study = load_study(cfg)
+    samples, splits = build_samples(study)
+    console.print(format_summary(summarize(study, samples, splits)), highlight=False)
+    if out is not None:
+        save_prepared(study, out, overwrite=overwrite)
+        console.print(f"wrote prepared dataset to {out}")
+
+
+@app.command()
+@_friendly
+def train(
+    config: Annotated[Path, typer.Argument(help="Study config (TOML) or prepared folder.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="cnn, dcn, gk-cnn or gk-dcn.")],
+    out: Annotated[Path, typer.Option(help="Folder for model.pt, history.csv, training_curve.png.")],
+    data_dir: DataDir = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: the config's).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the number of epochs.")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="'authors' applies the authors' training settings.")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Override the split: site, window (authors'), lodo, blocks.")
+    ] = None,
+    device: Device = "cpu",
+    overwrite: Overwrite = False,
+) -> None:
+    """Train one of the four models and write its model file, history and training curve."""
+    from gkdcn.config import TrainConfig
+    from gkdcn.data.study import build_samples
+    from gkdcn.io.atomic import check_writable
+    from gkdcn.train import train_study, write_training_outputs
+
+    if model not in MODEL_KINDS:
+        raise GkdcnError(f"--model must be one of {', '.join(MODEL_KINDS)}, not {model!r}")
+    for name in ("model.pt", "history.csv", "training_curve.png"):
+        check_writable(out / name, overwrite)
+    study = _study(config, data_dir)
+    updates: dict[str, Any] = {}
+    if split is not None:
+        updates["split"] = study.config.split.model_copy(update={"method": split})
+    train_raw = study.config.train.model_dump()
+    if preset is not None:
+        train_raw = {**train_raw, "preset": preset}
+        for key in ("epochs", "lr", "batch_size", "weight_decay", "patience", "head"):
+            train_raw.pop(key)
+    if epochs is not None:
+        train_raw["epochs"] = epochs
+    updates["train"] = TrainConfig.model_validate(train_raw)
+    study.config = study.config.model_copy(update=updates)
+    samples, splits = build_samples(study)
+    with progress_bar() as progress:
+        result = train_study(
+            study, model, samples=samples, split=splits[0], seed=seed, device=_device(device),
+            progress=progress,
+        )  # fmt: skip
+    paths = write_training_outputs(result, out, overwrite=overwrite)
+    last = result.history.iloc[result.best_epoch - 1] if result.best_epoch else None
+    if last is not None and "val_auc" in result.history:
+        console.print(
+            f"best epoch {result.best_epoch}: validation loss {last['val_loss']:.3f}, "
+            f"accuracy {last['val_accuracy']:.3f}, AUC {last.get('val_auc', float('nan')):.3f} "
+            f"({splits[0].name} split)"
+        )
+    for kind, path in paths.items():
+        console.print(f"wrote {kind}: {path}")
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name not in ("cpu", "cuda", "mps"):
+        raise GkdcnError(f"--device must be auto, cpu, cuda or mps, not {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GkdcnError("--device cuda: no CUDA device is available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise GkdcnError("--device mps: no MPS device is available")
+    return name
+
+
+@app.command()
+@_friendly
+def predict(
+    models: Annotated[
+        list[Path], typer.Argument(metavar="MODEL...", help="Model file(s); several form an ensemble.")
+    ],
+    data: Annotated[
+        Path,
+        typer.Argument(
+            metavar="CONFIG_OR_DATA", help="Study config (TOML), element folder or multi-band GeoTIFF."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Output GeoTIFF.")],
+    data_dir: DataDir = None,
+    csv: Annotated[Path | None, typer.Option(help="Also write x, y, probability as CSV.")] = None,
+    mc_dropout: Annotated[
+        int, typer.Option(help="Monte-Carlo dropout passes (adds a std band).")
+    ] = 0,
+    batch_size: Annotated[int, typer.Option(help="Windows per batch.")] = 1024,
+    block_rows: Annotated[int, typer.Option(help="Rows per streamed block.")] = 64,
+    device: Device = "auto",
+    overwrite: Overwrite = False,
+) -> None:
+    """Map the anomaly probability of every valid cell onto the element grid (GeoTIFF)."""
+    from gkdcn.models.bundle import ModelBundle
+    from gkdcn.predict import predict_to_file
+
+    bundles = [ModelBundle.load(m) for m in models]
+    source = _element_source(data, data_dir, bundles[0].channels)
+    with source, progress_bar() as progress:
+        written = predict_to_file(
+            bundles, source, out, csv_path=csv, mc_dropout=mc_dropout, batch_size=batch_size,
+            block_rows=block_rows, device=_device(device), overwrite=overwrite, progress=progress,
+        )  # fmt: skip
+    for path in written:
+        console.print(f"wrote {path}")
+
+
+def _element_source(data: Path, data_dir: Path | None, channels: list[str]) -> Any:
+    from gkdcn.io.rasters import open_elements
+
+    if data.suffix.lower() == ".toml":
+        cfg = _config(data, data_dir)
+        return open_elements(
+            cfg.resolve(cfg.elements.path), layers=channels, exclude=[], align=cfg.align
+        )
+    return open_elements(data, layers=channels)
+
+
+@app.command()
+@_friendly
+def evaluate(
+    map_path: Annotated[Path, typer.Argument(metavar="MAP", help="Probability GeoTIFF.")],
+    sites: Annotated[
+        Path, typer.Argument(help="Study config (TOML), deposit points (CSV/vector) or raster.")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json, curves (CSV) and plots.")],
+    data_dir: DataDir = None,
+    x: Annotated[str, typer.Option(help="CSV x column.")] = "x",
+    y: Annotated[str, typer.Option(help="CSV y column.")] = "y",
+    crs: Annotated[str | None, typer.Option(help="CRS of CSV coordinates.")] = None,
+    value: Annotated[float, typer.Option(help="Marker value in a deposit raster.")] = 1,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the AUC CI.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Score a probability map against deposits: metrics, ROC/PR, success-rate, P-A, CIs."""
+    from gkdcn.evaluate import evaluate_map, write_evaluation
+    from gkdcn.io.rasters import read_probability_map
+
+    prob, valid, grid = read_probability_map(map_path)
+    rows, cols, notes = _deposit_cells(sites, grid, valid, data_dir, x, y, crs, value)
+    for note in notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    ev = evaluate_map(prob, valid, rows, cols, n_boot=bootstrap, seed=seed)
+    written = write_evaluation(ev, out, overwrite=overwrite, title=map_path.stem)
+    m = ev.to_dict()
+    console.print(
+        f"AUC {m['auc']:.3f} (95% CI {m['auc_ci'][0]:.3f}-{m['auc_ci'][1]:.3f}), "
+        f"success-rate AUC {m['success_auc']:.3f}, F1 {m['f1']:.3f} at threshold {m['threshold']:.3f}; "
+        f"{len(rows)} deposits, {int(valid.sum())} valid cells"
+    )
+    console.print(f"wrote {len(written)} files to {out}")
+
+
+def _deposit_cells(
+    sites: Path,
+    grid: Any,
+    valid: Any,
+    data_dir: Path | None,
+    x: str,
+    y: str,
+    crs: str | None,
+    value: float,
+) -> tuple[Any, Any, list[str]]:
+    from gkdcn.config import PointSitesConfig, RasterSitesConfig
+    from gkdcn.data.sites import sites_from_points, sites_from_raster
+    from gkdcn.io.vectors import read_points
+
+    align = "strict"
+    if sites.suffix.lower() == ".toml":
+        cfg = _config(sites, data_dir)
+        source: Any = cfg.sites.deposits
+        align = cfg.align
+        resolve = cfg.resolve
+    elif sites.suffix.lower() in (".tif", ".tiff"):
+        source = RasterSitesConfig(raster=sites, value=value)
+        resolve = Path
+    else:
+        source = PointSitesConfig(points=sites, x=x, y=y, crs=crs)
+        resolve = Path
+    if isinstance(source, RasterSitesConfig):
+        table = sites_from_raster(resolve(source.raster), grid, align, source.value, 1, "D")
+        return table.rows, table.cols, []
+    gdf = read_points(
+        resolve(source.points), x=source.x, y=source.y, crs=source.crs, id=source.id,
+        target_crs=grid.crs,
+    )  # fmt: skip
+    table, notes = sites_from_points(gdf, grid, valid, 1)
+    if len(table) == 0:
+        raise InputError(sites, "no deposit falls on a valid cell of the map")
+    return table.rows, table.cols, notes
+
+
+@app.command()
+@_friendly
+def compare(
+    config: Annotated[Path, typer.Argument(help="Study config (TOML).")],
+    out: Annotated[Path, typer.Option(help="Run folder (resumable).")] = Path("runs/compare"),
+    data_dir: DataDir = None,
+    quick: Annotated[bool, typer.Option(help="Small version: 2 seeds, short training.")] = False,
+    seeds: Annotated[int | None, typer.Option(help="Number of seeds.")] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated subset of cnn,dcn,gk-cnn,gk-dcn.")
+    ] = None,
+    protocols: Annotated[
+        str | None, typer.Option(help="Comma-separated: authors, lodo, blocks.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override epochs.")] = None,
+    device: Device = "cpu",
+    overwrite: Overwrite = False,
+) -> None:
+    """Train CNN, DCN, GK-CNN and GK-DCN over seeds under the authors' and honest protocols."""
+    from gkdcn.data.study import load_study
+    from gkdcn.experiments import format_tables, make_plan, run_comparison
+
+    cfg = _config(config, data_dir)
+    plan = make_plan(
+        cfg, quick=quick, seeds=seeds, epochs=epochs,
+        models=models.split(",") if models else None,
+        protocols=protocols.split(",") if protocols else None,
+    )  # fmt: skip
+    study = load_study(cfg)
+    with progress_bar() as progress:
+        comparison = run_comparison(
+            study, out, plan, overwrite=overwrite, progress=progress, device=_device(device)
+        )
+    console.print(format_tables(comparison), highlight=False)
+    console.print(f"finished in {comparison.seconds:.0f} s; results in {out}")
+
+
+@app.command()
+@_friendly
+def explain(
+    model: Annotated[Path, typer.Argument(help="Model file.")],
+    config: Annotated[Path, typer.Argument(help="Study config (TOML) or prepared folder.")],
+    out: Annotated[Path, typer.Option(help="Folder for figures, maps and index.json.")],
+    data_dir: DataDir = None,
+    layer: Annotated[str | None, typer.Option(help="Layer for Grad-CAM (default conv2).")] = None,
+    element: Annotated[
+        str | None, typer.Option(help="Element shown beside the CAM (default: channel mean).")
+    ] = None,
+    sites: Annotated[str, typer.Option(help="deposits or all.")] = "deposits",
+    top_k: Annotated[int, typer.Option(help="Attribution maps for the top-k elements.")] = 3,
+    maps: Annotated[bool, typer.Option(help="Write full-map GeoTIFFs.")] = True,
+    overwrite: Overwrite = False,
+) -> None:
+    """Grad-CAM, deformable sampling and per-element attribution for a trained model."""
+    from gkdcn.explain.run import explain_model
+    from gkdcn.io.atomic import check_writable
+    from gkdcn.models.bundle import ModelBundle
+
+    check_writable(out, overwrite)
+    bundle = ModelBundle.load(model)
+    study = _study(config, data_dir)
+    with progress_bar() as progress:
+        index = explain_model(
+            bundle, study, out, sites=sites, layer=layer, element=element, top_k=top_k,
+            map_outputs=maps, overwrite=overwrite, progress=progress,
+        )  # fmt: skip
+    console.print(f"wrote {len(index.get('files', index))} outputs to {out} (see index.json)")
+
+
+@app.command()
+@_friendly
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A comparison run folder.")],
+    out: Annotated[Path | None, typer.Option(help="HTML file (default RUN_DIR/report.html).")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Build a self-contained HTML report from a comparison run."""
+    from gkdcn.report import build_report
+
+    path = build_report(run_dir, out, overwrite=overwrite)
+    console.print(f"wrote report: {path}")
+
+
+@app.command()
+@_friendly
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path(
+        "gkdcn-demo"
+    ),
+    overwrite: Overwrite = False,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic district.")] = 0,
+) -> None:
+    """Run the whole pipeline on a generated district and write DIR/report.html."""
+    from gkdcn.demo import run_demo
+
+    with progress_bar() as progress:
+        report_path = run_demo(out, overwrite=overwrite, seed=seed, progress=progress, log=console.print)
+    console.print(f"\n[bold green]done.[/] Open the report: {report_path.resolve()}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

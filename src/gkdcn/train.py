@@ -120,6 +120,7 @@ def fit_network(
         window=data.window,
         head=cfg.head,
         dropout=cfg.dropout,
+        width=cfg.width,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -193,7 +194,7 @@ def _loop(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            total_loss += float(loss) * len(batch)
+            total_loss += loss.item() * len(batch)
             correct += int(((logits > 0).float() == y_train[batch]).sum())
         row: dict[str, Any] = {
             "epoch": epoch,
@@ -204,7 +205,7 @@ def _loop(
             row.update(evaluate_windows(net, data.val, device))
         history.append(row)
         monitored = row.get("val_loss", row["train_loss"])
-        if monitored < best_loss - 1e-6:
+        if monitored < best_loss:
             best_loss = monitored
             best_state = copy.deepcopy(net.state_dict())
             best_epoch = epoch
