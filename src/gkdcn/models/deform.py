@@ -1,0 +1,554 @@
+"""Modulated deformable convolution (DCNv2) in pure PyTorch, and the layer the networks use.
+
+:func:`deform_conv2d` has exactly the semantics of ``torchvision.ops.deform_conv2d`` (output and
+gradients agree to rounding), but needs no compiled extension and is much faster on CPU, where
+torchvision's kernel builds its columns in serial loops.
+
+How it works. Every output pixel ``(n, ho, wo)`` reads, for each offset group and kernel tap
+``k = i*kw + j``, one bilinear sample of the input at ``(ho*stride - pad + i*dil + dy,
+wo*stride - pad + j*dil + dx)``. The input is stored channels-last with a zero border (the
+"table"), so each sample is a weighted sum of four rows of ``C / offset_groups`` contiguous values;
+``F.embedding_bag`` computes those sums for all samples in one fused, multi-threaded kernel. The
+resulting columns ``(N*Ho*Wo, kh*kw*C)`` meet the weight in one matrix product. Forward and backward
+are written out in one autograd Function that works through the batch a few images at a time on
+CPU, so the columns never exist in full (they are rebuilt in the backward pass) and each block is
+still in cache when the matrix products read it.
+
+Boundary rule (torchvision's): a corner outside the input reads 0, so a sample with
+``h <= -1``, ``h >= H``, ``w <= -1`` or ``w >= W`` is 0. Bilinear weights come from ``floor(h)`` and
+``h - floor(h)``, and the gradient with respect to the offsets is taken through those weights, so at
+exactly integer positions (zero offsets at initialisation) it uses the same two corners as
+torchvision (the sample's own row/column and the next one).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+__all__ = ["DeformConv2d", "deform_conv2d"]
+
+IntPair = int | tuple[int, int]
+
+# Devices where ``F.embedding_bag`` with per-sample weights is known to be implemented; elsewhere
+# (MPS, XPU, ...) the sampling falls back to plain gathers that every backend supports.
+_EMBEDDING_BAG_DEVICES = frozenset({"cpu", "cuda"})
+
+
+# The table is padded by two zero cells: a sample whose floor(h) is outside [-1, H-1] has both
+# rows outside the input, so clamping floor(h) into [-2, H] keeps every corner inside the table
+# and on zeros, which is torchvision's value (0) and gradient (0) for such samples.
+_TABLE_PAD = 2
+
+# Column block size on CPU: small enough to stay in cache between the gather that writes it and
+# the matrix products that read it.
+_BLOCK_BYTES = 16 * 2**20
+
+
+def _pair(value: IntPair, name: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    pair = tuple(int(v) for v in value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return (pair[0], pair[1])
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Everything that maps (output pixel, group, tap) to a table row, fixed for one call."""
+
+    n: int
+    height: int
+    width: int
+    out_h: int
+    out_w: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+
+    @property
+    def table_rows(self) -> int:
+        return (self.height + 2 * _TABLE_PAD) * (self.width + 2 * _TABLE_PAD)
+
+    @property
+    def delta(self) -> tuple[int, int, int, int]:
+        """Table-row shifts from the top-left corner to (top-left, top-right, bottom-left,
+        bottom-right)."""
+        g, row = self.groups, (self.width + 2 * _TABLE_PAD) * self.groups
+        return (0, g, row, row + g)
+
+
+def _sample_positions(offset: Tensor, geo: _Geometry) -> tuple[Tensor, Tensor, Tensor]:
+    """Top-left table row and fractional parts of every sample.
+
+    ``offset`` is ``(n, out_h, out_w, groups, taps, 2)``. Returns ``idx00`` (S,) int64 and
+    ``frac_h``, ``frac_w`` (S,) with S = n*out_h*out_w*groups*taps in that order; the fractions
+    carry autograd to ``offset`` when it requires grad.
+    """
+    device, dtype = offset.device, offset.dtype
+    kh, kw = geo.kernel
+    tap_i = torch.arange(kh, device=device, dtype=dtype).repeat_interleave(kw) * geo.dilation[0]
+    tap_j = torch.arange(kw, device=device, dtype=dtype).repeat(kh) * geo.dilation[1]
+    rows = torch.arange(geo.out_h, device=device, dtype=dtype) * geo.stride[0] - geo.padding[0]
+    cols = torch.arange(geo.out_w, device=device, dtype=dtype) * geo.stride[1] - geo.padding[1]
+    h = offset[..., 0] + (rows.view(-1, 1, 1, 1) + tap_i)
+    w = offset[..., 1] + (cols.view(-1, 1, 1) + tap_j)
+    # floor(h) and h - floor(h), as torchvision's bilinear weights; the gradient w.r.t. h flows
+    # through the fraction only, so at integer h it uses rows h and h + 1 like torchvision.
+    h_floor = h.detach().floor()
+    w_floor = w.detach().floor()
+    frac_h = (h - h_floor).reshape(-1)
+    frac_w = (w - w_floor).reshape(-1)
+    row = h_floor.clamp_(-_TABLE_PAD, geo.height).long()
+    col = w_floor.clamp_(-_TABLE_PAD, geo.width).long()
+    # Per (image, group) constant part of the index, folded into one broadcast add.
+    pad_cols = geo.width + 2 * _TABLE_PAD
+    image = torch.arange(geo.n, device=device).view(-1, 1, 1, 1, 1) * geo.table_rows
+    base = (image + (_TABLE_PAD * pad_cols + _TABLE_PAD)) * geo.groups
+    base = base + torch.arange(geo.groups, device=device).view(-1, 1)
+    idx00 = ((row * pad_cols + col) * geo.groups + base).reshape(-1)
+    return idx00, frac_h, frac_w
+
+
+def _corner_weights(frac_h: Tensor, frac_w: Tensor, mask: Tensor | None) -> Tensor:
+    """(S, 4) bilinear weights in ``_Geometry.delta`` order, times the mask when given."""
+    weights_h = torch.stack((1 - frac_h, frac_h), dim=-1)
+    if mask is not None:
+        weights_h = weights_h * mask.reshape(-1, 1)
+    weights_w = torch.stack((1 - frac_w, frac_w), dim=-1)
+    return (weights_h.unsqueeze(-1) * weights_w.unsqueeze(-2)).reshape(-1, 4)
+
+
+def _corner_indices(idx00: Tensor, delta: tuple[int, int, int, int]) -> Tensor:
+    return idx00.unsqueeze(1) + idx00.new_tensor(delta)
+
+
+def _corner_dots(grad: Tensor, table: Tensor, indices: Tensor) -> Tensor:
+    """``e[s, c] = <grad[s], table[indices[s, c]]>`` (S, 4): the gradient w.r.t. corner weights."""
+    s = indices.shape[0]
+    flat = indices.reshape(-1)
+    if grad.device.type in _EMBEDDING_BAG_DEVICES:
+        try:
+            # The fused kernel behind embedding_bag's own backward (a private ATen op, hence the
+            # fallback): several times faster than gathering the rows.
+            offsets = torch.arange(0, 4 * s, 4, device=grad.device)
+            offset2bag = torch.arange(s, device=grad.device).repeat_interleave(4)
+            out = torch.ops.aten._embedding_bag_per_sample_weights_backward(
+                grad, table, flat, offsets, offset2bag, 0
+            )
+            return out.view(s, 4)
+        except (AttributeError, NotImplementedError, RuntimeError):  # pragma: no cover
+            pass
+    return _corner_dots_gather(grad, table, flat)
+
+
+def _corner_dots_gather(grad: Tensor, table: Tensor, flat_indices: Tensor) -> Tensor:
+    """Portable :func:`_corner_dots`, chunked so the gathered rows stay in cache."""
+    s = grad.shape[0]
+    out = grad.new_empty(s, 4)
+    chunk = 2048
+    for start in range(0, s, chunk):
+        stop = min(start + chunk, s)
+        rows = table.index_select(0, flat_indices[4 * start : 4 * stop]).view(stop - start, 4, -1)
+        torch.bmm(rows, grad[start:stop].unsqueeze(-1), out=out[start:stop].unsqueeze(-1))
+    return out
+
+
+def _scatter_corners(
+    grad: Tensor, weights: Tensor, idx00: Tensor, delta: tuple[int, int, int, int], out: Tensor
+) -> None:
+    """Add to ``out`` (table rows) ``weights[s, c] * grad[s]`` at row ``idx00[s] + delta[c]``.
+
+    A scatter-add of 4*S rows. ``embedding_bag``'s own backward sorts all 4*S indices; here the
+    corners share one sort of ``idx00`` (they are fixed shifts of it), one ``embedding_bag`` per
+    corner sums each row's samples, and the four sums are added shifted into place.
+    """
+    rows = out.shape[0]
+    keys, order = torch.sort(idx00, stable=True)
+    # Bag r holds the samples whose top-left corner is table row r (possibly none).
+    starts = torch.searchsorted(keys, torch.arange(rows, device=keys.device))
+    sorted_weights = weights.index_select(0, order).t().contiguous()
+    for c, shift in enumerate(delta):
+        per_row = F.embedding_bag(
+            order, grad, starts, mode="sum", per_sample_weights=sorted_weights[c]
+        )
+        out[shift:] += per_row[: rows - shift]
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A run of whole images: its output rows, samples and table rows."""
+
+    rows: slice
+    samples: slice
+    table_rows: slice
+
+    def corners(
+        self,
+        idx00: Tensor,
+        frac_h: Tensor,
+        frac_w: Tensor,
+        flat_mask: Tensor | None,
+        geo: _Geometry,
+    ) -> tuple[Tensor, Tensor]:
+        """Corner table rows (S, 4) and weights (S, 4) of this block's samples."""
+        mask = None if flat_mask is None else flat_mask[self.samples]
+        weights = _corner_weights(frac_h[self.samples], frac_w[self.samples], mask)
+        return _corner_indices(idx00[self.samples], geo.delta), weights
+
+
+def _blocks(geo: _Geometry, images: int) -> list[_Block]:
+    """Blocks of at most ``images`` images covering the batch."""
+    pixels = geo.out_h * geo.out_w
+    samples = pixels * geo.groups * geo.kernel[0] * geo.kernel[1]
+    table_rows = geo.table_rows * geo.groups
+    out = []
+    for start in range(0, geo.n, images):
+        stop = min(start + images, geo.n)
+        out.append(
+            _Block(
+                rows=slice(start * pixels, stop * pixels),
+                samples=slice(start * samples, stop * samples),
+                table_rows=slice(start * table_rows, stop * table_rows),
+            )
+        )
+    return out
+
+
+class _DeformConv(torch.autograd.Function):
+    """The whole layer: ``out = columns(table, offset, mask) @ weight_mat + bias``, (M, Cout).
+
+    Inputs: ``table`` (rows, C/G), ``offset`` (n, ho, wo, G, taps, 2), ``mask`` (n, ho, wo, G,
+    taps) or None, ``weight_mat`` (taps*C, Cout), ``bias`` or None. Per block of images the
+    backward rebuilds the columns (for the weight gradient), forms the column gradient, scatters
+    it to the table (:func:`_scatter_corners`) and turns its dot products with the four corners,
+    ``e``, into offset and mask gradients with torchvision's formulas:
+    d/dh = m*((1-fw)(e10-e00) + fw(e11-e01)), d/dw = m*((1-fh)(e01-e00) + fh(e11-e10)),
+    d/dm = the unmasked bilinear weights dotted with ``e``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        table: Tensor,
+        offset: Tensor,
+        mask: Tensor | None,
+        weight_mat: Tensor,
+        bias: Tensor | None,
+        geo: _Geometry,
+        images_per_block: int,
+    ) -> Tensor:
+        idx00, frac_h, frac_w = _sample_positions(offset, geo)
+        flat_mask = None if mask is None else mask.reshape(-1)
+        # Detached: embedding_bag skips its backward bookkeeping for a table that needs no grad.
+        source = table.detach()
+        out = table.new_empty(geo.n * geo.out_h * geo.out_w, weight_mat.shape[1])
+        blocks = _blocks(geo, images_per_block)
+        cols = None
+        for block in blocks:
+            indices, weights = block.corners(idx00, frac_h, frac_w, flat_mask, geo)
+            cols = F.embedding_bag(indices, source, per_sample_weights=weights, mode="sum")
+            cols = cols.view(block.rows.stop - block.rows.start, -1)
+            if bias is None:
+                torch.mm(cols, weight_mat, out=out[block.rows])
+            else:
+                torch.addmm(bias, cols, weight_mat, out=out[block.rows])
+        # A single block's columns are small: keep them rather than gather again in backward.
+        kept = cols if len(blocks) == 1 else None
+        ctx.save_for_backward(table, idx00, frac_h, frac_w, flat_mask, weight_mat, kept)
+        ctx.geo = geo  # type: ignore[attr-defined]
+        ctx.images_per_block = images_per_block  # type: ignore[attr-defined]
+        ctx.offset_shape = offset.shape  # type: ignore[attr-defined]
+        ctx.has_bias = bias is not None  # type: ignore[attr-defined]
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: FunctionCtx, grad_out: Tensor
+    ) -> tuple[
+        Tensor | None, Tensor | None, Tensor | None, Tensor | None, Tensor | None, None, None
+    ]:
+        saved = ctx.saved_tensors  # type: ignore[attr-defined]
+        table, idx00, frac_h, frac_w, flat_mask, weight_mat, kept = saved
+        geo: _Geometry = ctx.geo  # type: ignore[attr-defined]
+        needs = ctx.needs_input_grad  # type: ignore[attr-defined]
+        need_table, need_offset, need_weight = needs[0], needs[1], needs[3]
+        need_mask = needs[2] and flat_mask is not None
+        grad_out = grad_out.contiguous()
+        source = table.detach()
+        grad_table = torch.zeros_like(table) if need_table else None
+        grad_weight = torch.zeros_like(weight_mat) if need_weight else None
+        grad_hw = frac_h.new_empty(frac_h.shape[0], 2) if need_offset else None
+        grad_mask = frac_h.new_empty(frac_h.shape) if need_mask else None
+        for block in _blocks(geo, ctx.images_per_block):  # type: ignore[attr-defined]
+            indices, weights = block.corners(idx00, frac_h, frac_w, flat_mask, geo)
+            g_block = grad_out[block.rows]
+            if grad_weight is not None:
+                cols = kept
+                if cols is None:
+                    cols = F.embedding_bag(indices, source, per_sample_weights=weights, mode="sum")
+                grad_weight.addmm_(cols.view(g_block.shape[0], -1).t(), g_block)
+            if not (need_table or need_offset or need_mask):
+                continue
+            grad_cols = (g_block @ weight_mat.t()).view(indices.shape[0], -1)
+            if grad_table is not None:
+                # A block's samples only touch its own images' table rows.
+                keys = indices[:, 0] - block.table_rows.start
+                _scatter_corners(grad_cols, weights, keys, geo.delta, grad_table[block.table_rows])
+            if grad_hw is None and grad_mask is None:
+                continue
+            e00, e01, e10, e11 = _corner_dots(grad_cols, source, indices).unbind(1)
+            fh, fw = frac_h[block.samples], frac_w[block.samples]
+            if grad_hw is not None:
+                torch.lerp(e10 - e00, e11 - e01, fw, out=grad_hw[block.samples, 0])
+                torch.lerp(e01 - e00, e11 - e10, fh, out=grad_hw[block.samples, 1])
+            if grad_mask is not None:
+                top = torch.lerp(e00, e01, fw)
+                bottom = torch.lerp(e10, e11, fw)
+                torch.lerp(top, bottom, fh, out=grad_mask[block.samples])
+        grad_offset = None
+        if grad_hw is not None:
+            if flat_mask is not None:
+                grad_hw *= flat_mask.unsqueeze(1)
+            grad_offset = grad_hw.view(ctx.offset_shape)  # type: ignore[attr-defined]
+        if grad_mask is not None:
+            grad_mask = grad_mask.view(ctx.offset_shape[:-1])  # type: ignore[attr-defined]
+        grad_bias = None
+        if needs[4] and ctx.has_bias:  # type: ignore[attr-defined]
+            grad_bias = grad_out.sum(0)
+        return grad_table, grad_offset, grad_mask, grad_weight, grad_bias, None, None
+
+
+def _sample_generic(table: Tensor, offset: Tensor, mask: Tensor | None, geo: _Geometry) -> Tensor:
+    """Columns (S, C/G) from ``index_select`` and plain autograd: works on any backend."""
+    idx00, frac_h, frac_w = _sample_positions(offset, geo)
+    weights = _corner_weights(frac_h, frac_w, mask)
+    out = None
+    for c, shift in enumerate(geo.delta):
+        term = table.index_select(0, idx00 + shift) * weights[:, c : c + 1]
+        out = term if out is None else out + term
+    assert out is not None
+    return out
+
+
+def deform_conv2d(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntPair = (1, 1),
+    padding: IntPair = (0, 0),
+    dilation: IntPair = (1, 1),
+    mask: Tensor | None = None,
+    *,
+    _impl: str = "auto",
+) -> Tensor:
+    """Modulated deformable 2-D convolution with ``torchvision.ops.deform_conv2d`` semantics.
+
+    Args:
+        input: ``(N, Cin, H, W)``.
+        offset: ``(N, 2*G*kh*kw, Ho, Wo)``; for offset group ``g`` and tap ``k = i*kw + j`` channel
+            ``(g*kh*kw + k)*2`` is the row offset ``dy`` and the next channel the column offset.
+            ``G`` (offset groups) must divide ``Cin``; group ``g`` moves input channels
+            ``g*Cin/G .. (g+1)*Cin/G - 1``.
+        weight: ``(Cout, Cin, kh, kw)`` (no grouped convolution).
+        bias: ``(Cout,)`` or None.
+        stride, padding, dilation: ints or ``(h, w)`` pairs.
+        mask: ``(N, G*kh*kw, Ho, Wo)`` modulation multiplying each tap's sample, or None (all 1).
+
+    Returns:
+        ``(N, Cout, Ho, Wo)``, channels-last in memory when ``input`` is, contiguous otherwise.
+
+    Differentiable with respect to input, offset, mask, weight and bias (first order only).
+    """
+    if input.dim() != 4 or offset.dim() != 4 or weight.dim() != 4:
+        raise ValueError("input, offset and weight must be 4-D (N, C, H, W) tensors")
+    stride_h, stride_w = _pair(stride, "stride")
+    pad_h, pad_w = _pair(padding, "padding")
+    dil_h, dil_w = _pair(dilation, "dilation")
+    if min(stride_h, stride_w, dil_h, dil_w) < 1 or min(pad_h, pad_w) < 0:
+        raise ValueError("stride and dilation must be >= 1 and padding >= 0")
+    n, channels, height, width = input.shape
+    out_channels, weight_channels, kh, kw = weight.shape
+    if weight_channels != channels:
+        raise ValueError(
+            f"weight expects {weight_channels} input channels but input has {channels} "
+            "(grouped convolution is not supported)"
+        )
+    taps = kh * kw
+    out_h = (height + 2 * pad_h - dil_h * (kh - 1) - 1) // stride_h + 1
+    out_w = (width + 2 * pad_w - dil_w * (kw - 1) - 1) // stride_w + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"input {height}x{width} is too small for this kernel, stride and padding")
+    if offset.shape[0] != n or offset.shape[2:] != (out_h, out_w):
+        raise ValueError(
+            f"offset must have shape ({n}, 2*G*{taps}, {out_h}, {out_w}), got {tuple(offset.shape)}"
+        )
+    if offset.shape[1] == 0 or offset.shape[1] % (2 * taps):
+        raise ValueError(f"offset channels ({offset.shape[1]}) must be a multiple of 2*{taps}")
+    groups = offset.shape[1] // (2 * taps)
+    if channels % groups:
+        raise ValueError(
+            f"input channels ({channels}) must be divisible by offset groups ({groups})"
+        )
+    if mask is not None and tuple(mask.shape) != (n, groups * taps, out_h, out_w):
+        raise ValueError(
+            f"mask must have shape ({n}, {groups * taps}, {out_h}, {out_w}), got {tuple(mask.shape)}"
+        )
+    if bias is not None and tuple(bias.shape) != (out_channels,):
+        raise ValueError(f"bias must have shape ({out_channels},), got {tuple(bias.shape)}")
+    for name, t in (("offset", offset), ("weight", weight), ("bias", bias), ("mask", mask)):
+        if t is not None and (t.dtype != input.dtype or t.device != input.device):
+            raise ValueError(
+                f"{name} is {t.dtype} on {t.device} but input is {input.dtype} on {input.device}"
+            )
+    if _impl not in ("auto", "fused", "generic"):
+        raise ValueError(f"unknown _impl {_impl!r}")
+
+    group_channels = channels // groups
+    geo = _Geometry(
+        n=n,
+        height=height,
+        width=width,
+        out_h=out_h,
+        out_w=out_w,
+        kernel=(kh, kw),
+        stride=(stride_h, stride_w),
+        padding=(pad_h, pad_w),
+        dilation=(dil_h, dil_w),
+        groups=groups,
+    )
+    # Table: channels-last input with a zero border, one row per (n, padded row, padded col,
+    # group) holding that group's channels contiguously.
+    border = (0, 0, _TABLE_PAD, _TABLE_PAD, _TABLE_PAD, _TABLE_PAD)
+    table = F.pad(input.permute(0, 2, 3, 1), border).reshape(-1, group_channels)
+    # Samples are ordered (n, ho, wo, group, tap): the offset's own channel order, so one
+    # transpose of the (small) offset and mask tensors lines everything up.
+    off = offset.reshape(n, groups * taps * 2, out_h * out_w).transpose(1, 2)
+    off = off.reshape(n, out_h, out_w, groups, taps, 2)
+    if mask is not None:
+        mask = mask.reshape(n, groups * taps, out_h * out_w).transpose(1, 2)
+        mask = mask.reshape(n, out_h, out_w, groups, taps)
+
+    use_fused = _impl == "fused" or (
+        _impl == "auto" and input.device.type in _EMBEDDING_BAG_DEVICES
+    )
+    # Weight columns in the same (group, tap, channel-in-group) order as the sampled columns.
+    weight_mat = (
+        weight.reshape(out_channels, groups, group_channels, taps)
+        .transpose(2, 3)
+        .reshape(out_channels, -1)
+        .t()
+    )
+    if use_fused:
+        if input.device.type == "cpu":
+            per_image = out_h * out_w * taps * channels * input.element_size()
+            images_per_block = max(1, _BLOCK_BYTES // per_image)
+        else:
+            images_per_block = max(1, n)  # one block: on a GPU, fewer larger kernels win
+        out = _DeformConv.apply(table, off, mask, weight_mat, bias, geo, images_per_block)
+    else:
+        cols = _sample_generic(table, off, mask, geo).reshape(n * out_h * out_w, taps * channels)
+        out = cols @ weight_mat if bias is None else torch.addmm(bias, cols, weight_mat)
+    out = out.view(n, out_h, out_w, out_channels)
+    out = out.permute(0, 3, 1, 2)
+    if input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous():
+        return out
+    return out.contiguous()
+
+
+class DeformConv2d(nn.Module):
+    """DCNv2 layer: a convolution whose taps are moved by learned offsets and scaled by a mask.
+
+    Two branch convolutions read the layer's input: ``offset_conv`` predicts
+    ``2*offset_groups*k*k`` offsets and ``mask_conv`` ``offset_groups*k*k`` mask logits. They use the
+    main convolution's kernel size, stride, padding and dilation (3x3 for the default layer), so
+    their output has the main output's spatial size. Both are initialised to zero, as in the
+    authors' code: a fresh layer samples the regular grid with mask ``sigmoid(0) = 0.5``, i.e. it
+    equals half an ordinary convolution.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair = 3,
+        stride: IntPair = 1,
+        padding: IntPair = 1,
+        dilation: IntPair = 1,
+        bias: bool = True,
+        offset_groups: int = 1,
+    ) -> None:
+        super().__init__()
+        if offset_groups < 1 or in_channels % offset_groups:
+            raise ValueError(
+                f"offset_groups ({offset_groups}) must be >= 1 and divide in_channels "
+                f"({in_channels})"
+            )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        self.dilation = _pair(dilation, "dilation")
+        self.offset_groups = offset_groups
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        branch = {
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+        }
+        self.offset_conv = nn.Conv2d(in_channels, 2 * offset_groups * taps, **branch)
+        self.mask_conv = nn.Conv2d(in_channels, offset_groups * taps, **branch)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Main weight as ``nn.Conv2d`` initialises it; offset and mask branches to zero."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+            bound = 1 / math.sqrt(fan_in)
+            nn.init.uniform_(self.bias, -bound, bound)
+        for branch in (self.offset_conv, self.mask_conv):
+            nn.init.zeros_(branch.weight)
+            assert branch.bias is not None
+            nn.init.zeros_(branch.bias)
+
+    def forward_with_sampling(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Output, the offsets ``(N, 2*G*kh*kw, Ho, Wo)`` and the mask after the sigmoid."""
+        offset = self.offset_conv(x)
+        mask = torch.sigmoid(self.mask_conv(x))
+        out = deform_conv2d(
+            x,
+            offset,
+            self.weight,
+            self.bias,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            mask=mask,
+        )
+        return out, offset, mask
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Deformable convolution of ``x`` ``(N, in_channels, H, W)``."""
+        return self.forward_with_sampling(x)[0]
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+            f"offset_groups={self.offset_groups}, bias={self.bias is not None}"
+        )
