@@ -109,9 +109,14 @@ def _toy(seed: int = 0, size: int = 24, channels: int = 3):
 def _prepared(window: int = 7):
     raw, knowledge, samples, split = _toy()
     names = [f"E{i}" for i in range(raw.shape[0])]
-    return prepare_windows(
-        raw, names, knowledge, samples, split, TransformConfig(method="log"), window, "zero"
-    ), knowledge, samples, split
+    return (
+        prepare_windows(
+            raw, names, knowledge, samples, split, TransformConfig(method="log"), window, "zero"
+        ),
+        knowledge,
+        samples,
+        split,
+    )
 
 
 def test_knowledge_weight_is_read_at_each_windows_own_centre() -> None:
@@ -129,7 +134,9 @@ def test_knowledge_weight_is_read_at_each_windows_own_centre() -> None:
 
     GKLoss.forward = spy  # type: ignore[method-assign]
     try:
-        fit_network("gk-cnn", data, TrainConfig(width=16, epochs=1, batch_size=1000, patience=None), seed=0)
+        fit_network(
+            "gk-cnn", data, TrainConfig(width=16, epochs=1, batch_size=1000, patience=None), seed=0
+        )
     finally:
         GKLoss.forward = original  # type: ignore[method-assign]
     assert len(seen) == 1
@@ -143,7 +150,9 @@ def test_transform_is_fitted_on_training_windows_only() -> None:
     vr, vc = samples.rows[split.val][0], samples.cols[split.val][0]
     from gkdcn.data.transforms import cells_in_windows
 
-    covered = set(cells_in_windows(raw.shape[1:], samples.rows[split.train], samples.cols[split.train], 7))
+    covered = set(
+        cells_in_windows(raw.shape[1:], samples.rows[split.train], samples.cols[split.train], 7)
+    )
     assert vr * raw.shape[2] + vc not in covered
     raw_val_bumped[:, vr, vc] *= 1000
     names = ["a", "b", "c"]
@@ -167,13 +176,17 @@ def test_same_seed_gives_identical_weights_and_history() -> None:
 
 def test_training_separates_the_toy_deposits() -> None:
     data, *_ = _prepared()
-    result = fit_network("dcn", data, TrainConfig(width=16, epochs=25, batch_size=16, patience=None), seed=0)
+    result = fit_network(
+        "dcn", data, TrainConfig(width=16, epochs=25, batch_size=16, patience=None), seed=0
+    )
     assert result.history["val_auc"].iloc[result.best_epoch - 1] > 0.9
 
 
 def test_early_stopping_restores_the_best_weights() -> None:
     data, *_ = _prepared()
-    result = fit_network("cnn", data, TrainConfig(width=16, epochs=30, batch_size=16, patience=3, lr=5e-3), seed=1)
+    result = fit_network(
+        "cnn", data, TrainConfig(width=16, epochs=30, batch_size=16, patience=3, lr=5e-3), seed=1
+    )
     best = result.history["val_loss"].idxmin()
     assert result.best_epoch == int(result.history["epoch"].iloc[best])
     assert len(result.history) <= result.best_epoch + 3

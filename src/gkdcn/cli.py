@@ -45,6 +45,26 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing o
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
 
 
+@app.callback()
+def _main(
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            help="CPU threads for PyTorch (default: all cores). On a busy shared machine, "
+            "1 avoids threads waiting on each other.",
+        ),
+    ] = None,
+) -> None:
+    """gkdcn: geochemical anomaly patterns with geology-guided deformable convolutions."""
+    if threads is not None:
+        if threads < 1:
+            raise typer.BadParameter("must be at least 1", param_hint="--threads")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _friendly(func: F) -> F:
     """Print GkdcnError as one line (exit 2) and warnings as one line each."""
 
@@ -62,7 +82,9 @@ def _friendly(func: F) -> F:
             finally:
                 for w in caught:
                     if issubclass(w.category, UserWarning):
-                        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+                        err_console.print(
+                            f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True
+                        )
 
     return wrapper  # type: ignore[return-value]
 
@@ -146,7 +168,9 @@ def prepare(
 def train(
     config: Annotated[Path, typer.Argument(help="Study config (TOML) or prepared folder.")],
     model: Annotated[str, typer.Option("--model", "-m", help="cnn, dcn, gk-cnn or gk-dcn.")],
-    out: Annotated[Path, typer.Option(help="Folder for model.pt, history.csv, training_curve.png.")],
+    out: Annotated[
+        Path, typer.Option(help="Folder for model.pt, history.csv, training_curve.png.")
+    ],
     data_dir: DataDir = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default: the config's).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the number of epochs.")] = None,
@@ -222,12 +246,14 @@ def _device(name: str) -> str:
 @_friendly
 def predict(
     models: Annotated[
-        list[Path], typer.Argument(metavar="MODEL...", help="Model file(s); several form an ensemble.")
+        list[Path],
+        typer.Argument(metavar="MODEL...", help="Model file(s); several form an ensemble."),
     ],
     data: Annotated[
         Path,
         typer.Argument(
-            metavar="CONFIG_OR_DATA", help="Study config (TOML), element folder or multi-band GeoTIFF."
+            metavar="CONFIG_OR_DATA",
+            help="Study config (TOML), element folder or multi-band GeoTIFF.",
         ),
     ],
     out: Annotated[Path, typer.Option(help="Output GeoTIFF.")],
@@ -415,7 +441,9 @@ def explain(
 @_friendly
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A comparison run folder.")],
-    out: Annotated[Path | None, typer.Option(help="HTML file (default RUN_DIR/report.html).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="HTML file (default RUN_DIR/report.html).")
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Build a self-contained HTML report from a comparison run."""
@@ -438,7 +466,9 @@ def demo(
     from gkdcn.demo import run_demo
 
     with progress_bar() as progress:
-        report_path = run_demo(out, overwrite=overwrite, seed=seed, progress=progress, log=console.print)
+        report_path = run_demo(
+            out, overwrite=overwrite, seed=seed, progress=progress, log=console.print
+        )
     console.print(f"\n[bold green]done.[/] Open the report: {report_path.resolve()}")
 
 

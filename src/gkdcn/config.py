@@ -179,6 +179,12 @@ class CompareConfig(_Section):
         default_factory=lambda: ["authors", "lodo"]
     )
     bootstrap: int = Field(1000, ge=0)
+    heldout_background: int = Field(
+        5000,
+        ge=0,
+        description="held-out protocols rank each deposit among this many background cells, "
+        "drawn once per seed and shared by all models (0 = every valid cell)",
+    )
 
 
 class StudyConfig(_Section):

@@ -150,7 +150,7 @@ def comparison_figures(
         )
         best = "GK-DCN" if "GK-DCN" in evaluations else next(iter(evaluations))
         written["pa"] = save_figure(
-            plot_prediction_area(evaluations[best], title=f"P-A plot, {best} (authors' protocol)"),
+            plot_prediction_area(evaluations[best], title=f"{best}, authors' protocol"),
             out_dir / "prediction_area_authors.png",
         )
     for protocol in comparison.plan.protocols:
@@ -165,6 +165,6 @@ def comparison_figures(
                     values += [h["area_share"] for h in json.loads(path.read_text())["heldout"]]
             shares[model] = np.array(values)
         title = "Leave-one-deposit-out" if protocol == "lodo" else "Spatial blocks"
-        fig = heldout_success_curves(shares, f"{title}: held-out deposits, all seeds pooled")
+        fig = heldout_success_curves(shares, f"{title}\nheld-out deposits, all seeds pooled")
         written[f"success_{protocol}"] = save_figure(fig, out_dir / f"success_rate_{protocol}.png")
     return written

@@ -149,7 +149,7 @@ def fit_network(
             "n_train": len(data.train),
             "n_val": len(data.val),
             **(
-                {"gk_a": float(criterion.a), "gk_b": float(criterion.b)}
+                {"gk_a": criterion.a.item(), "gk_b": criterion.b.item()}
                 if isinstance(criterion, GKLoss)
                 else {}
             ),

@@ -71,7 +71,7 @@ class Grid:
         ox, oy = other.transform.c, other.transform.f
         sx, sy = self.transform.c, self.transform.f
         if abs(ox - sx) > tolerance * cw or abs(oy - sy) > tolerance * ch:
-            out.append(f"origin ({ox:.6g}, {oy:.6g}) vs ({sx:.6g}, {sy:.6g})")
+            out.append(f"origin ({ox:.2f}, {oy:.2f}) vs ({sx:.2f}, {sy:.2f})")
         if other.shape != self.shape:
             out.append(f"shape {other.height} x {other.width} vs {self.height} x {self.width}")
         if abs(other.transform.b) > 0 or abs(other.transform.d) > 0:
@@ -88,7 +88,7 @@ class Grid:
         cw, ch = self.cell_size
         return (
             f"{self.height} x {self.width} cells of {cw:g} x {ch:g}, {_crs_name(self.crs)}, "
-            f"origin ({self.transform.c:.6g}, {self.transform.f:.6g})"
+            f"origin ({self.transform.c:.2f}, {self.transform.f:.2f})"
         )
 
 

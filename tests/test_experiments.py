@@ -1,0 +1,164 @@
+"""The comparison experiment: protocols, paired statistics, resuming."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import write_tiny_study
+from gkdcn.config import config_from_dict
+from gkdcn.data.study import build_samples, load_study
+from gkdcn.errors import GkdcnError
+from gkdcn.experiments import (
+    _jobs,
+    heldout_metrics,
+    make_plan,
+    mean_ci,
+    paired_differences,
+    run_comparison,
+    summarize_over_seeds,
+)
+
+
+def _study(tmp_path: Path, **compare):
+    root = tmp_path / "study"
+    raw = write_tiny_study(
+        root,
+        train={"epochs": 2, "width": 8, "batch_size": 16, "patience": None},
+        split={"method": "site", "validation_fraction": 0.25, "seed": 0, "exclusion_radius": 2.0},
+        compare={
+            "seeds": 2,
+            "models": ["cnn", "gk-dcn"],
+            "protocols": ["authors", "lodo"],
+            "bootstrap": 20,
+            "heldout_background": 0,
+        }
+        | compare,
+    )
+    return load_study(config_from_dict(raw, base_dir=root))
+
+
+def test_paired_comparison_of_a_model_with_itself_is_zero() -> None:
+    runs = pd.DataFrame(
+        {
+            "model": ["cnn"] * 3 + ["gk-cnn"] * 3,
+            "seed": [0, 1, 2] * 2,
+            "auc": [0.7, 0.8, 0.75] * 2,
+            "success_auc": [0.6, 0.7, 0.65] * 2,
+        }
+    )
+    paired = paired_differences(runs, ["auc", "success_auc"])
+    row = paired[(paired.comparison == "GK-CNN - CNN") & (paired.metric == "auc")].iloc[0]
+    assert row.mean_difference == 0
+    assert row.ci_lo == row.ci_hi == 0
+    assert (row.seeds_first_better, row.seeds_second_better, row.seeds_tied) == (0, 0, 3)
+
+
+def test_paired_differences_are_per_seed() -> None:
+    runs = pd.DataFrame(
+        {
+            "model": ["cnn"] * 3 + ["gk-cnn"] * 3,
+            "seed": [0, 1, 2, 2, 1, 0],  # order must not matter: pairing is by seed
+            "auc": [0.70, 0.80, 0.60, 0.65, 0.85, 0.72],
+        }
+    )
+    row = paired_differences(runs, ["auc"]).iloc[0]
+    assert row.differences == "+0.020 +0.050 +0.050"
+    assert row.mean_difference == pytest.approx(0.04)
+    assert row.seeds_first_better == 3
+    assert row.ci_lo < 0.04 < row.ci_hi
+
+
+def test_mean_ci_collapses_without_spread() -> None:
+    assert mean_ci(np.array([0.8])) == (0.8, 0.8, 0.8)
+    assert mean_ci(np.array([0.5, 0.5, 0.5])) == (0.5, 0.5, 0.5)
+    mean, lo, hi = mean_ci(np.array([0.6, 0.7, 0.8]))
+    assert lo < mean < hi
+    assert mean == pytest.approx(0.7)
+
+
+def test_heldout_metrics_on_known_ranks() -> None:
+    shares = np.array([0.0, 0.05, 0.1, 0.2, 0.5])
+    m = heldout_metrics(shares)
+    assert m["auc"] == pytest.approx(1 - shares.mean())
+    assert m["area_50"] == 0.1  # 3 of 5 deposits captured within 10 % of the area
+    assert m["area_80"] == 0.2
+    assert m["area_100"] == 0.5
+    assert m["capture_top10"] == pytest.approx(0.6)
+
+
+def test_lodo_jobs_never_train_on_the_held_out_deposit(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    samples, _ = build_samples(study)
+    plan = make_plan(study.config)
+    lodo = [job for job in _jobs(study, samples, plan) if job.protocol == "lodo"]
+    deposits = np.flatnonzero(study.sites.labels == 1)
+    assert {job.fold for job in lodo} == {f"lodo-{study.sites.ids[d]}" for d in deposits}
+    cell = study.grid.cell_size[0]
+    for job in lodo:
+        (held,) = job.split.held_out
+        used = np.concatenate([job.split.train, job.split.val])
+        assert not np.any(samples.site[used] == held)
+        dist = np.hypot(
+            samples.rows[used] - study.sites.rows[held], samples.cols[used] - study.sites.cols[held]
+        )
+        assert np.all(dist * cell > study.config.split.exclusion_radius)
+        assert len(job.split.val) > 0  # inner early-stopping split by site
+        train_sites = set(samples.site[job.split.train])
+        assert train_sites.isdisjoint(samples.site[job.split.val])
+
+
+def test_comparison_runs_resumes_and_refuses_other_settings(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    plan = make_plan(study.config)
+    out = tmp_path / "run"
+    comparison = run_comparison(study, out, plan)
+    n_deposits = int((study.sites.labels == 1).sum())
+
+    authors = comparison.summary["authors"]
+    assert list(authors.model) == ["cnn", "gk-dcn"]
+    assert set(comparison.runs["lodo"].seed) == {0, 1}
+    first_fold = sorted((out / "lodo" / "gk-dcn" / "seed1").iterdir())[0]
+    lodo_result = json.loads((first_fold / "result.json").read_text())
+    assert len(lodo_result["heldout"]) == 1
+    assert 0 <= lodo_result["heldout"][0]["area_share"] <= 1
+    shares = [
+        h["area_share"]
+        for p in (out / "lodo" / "cnn" / "seed0").glob("*/result.json")
+        for h in json.loads(p.read_text())["heldout"]
+    ]
+    assert len(shares) == n_deposits
+    row = comparison.runs["lodo"].query("model == 'cnn' and seed == 0").iloc[0]
+    assert row.auc == pytest.approx(1 - np.mean(shares))
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["protocols"]) == {"authors", "lodo"}
+    for name in ("maps.png", "roc_authors.png", "success_rate_lodo.png"):
+        assert (out / "figures" / name).stat().st_size > 1000
+    tables = pd.read_csv(out / "tables" / "lodo_summary.csv")
+    assert np.allclose(tables.auc_mean, comparison.summary["lodo"].auc_mean)
+    assert (out / "authors" / "gk-dcn" / "seed0" / "model.pt").exists()
+
+    # resuming: finished work is not redone
+    marker = out / "authors" / "cnn" / "seed0" / "result.json"
+    before = marker.stat().st_mtime_ns
+    again = run_comparison(study, out, plan)
+    assert marker.stat().st_mtime_ns == before
+    pd.testing.assert_frame_equal(again.summary["authors"], comparison.summary["authors"])
+
+    # other settings into the same folder need --overwrite
+    other = make_plan(study.config, epochs=3)
+    with pytest.raises(GkdcnError, match="other settings"):
+        run_comparison(study, out, other)
+
+
+def test_summarize_over_seeds_reports_interval() -> None:
+    runs = pd.DataFrame({"model": ["cnn"] * 3, "seed": [0, 1, 2], "auc": [0.6, 0.7, 0.8]})
+    row = summarize_over_seeds(runs, ["auc"]).iloc[0]
+    assert row.auc_mean == pytest.approx(0.7)
+    assert row.auc_lo < 0.7 < row.auc_hi
+    assert row.seeds == 3
