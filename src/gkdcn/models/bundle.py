@@ -115,9 +115,12 @@ class ModelBundle:
             payload = torch.load(path, map_location="cpu", weights_only=True)
             meta = json.loads(payload["meta"])
             state = payload["state"]
-        except Exception as exc:  # torch raises many types for corrupt files
-            reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-            raise InputError(path, f"not a readable gkdcn model file ({reason})") from None
+        except Exception:  # torch raises many types for corrupt or foreign files
+            raise InputError(
+                path,
+                "not a readable gkdcn model file (corrupt, truncated, or holding more than "
+                "tensors and plain data)",
+            ) from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise InputError(path, "not a gkdcn model file")
         if meta.get("format_version", 0) > FORMAT_VERSION:
