@@ -225,21 +225,9 @@ def train(
 
 
 def _device(name: str) -> str:
-    import torch
+    from gkdcn.predict import resolve_device
 
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if name not in ("cpu", "cuda", "mps"):
-        raise GkdcnError(f"--device must be auto, cpu, cuda or mps, not {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise GkdcnError("--device cuda: no CUDA device is available")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise GkdcnError("--device mps: no MPS device is available")
-    return name
+    return resolve_device(name).type
 
 
 @app.command()
@@ -262,35 +250,26 @@ def predict(
     mc_dropout: Annotated[
         int, typer.Option(help="Monte-Carlo dropout passes (adds a std band).")
     ] = 0,
-    batch_size: Annotated[int, typer.Option(help="Windows per batch.")] = 1024,
-    block_rows: Annotated[int, typer.Option(help="Rows per streamed block.")] = 64,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Windows per batch (default: the config's [predict]).")
+    ] = None,
+    block_rows: Annotated[
+        int | None, typer.Option(help="Rows per streamed block (default: the config's [predict]).")
+    ] = None,
     device: Device = "auto",
     overwrite: Overwrite = False,
 ) -> None:
     """Map the anomaly probability of every valid cell onto the element grid (GeoTIFF)."""
-    from gkdcn.models.bundle import ModelBundle
     from gkdcn.predict import predict_to_file
 
-    bundles = [ModelBundle.load(m) for m in models]
-    source = _element_source(data, data_dir, bundles[0].channels)
-    with source, progress_bar() as progress:
+    with progress_bar() as progress:
         written = predict_to_file(
-            bundles, source, out, csv_path=csv, mc_dropout=mc_dropout, batch_size=batch_size,
-            block_rows=block_rows, device=_device(device), overwrite=overwrite, progress=progress,
+            models, data, out, csv_path=csv, data_dir=data_dir, mc_dropout=mc_dropout,
+            batch_size=batch_size, block_rows=block_rows, device=_device(device),
+            overwrite=overwrite, progress=progress,
         )  # fmt: skip
     for path in written:
         console.print(f"wrote {path}")
-
-
-def _element_source(data: Path, data_dir: Path | None, channels: list[str]) -> Any:
-    from gkdcn.io.rasters import open_elements
-
-    if data.suffix.lower() == ".toml":
-        cfg = _config(data, data_dir)
-        return open_elements(
-            cfg.resolve(cfg.elements.path), layers=channels, exclude=[], align=cfg.align
-        )
-    return open_elements(data, layers=channels)
 
 
 @app.command()

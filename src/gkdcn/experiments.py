@@ -8,8 +8,8 @@ Protocols
     deposit was seen in training, so these numbers are **in-sample**; kept to reproduce the paper.
 ``lodo``
     Leave one deposit out: for each deposit, train without its windows (and without any window
-    centred within ``split.exclusion_radius`` of it), early-stop on a by-site inner split of the
-    remaining sites, predict, and rank the held-out deposit's cell among the background cells.
+    centred within ``split.exclusion_radius`` of it) for the configured epochs, predict, and rank
+    the held-out deposit's cell among the background cells.
     The held-out ranks of all deposits are pooled into one AUC / success-rate curve per model and
     seed: each deposit is scored by a model that never saw it.
 ``blocks``
@@ -41,7 +41,6 @@ from gkdcn.data.samples import (
     Split,
     leave_one_deposit_out,
     spatial_blocks,
-    split_by_site,
     split_by_window,
 )
 from gkdcn.data.study import Study, build_samples, summarize
@@ -324,22 +323,22 @@ def _jobs(study: Study, samples: SampleSet, plan: Plan) -> Iterator[_Job]:
             else:
                 raise GkdcnError(f"unknown protocol {protocol!r} (choose authors, lodo, blocks)")
             for fold in folds:
-                inner = _inner_split(samples, study, fold, cfg.validation_fraction, seed)
                 for model in plan.models:
-                    yield _Job(protocol, model, seed, inner, fold=fold.name)
+                    yield _Job(protocol, model, seed, _fold_split(fold), fold=fold.name)
 
 
-def _inner_split(
-    samples: SampleSet, study: Study, fold: Split, fraction: float, seed: int
-) -> Split:
-    """Early-stopping split by site inside a fold's training windows; the fold's test sites ride along."""
-    train_idx = np.asarray(fold.train, dtype=np.int64)
-    inner = split_by_site(samples.subset(train_idx), study.sites, fraction, seed)
+def _fold_split(fold: Split) -> Split:
+    """A held-out fold trains on every remaining window for the configured epochs.
+
+    No inner validation split: with a handful of sites left, a by-site validation set is too
+    small to stop on reliably (it stopped folds after 2-4 epochs), and it would withhold
+    training sites. The number of epochs is the fold's only stopping rule.
+    """
     return Split(
         name=fold.name,
-        train=train_idx[inner.train],
-        val=train_idx[inner.val],
-        description=f"{fold.description}; inner by-site validation split for early stopping",
+        train=np.asarray(fold.train, dtype=np.int64),
+        val=np.zeros(0, dtype=np.int64),
+        description=f"{fold.description}; fixed epochs, no inner validation",
         held_out=np.asarray(fold.held_out, dtype=np.int64),
     )
 

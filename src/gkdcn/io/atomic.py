@@ -21,6 +21,8 @@ def check_writable(target: Path, overwrite: bool) -> None:
     probe = parent
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise GkdcnError(f"{probe}: is a file, not a folder; cannot write {target}")
     if not os.access(probe, os.W_OK):
         raise GkdcnError(f"{parent}: folder is not writable")
 
