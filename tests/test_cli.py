@@ -1,0 +1,118 @@
+"""The command line end to end on a small synthetic district, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from typer.testing import CliRunner
+
+from gkdcn.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args: str) -> str:
+    result = runner.invoke(app, ["--threads", "1", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def district(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli") / "district"
+    _run("synth", str(root), "--height", "40", "--width", "48", "--layers", "6", "--deposits", "5")
+    return root
+
+
+def test_synth_prepare_train_predict_evaluate_explain(district: Path, tmp_path: Path) -> None:
+    config = district / "study.toml"
+    summary = _run("prepare", str(config), "--out", str(tmp_path / "prepared"))
+    assert "5 deposits" in summary
+    assert json.loads((tmp_path / "prepared" / "metadata.json").read_text())["names"]
+
+    out = _run(
+        "train", str(tmp_path / "prepared"), "-m", "gk-dcn", "--out", str(tmp_path / "model"),
+        "--epochs", "2",
+    )  # fmt: skip
+    assert "wrote model" in out
+    model = tmp_path / "model" / "model.pt"
+
+    _run("predict", str(model), str(config), "--out", str(tmp_path / "map.tif"), "--device", "cpu")
+    with (
+        rasterio.open(tmp_path / "map.tif") as src,
+        rasterio.open(district / "elements" / "Au.tif") as ref,
+    ):
+        assert (src.width, src.height, src.transform, src.crs) == (
+            ref.width, ref.height, ref.transform, ref.crs,
+        )  # fmt: skip
+        prob = src.read(1, masked=True)
+        assert prob.min() >= 0 and prob.max() <= 1
+        assert prob.count() == int((ref.read(1) != ref.nodata).sum())
+
+    _run("evaluate", str(tmp_path / "map.tif"), str(config), "--out", str(tmp_path / "eval"))
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert 0 <= metrics["auc"] <= 1
+
+    _run(
+        "explain", str(model), str(config), "--out", str(tmp_path / "explain"), "--no-maps",
+        "--top-k", "1",
+    )  # fmt: skip
+    index = json.loads((tmp_path / "explain" / "index.json").read_text())
+    assert any("sampling" in str(entry) for entry in json.dumps(index).split(","))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["prepare", "missing.toml"], "missing.toml: config file not found"),
+        (["train", "missing.toml", "-m", "resnet", "--out", "x"], "--model must be one of"),
+        (["predict", "nope.pt", "missing.toml", "--out", "m.tif"], "nope.pt: model file not found"),
+        (["report", "."], "run.json"),
+    ],
+)
+def test_errors_are_one_line_with_exit_status_2(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error:")
+    assert message in " ".join(result.output.split())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_never_replaced(district: Path, tmp_path: Path) -> None:
+    target = tmp_path / "district"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    result = runner.invoke(app, ["synth", str(target)])
+    assert result.exit_code == 2
+    assert "--overwrite" in result.output
+    assert (target / "keep.txt").read_text() == "mine"
+
+
+def test_index_alignment_is_reported_as_a_warning(tmp_path: Path) -> None:
+    from rasterio.transform import from_origin
+
+    from conftest import write_raster, write_tiny_study
+
+    root = tmp_path / "study"
+    write_tiny_study(root)
+    shifted = from_origin(400000.0, 5200000.0, 1000.0, 1000.0)
+    labels = np.zeros((20, 24), dtype=np.uint8)
+    labels[4, 5] = labels[6, 15] = 1
+    write_raster(root / "shifted.tif", labels, transform=shifted, nodata=255)
+    config = root / "study.toml"
+    config.write_text(
+        'align = "index"\n[elements]\npath = "elements"\n'
+        '[sites.deposits]\nraster = "shifted.tif"\nvalue = 1\n'
+    )
+    result = runner.invoke(app, ["prepare", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "header ignored" in " ".join(result.output.split())
