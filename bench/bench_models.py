@@ -1,0 +1,160 @@
+"""Throughput of the four networks (windows/s), and of DCN with torchvision's deformable op.
+
+Usage::
+
+    python bench/bench_models.py [--out bench/results/models.json] [--repeats 3] [--threads N]
+
+For CNN, DCN, GK-CNN and GK-DCN (39 channels, 9 x 9 windows, the paper's width 64) at batch 64
+and 1024 it times inference (eval mode, no grad) and a training step (forward, the model's loss,
+backward, AdamW step), best of ``--repeats`` after a warm-up. When torchvision is importable
+(run it in an environment with ``torch==2.14.1 torchvision==0.29.1`` and ``PYTHONPATH=src``), the
+DCN is also timed with its deformable layers calling ``torchvision.ops.deform_conv2d`` on the
+same weights, and the table gives the ratios measured in this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from gkdcn.io.atomic import write_text
+from gkdcn.models.deform import DeformConv2d
+from gkdcn.models.losses import BCELoss, GKLoss
+from gkdcn.models.nets import ModelSpec, build_network
+
+KINDS = ("cnn", "dcn", "gk-cnn", "gk-dcn")
+
+
+def _best(fn: Callable[[], None], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - tic)
+    return min(times)
+
+
+def _use_torchvision(net: torch.nn.Module) -> None:
+    """Route every deformable layer through torchvision's op (same weights and branches)."""
+    from torchvision.ops import deform_conv2d as tv_deform
+
+    for module in net.modules():
+        if isinstance(module, DeformConv2d):
+
+            def forward(x: torch.Tensor, m: DeformConv2d = module) -> torch.Tensor:
+                offset = m.offset_conv(x)
+                mask = torch.sigmoid(m.mask_conv(x))
+                return tv_deform(
+                    x, offset, m.weight, m.bias, stride=m.stride, padding=m.padding,
+                    dilation=m.dilation, mask=mask,
+                )  # fmt: skip
+
+            module.forward = forward  # type: ignore[method-assign]
+
+
+def measure(kind: str, op: str, batch: int, repeats: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    net = build_network(ModelSpec(kind=kind, in_channels=39, window=9))  # type: ignore[arg-type]
+    if op == "torchvision":
+        _use_torchvision(net)
+    x = torch.randn(batch, 39, 9, 9)
+    y = (torch.rand(batch) > 0.5).float()
+    w = torch.rand(batch)
+    criterion = GKLoss() if kind.startswith("gk") else BCELoss()
+    optimiser = torch.optim.AdamW(list(net.parameters()) + list(criterion.parameters()))
+
+    def infer() -> None:
+        net.eval()
+        with torch.no_grad():
+            net(x)
+
+    def step() -> None:
+        net.train()
+        loss = criterion(net(x), y, w)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+    t_inf = _best(infer, repeats)
+    t_step = _best(step, repeats)
+    return {"inference_windows_per_s": batch / t_inf, "train_windows_per_s": batch / t_step}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench/results/models.json"))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--batches", default="64,1024")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        import torchvision  # noqa: F401
+
+        ops = ("gkdcn", "torchvision")
+    except Exception:  # absent, or PyPI's build beside a CPU torch: compare ours only
+        ops = ("gkdcn",)
+    rows = []
+    for batch in (int(b) for b in args.batches.split(",")):
+        for kind in KINDS:
+            for op in ops if kind in ("dcn", "gk-dcn") else ("gkdcn",):
+                rows.append(
+                    {"kind": kind, "op": op, "batch": batch}
+                    | measure(kind, op, batch, args.repeats)
+                )
+    by = {(r["kind"], r["op"], r["batch"]): r for r in rows}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor()}")
+    print(f"{'model':8s} {'op':12s} {'batch':>5s} {'infer win/s':>12s} {'train win/s':>12s}")
+    for r in rows:
+        print(
+            f"{r['kind']:8s} {r['op']:12s} {r['batch']:5d} {r['inference_windows_per_s']:12.0f} "
+            f"{r['train_windows_per_s']:12.0f}"
+        )
+    ratios = []
+    for batch in {r["batch"] for r in rows}:
+        cnn, dcn = by[("cnn", "gkdcn", batch)], by[("dcn", "gkdcn", batch)]
+        ratio = {
+            "batch": batch,
+            "cnn_over_dcn_inference": cnn["inference_windows_per_s"]
+            / dcn["inference_windows_per_s"],
+        }
+        tv = by.get(("dcn", "torchvision", batch))
+        if tv is not None:
+            ratio["dcn_ours_over_torchvision_inference"] = (
+                dcn["inference_windows_per_s"] / tv["inference_windows_per_s"]
+            )
+            ratio["dcn_ours_over_torchvision_train"] = (
+                dcn["train_windows_per_s"] / tv["train_windows_per_s"]
+            )
+        ratios.append(ratio)
+        print(
+            "  ".join(
+                f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in ratio.items()
+            )
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(
+        args.out,
+        json.dumps(
+            {
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "rows": rows,
+                "ratios": ratios,
+            },
+            indent=2,
+        ),
+        overwrite=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
