@@ -171,3 +171,26 @@ def test_summarize_over_seeds_reports_interval() -> None:
     assert row.auc_mean == pytest.approx(0.7)
     assert row.auc_lo < 0.7 < row.auc_hi
     assert row.seeds == 3
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    plan = make_plan(study.config)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(GkdcnError, match="not a gkdcn run"):
+            run_comparison(study, precious, plan, overwrite=overwrite)
+    assert (precious / "notes.txt").read_text() == "mine"
+
+
+def test_plan_overrides_are_validated(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    with pytest.raises(GkdcnError, match="seeds"):
+        make_plan(study.config, seeds=0)
+    with pytest.raises(GkdcnError, match="training override"):
+        make_plan(study.config, epochs=0)
+    with pytest.raises(GkdcnError, match="unknown protocol"):
+        make_plan(study.config, protocols=["lodo", "bogus"])
+    assert make_plan(study.config, models=["cnn", " dcn", "cnn"]).models == ("cnn", "dcn")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -78,6 +79,17 @@ def _friendly(func: F) -> F:
                 return func(*args, **kwargs)
             except GkdcnError as exc:
                 err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
+            except KeyboardInterrupt:
+                err_console.print("interrupted (a comparison resumes when run again)")
+                raise typer.Exit(130) from None
+            except OSError as exc:
+                where = f"{exc.filename}: " if exc.filename else ""
+                err_console.print(
+                    f"[bold red]error:[/] {where}{exc.strerror or exc}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
                 raise typer.Exit(2) from None
             finally:
                 for w in caught:
@@ -204,7 +216,10 @@ def train(
             train_raw.pop(key)
     if epochs is not None:
         train_raw["epochs"] = epochs
-    updates["train"] = TrainConfig.model_validate(train_raw)
+    try:
+        updates["train"] = TrainConfig.model_validate(train_raw)
+    except ValidationError as exc:
+        raise GkdcnError(f"invalid training option: {exc.errors()[0]['msg']}") from None
     study.config = study.config.model_copy(update=updates)
     samples, splits = build_samples(study)
     with progress_bar() as progress:

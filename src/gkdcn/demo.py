@@ -8,6 +8,7 @@ the individual commands, so the demo is also a worked example of the API.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from rich.progress import Progress
 from gkdcn.config import load_config
 from gkdcn.data.study import build_samples, format_summary, load_study, save_prepared, summarize
 from gkdcn.data.synthetic import SyntheticSpec, generate_district
+from gkdcn.errors import GkdcnError
 from gkdcn.evaluate import evaluate_map, write_evaluation
 from gkdcn.experiments import format_tables, make_plan, run_comparison
 from gkdcn.explain.run import explain_model
@@ -38,8 +40,9 @@ def run_demo(
     out = Path(out)
     check_writable(out, overwrite)
     if out.exists() and overwrite:
-        import shutil
-
+        # Only ever delete a folder that an earlier demo wrote.
+        if not (out / "district" / "study.toml").exists():
+            raise GkdcnError(f"{out}: exists and is not a gkdcn demo folder; choose another --out")
         shutil.rmtree(out)
 
     log("1/7 generating the synthetic district")

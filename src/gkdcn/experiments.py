@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 from rich.progress import Progress
 from scipy import stats
 
@@ -40,6 +42,7 @@ from gkdcn.data.samples import (
     SampleSet,
     Split,
     leave_one_deposit_out,
+    make_samples,
     spatial_blocks,
     split_by_window,
 )
@@ -107,6 +110,8 @@ def make_plan(
     """The run plan from the config, with ``--quick`` and command-line overrides applied."""
     cmp = config.compare
     n_seeds = seeds if seeds is not None else (2 if quick else cmp.seeds)
+    if n_seeds < 1:
+        raise GkdcnError(f"--seeds must be at least 1, got {n_seeds}")
     train = config.train
     updates: dict[str, Any] = {}
     if quick:
@@ -114,15 +119,24 @@ def make_plan(
     if epochs is not None:
         updates["epochs"] = epochs
     if updates:
-        train = train.model_copy(update=updates)
-    chosen_models = tuple(models or cmp.models)
+        try:
+            train = TrainConfig.model_validate(
+                {**train.model_dump(), **updates, "preset": "default"}
+            )
+        except ValidationError as exc:
+            raise GkdcnError(f"invalid training override: {exc.errors()[0]['msg']}") from None
+    chosen_models = tuple(dict.fromkeys(m.strip() for m in (models or cmp.models)))
     for m in chosen_models:
         if m not in MODEL_KINDS:
             raise GkdcnError(f"unknown model {m!r} (choose from {', '.join(MODEL_KINDS)})")
+    chosen_protocols = tuple(dict.fromkeys(p.strip() for p in (protocols or cmp.protocols)))
+    for p in chosen_protocols:
+        if p not in PROTOCOL_TITLES:
+            raise GkdcnError(f"unknown protocol {p!r} (choose from {', '.join(PROTOCOL_TITLES)})")
     return Plan(
         models=chosen_models,
         seeds=tuple(range(n_seeds)),
-        protocols=tuple(protocols or cmp.protocols),
+        protocols=chosen_protocols,
         train=train,
         bootstrap=200 if quick else cmp.bootstrap,
         background_sample=(min(cmp.heldout_background, 2000) if quick else cmp.heldout_background)
@@ -163,8 +177,13 @@ def run_comparison(
     """Run (or resume) the comparison into ``out_dir`` and write tables, maps and figures."""
     out_dir = Path(out_dir)
     started = time.perf_counter()
+    if study.knowledge is None and any(m.startswith("gk-") for m in plan.models):
+        raise GkdcnError(
+            "GK-CNN and GK-DCN need geological knowledge: set [knowledge] faults or weights in "
+            "the config, or leave them out with --models cnn,dcn"
+        )
     _claim_run_dir(out_dir, study, plan, overwrite)
-    samples, _ = build_samples(study)
+    samples = study_samples(study)
     jobs = list(_jobs(study, samples, plan))
     task = progress.add_task("comparison", total=len(jobs), info="") if progress else None
     for job in jobs:
@@ -180,32 +199,48 @@ def run_comparison(
     return comparison
 
 
+def study_samples(study: Study) -> SampleSet:
+    """All windows of the study's sites (each protocol splits them its own way)."""
+    cfg = study.config.samples
+    return make_samples(study.sites, study.grid.shape, cfg.shift, cfg.rotations, cfg.flips)
+
+
 def _fingerprint(study: Study, plan: Plan) -> str:
     blob = json.dumps(
-        {"config": study.config.to_toml_dict(), "plan": plan.to_dict()}, sort_keys=True, default=str
+        {
+            "config": study.config.to_toml_dict(),
+            "data": str(study.config.base_dir),
+            "plan": plan.to_dict(),
+        },
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _claim_run_dir(out_dir: Path, study: Study, plan: Plan, overwrite: bool) -> None:
-    """Create the run folder, or accept it for resuming when it holds the same experiment."""
+    """Create the run folder, resume one of the same experiment, or replace a run (--overwrite).
+
+    Only a folder holding a gkdcn run (``run.json``) is ever deleted, and only with
+    ``overwrite``; any other non-empty folder is refused.
+    """
     meta_path = out_dir / "run.json"
     fingerprint = _fingerprint(study, plan)
     if meta_path.exists():
-        existing = json.loads(meta_path.read_text())
-        if existing.get("fingerprint") == fingerprint:
-            return  # resume
+        try:
+            existing = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            existing = {}
         if not overwrite:
+            if existing.get("fingerprint") == fingerprint:
+                return  # resume
             raise GkdcnError(
                 f"{out_dir}: holds a comparison with other settings "
                 "(pass --overwrite to replace it, or choose another --out)"
             )
-    elif out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise GkdcnError(f"{out_dir}: folder exists and is not a gkdcn run (pass --overwrite)")
-    if overwrite and out_dir.exists():
-        import shutil
-
         shutil.rmtree(out_dir)
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        raise GkdcnError(f"{out_dir}: folder exists and is not a gkdcn run; choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {
         "fingerprint": fingerprint,
@@ -345,7 +380,13 @@ def _fold_split(fold: Split) -> Split:
 
 def _predict_in_memory(study: Study, bundle: Any, device: str) -> np.ndarray:
     source = ArraySource(study.raw, study.names, study.grid)
-    result = predict_map(bundle, source, batch_size=study.config.predict.batch_size, device=device)
+    result = predict_map(
+        bundle,
+        source,
+        batch_size=study.config.predict.batch_size,
+        block_rows=study.config.predict.block_rows,
+        device=device,
+    )
     return result.mean
 
 

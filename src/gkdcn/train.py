@@ -177,6 +177,7 @@ def _loop(
     history: list[dict[str, Any]] = []
     best_loss = math.inf
     best_state = copy.deepcopy(net.state_dict())
+    best_criterion = copy.deepcopy(criterion.state_dict())
     best_epoch = 0
     stale = 0
     task = progress.add_task(label, total=cfg.epochs, info="") if progress is not None else None
@@ -204,10 +205,12 @@ def _loop(
         if has_val:
             row.update(evaluate_windows(net, data.val, device))
         history.append(row)
-        monitored = row.get("val_loss", row["train_loss"])
+        # Without a validation set the configured epochs are the stopping rule: keep the last.
+        monitored = row["val_loss"] if has_val else -float(epoch)
         if monitored < best_loss:
             best_loss = monitored
             best_state = copy.deepcopy(net.state_dict())
+            best_criterion = copy.deepcopy(criterion.state_dict())
             best_epoch = epoch
             stale = 0
         else:
@@ -221,6 +224,7 @@ def _loop(
             break
     if progress is not None and task is not None:
         progress.update(task, completed=cfg.epochs)
+    criterion.load_state_dict(best_criterion)  # the GK loss's a, b as at the best epoch
     return history, best_state, best_epoch
 
 
