@@ -413,6 +413,9 @@ def explain(
     sites: Annotated[str, typer.Option(help="deposits or all.")] = "deposits",
     top_k: Annotated[int, typer.Option(help="Attribution maps for the top-k elements.")] = 3,
     maps: Annotated[bool, typer.Option(help="Write full-map GeoTIFFs.")] = True,
+    map_ig_steps: Annotated[
+        int, typer.Option(help="Integrated-gradient steps per cell for the attribution maps.")
+    ] = 16,
     overwrite: Overwrite = False,
 ) -> None:
     """Grad-CAM, deformable sampling and per-element attribution for a trained model."""
@@ -426,7 +429,7 @@ def explain(
     with progress_bar() as progress:
         index = explain_model(
             bundle, study, out, sites=sites, layer=layer, element=element, top_k=top_k,
-            map_outputs=maps, overwrite=overwrite, progress=progress,
+            map_outputs=maps, map_ig_steps=map_ig_steps, overwrite=overwrite, progress=progress,
         )  # fmt: skip
     console.print(f"wrote {len(index.get('files', index))} outputs to {out} (see index.json)")
 
