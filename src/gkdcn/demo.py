@@ -1,6 +1,6 @@
 """``gkdcn demo``: the whole pipeline on a generated district, ending in an HTML report.
 
-synthetic district -> prepared dataset -> quick comparison (4 models x 2 seeds x 8 epochs, authors' and
+synthetic district -> prepared dataset -> quick comparison (4 models x 2 seeds x 6 epochs, authors' and
 leave-one-deposit-out protocols) -> streamed GeoTIFF maps from the saved model files ->
 evaluation -> explanations of GK-DCN -> report.html. Every step uses the same library calls as
 the individual commands, so the demo is also a worked example of the API.
@@ -57,7 +57,7 @@ def run_demo(
 
     log("3/7 comparing CNN, DCN, GK-CNN and GK-DCN (quick settings)")
     run_dir = out / "comparison"
-    plan = make_plan(config, quick=True, epochs=8)
+    plan = make_plan(config, quick=True, epochs=6)
     comparison = run_comparison(study, run_dir, plan, progress=progress)
     log(format_tables(comparison))
 
@@ -89,7 +89,7 @@ def run_demo(
         run_dir / "explain" / "gk-dcn",
         element="Au",
         top_k=2,
-        map_ig_steps=4,
+        map_ig_steps=2,
         progress=progress,
     )
 
