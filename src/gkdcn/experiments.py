@@ -26,7 +26,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -452,6 +452,17 @@ def heldout_metrics(area_shares: np.ndarray) -> dict[str, float]:
     }
 
 
+def heldout_shares(out_dir: Path, protocol: str, model: str, seeds: Iterable[int]) -> np.ndarray:
+    """Area shares of every held-out deposit of ``model`` over ``seeds``, from the fold results."""
+    shares: list[float] = []
+    for seed in seeds:
+        for fold_result in sorted(
+            (out_dir / protocol / model / f"seed{seed}").glob("*/result.json")
+        ):
+            shares += [h["area_share"] for h in json.loads(fold_result.read_text())["heldout"]]
+    return np.array(shares)
+
+
 def collect(out_dir: Path, study: Study, plan: Plan) -> Comparison:
     """Read every finished job of the plan back into tables."""
     comparison = Comparison(out_dir=out_dir, plan=plan)
@@ -474,12 +485,8 @@ def collect(out_dir: Path, study: Study, plan: Plan) -> Comparison:
                         }
                     )
                 else:
-                    shares = []
-                    for fold_result in sorted(base.glob("*/result.json")):
-                        shares += [
-                            h["area_share"] for h in json.loads(fold_result.read_text())["heldout"]
-                        ]
-                    rows.append({"model": model, "seed": seed} | heldout_metrics(np.array(shares)))
+                    shares = heldout_shares(out_dir, protocol, model, [seed])
+                    rows.append({"model": model, "seed": seed} | heldout_metrics(shares))
         runs = pd.DataFrame(rows)
         metrics = (*AUTHORS_METRICS, "success_auc") if protocol == "authors" else HELDOUT_METRICS
         comparison.runs[protocol] = runs

@@ -127,9 +127,8 @@ def comparison_figures(
     comparison: Comparison, study: Study, maps: dict[str, np.ndarray], out_dir: Path
 ) -> dict[str, Path]:
     """All figures of a comparison run; returns name -> path."""
-    import json
-
     from gkdcn.evaluate import evaluate_map, plot_prediction_area, plot_roc, plot_success_rate
+    from gkdcn.experiments import heldout_shares
 
     written: dict[str, Path] = {}
     deposits = study.sites.deposits()
@@ -156,14 +155,10 @@ def comparison_figures(
     for protocol in comparison.plan.protocols:
         if protocol == "authors":
             continue
-        shares: dict[str, np.ndarray] = {}
-        for model in comparison.plan.models:
-            values: list[float] = []
-            for seed in comparison.plan.seeds:
-                base = comparison.out_dir / protocol / model / f"seed{seed}"
-                for path in sorted(base.glob("*/result.json")):
-                    values += [h["area_share"] for h in json.loads(path.read_text())["heldout"]]
-            shares[model] = np.array(values)
+        shares = {
+            model: heldout_shares(comparison.out_dir, protocol, model, comparison.plan.seeds)
+            for model in comparison.plan.models
+        }
         title = "Leave-one-deposit-out" if protocol == "lodo" else "Spatial blocks"
         fig = heldout_success_curves(shares, f"{title}\nheld-out deposits, all seeds pooled")
         written[f"success_{protocol}"] = save_figure(fig, out_dir / f"success_rate_{protocol}.png")
