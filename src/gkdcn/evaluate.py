@@ -568,20 +568,34 @@ def _check_curves(curves: Mapping[str, Evaluation]) -> None:
         raise GkdcnError("nothing to plot: no evaluations given")
 
 
-def plot_roc(curves: Mapping[str, Evaluation]) -> Figure:
-    """ROC curves of one or more evaluations (legend: AUC and its bootstrap CI)."""
-    _check_curves(curves)
-    fig, ax = _new_axes("ROC curve")
+def _curves_against_diagonal(
+    title: str, xlabel: str, ylabel: str, series: list[tuple[str, np.ndarray, np.ndarray]]
+) -> Figure:
+    """Curves in % on both axes over the dashed diagonal of a random ranking."""
+    fig, ax = _new_axes(title)
     ax.plot([0, 100], [0, 100], ls="--", color="0.5", lw=1, label="random (AUC 0.500)")
-    for name, ev in curves.items():
-        label = f"{name} (AUC {ev.auc:.3f}{_ci_text(ev.auc_ci)})"
-        ax.plot(100 * ev.roc.fpr, 100 * ev.roc.tpr, lw=1.8, label=label)
-    ax.set_xlabel("False positive rate (% of background cells)")
-    ax.set_ylabel("True positive rate (% of deposit cells)")
+    for label, x, y in series:
+        ax.plot(100 * x, 100 * y, lw=1.8, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 101)
     ax.legend(loc="lower right", fontsize="small")
     return fig
+
+
+def plot_roc(curves: Mapping[str, Evaluation]) -> Figure:
+    """ROC curves of one or more evaluations (legend: AUC and its bootstrap CI)."""
+    _check_curves(curves)
+    return _curves_against_diagonal(
+        "ROC curve",
+        "False positive rate (% of background cells)",
+        "True positive rate (% of deposit cells)",
+        [
+            (f"{name} (AUC {ev.auc:.3f}{_ci_text(ev.auc_ci)})", ev.roc.fpr, ev.roc.tpr)
+            for name, ev in curves.items()
+        ],
+    )
 
 
 def plot_pr(curves: Mapping[str, Evaluation]) -> Figure:
@@ -616,17 +630,19 @@ def plot_pr(curves: Mapping[str, Evaluation]) -> Figure:
 def plot_success_rate(curves: Mapping[str, Evaluation]) -> Figure:
     """Success-rate curves: deposits captured against share of valid area, highest prob first."""
     _check_curves(curves)
-    fig, ax = _new_axes("Success-rate curve")
-    ax.plot([0, 100], [0, 100], ls="--", color="0.5", lw=1, label="random (AUC 0.500)")
-    for name, ev in curves.items():
-        label = f"{name} (AUC {ev.success_auc:.3f}{_ci_text(ev.success_auc_ci)})"
-        ax.plot(100 * ev.success.area, 100 * ev.success.captured, lw=1.8, label=label)
-    ax.set_xlabel("Cumulative area, highest probability first (% of valid area)")
-    ax.set_ylabel("Deposits captured (% of deposits)")
-    ax.set_xlim(0, 100)
-    ax.set_ylim(0, 101)
-    ax.legend(loc="lower right", fontsize="small")
-    return fig
+    return _curves_against_diagonal(
+        "Success-rate curve",
+        "Cumulative area, highest probability first (% of valid area)",
+        "Deposits captured (% of deposits)",
+        [
+            (
+                f"{name} (AUC {ev.success_auc:.3f}{_ci_text(ev.success_auc_ci)})",
+                ev.success.area,
+                ev.success.captured,
+            )
+            for name, ev in curves.items()
+        ],
+    )
 
 
 def plot_prediction_area(ev: Evaluation, title: str = "") -> Figure:
