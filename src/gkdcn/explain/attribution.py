@@ -21,9 +21,14 @@ from captum.attr import IntegratedGradients
 from matplotlib.figure import Figure
 from torch import nn
 
-from gkdcn.data.samples import extract_windows
 from gkdcn.errors import GkdcnError
-from gkdcn.explain.gradcam import as_windows, check_map_inputs, eval_mode, net_device
+from gkdcn.explain.gradcam import (
+    as_windows,
+    check_map_inputs,
+    eval_mode,
+    map_windows,
+    net_device,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -209,18 +214,11 @@ def attribution_maps(
     rows, cols = np.nonzero(valid)
     maps = np.full((len(names), *valid.shape), np.nan, dtype=np.float32)
     net = bundle.network()
-    task = (
-        progress.add_task("attribution maps", total=len(rows), info="")
-        if progress is not None
-        else None
-    )
-    for start in range(0, len(rows), batch_size):
-        r, c = rows[start : start + batch_size], cols[start : start + batch_size]
-        win = extract_windows(features, r, c, bundle.window, bundle.padding)
+    for r, c, win in map_windows(
+        bundle, features, rows, cols, batch_size, progress, "attribution maps"
+    ):
         attr, _ = integrated_gradients(net, win, n_steps=n_steps, batch_size=batch_size)
         maps[:, r, c] = attr.sum(axis=(2, 3)).T
-        if progress is not None and task is not None:
-            progress.update(task, advance=len(r))
     if elements is not None:
         keep = list(dict.fromkeys(elements))
     else:

@@ -166,21 +166,15 @@ def gradcam_maps(
     maps = {r: np.full(valid.shape, np.nan, dtype=np.float32) for r in reduce}
     net = bundle.network()
     half = bundle.window // 2
-    task = (
-        progress.add_task(f"Grad-CAM map ({layer})", total=len(rows), info="")
-        if progress is not None
-        else None
+    batches = map_windows(
+        bundle, features, rows, cols, batch_size, progress, f"Grad-CAM map ({layer})"
     )
-    for start in range(0, len(rows), batch_size):
-        r, c = rows[start : start + batch_size], cols[start : start + batch_size]
-        win = extract_windows(features, r, c, bundle.window, bundle.padding)
+    for r, c, win in batches:
         cam = gradcam(net, win, layer, batch_size=batch_size)
         if "centre" in maps:
             maps["centre"][r, c] = cam[:, half, half]
         if "mean" in maps:
             maps["mean"][r, c] = cam.mean(axis=(1, 2))
-        if progress is not None and task is not None:
-            progress.update(task, advance=len(r))
     return maps
 
 
@@ -204,6 +198,27 @@ def gradcam_map(
         reduce=(reduce,),
         progress=progress,
     )[reduce]
+
+
+def map_windows(
+    bundle: ModelBundle,
+    features: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    batch_size: int,
+    progress: Progress | None = None,
+    label: str = "",
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Batches ``(rows, cols, windows)`` of the cells given, cut with the model's padding rule.
+
+    The one loop behind every whole-map explanation; advances a progress task as it goes.
+    """
+    task = progress.add_task(label, total=len(rows), info="") if progress is not None else None
+    for start in range(0, len(rows), batch_size):
+        r, c = rows[start : start + batch_size], cols[start : start + batch_size]
+        yield r, c, extract_windows(features, r, c, bundle.window, bundle.padding)
+        if progress is not None and task is not None:
+            progress.update(task, advance=len(r))
 
 
 def check_map_inputs(bundle: ModelBundle, features: np.ndarray, valid: np.ndarray) -> np.ndarray:

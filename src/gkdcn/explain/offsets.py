@@ -32,12 +32,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import nn
 
-from gkdcn.data.samples import extract_windows
 from gkdcn.errors import GkdcnError
 from gkdcn.explain.gradcam import (
     as_windows,
     check_map_inputs,
     eval_mode,
+    map_windows,
     net_device,
     resolve_layer,
 )
@@ -340,19 +340,13 @@ def map_sampling_summary(
     net = bundle.network()
     tally = _Tally()
     scale = 1
-    task = (
-        progress.add_task(f"offsets over the map ({layer})", total=rows.size, info="")
-        if progress is not None
-        else None
+    batches = map_windows(
+        bundle, features, rows, cols, batch_size, progress, f"offsets over the map ({layer})"
     )
-    for start in range(0, rows.size, batch_size):
-        r, c = rows[start : start + batch_size], cols[start : start + batch_size]
-        win = extract_windows(features, r, c, bundle.window, bundle.padding)
+    for _, _, win in batches:
         data = sampling_positions(net, win, layer, batch_size=batch_size)
         scale = data.scale
         tally.add(data)
-        if progress is not None and task is not None:
-            progress.update(task, advance=r.size)
     return {
         "layer": layer,
         "scale": scale,
