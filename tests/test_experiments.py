@@ -15,6 +15,7 @@ from gkdcn.data.study import build_samples, load_study
 from gkdcn.errors import GkdcnError
 from gkdcn.experiments import (
     _jobs,
+    background_cells,
     heldout_metrics,
     make_plan,
     mean_ci,
@@ -119,6 +120,24 @@ def test_lodo_jobs_never_train_on_the_held_out_deposit(tmp_path: Path) -> None:
             )
         )
         assert np.array_equal(np.sort(job.split.train), others)
+
+
+def test_background_is_valid_area_no_model_trained_on(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    samples, _ = build_samples(study)
+    rows, cols = background_cells(study, samples, None, seed=0)
+    assert np.all(study.valid[rows, cols])
+    trained_on = set(zip(samples.rows.tolist(), samples.cols.tolist(), strict=True))
+    assert trained_on.isdisjoint(zip(rows.tolist(), cols.tolist(), strict=True))
+    # everything else valid is background: nothing dropped silently
+    assert len(rows) == int(study.valid.sum()) - len(
+        {(r, c) for r, c in trained_on if study.valid[r, c]}
+    )
+    # a sample is drawn once per seed, so every model of that seed meets the same cells
+    a = background_cells(study, samples, 50, seed=3)
+    b = background_cells(study, samples, 50, seed=3)
+    assert len(a[0]) == 50 and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], background_cells(study, samples, 50, seed=4)[0])
 
 
 def test_comparison_runs_resumes_and_refuses_other_settings(tmp_path: Path) -> None:

@@ -330,7 +330,7 @@ class _Job:
             result["metrics"] = ev.to_dict()
         else:
             result["heldout"] = _heldout_ranks(
-                study, trained.bundle, self.split, plan, self.seed, device
+                study, samples, trained.bundle, self.split, plan, self.seed, device
             )
         result["seconds"] = round(time.perf_counter() - tic, 2)
         write_text(
@@ -390,12 +390,20 @@ def _predict_in_memory(study: Study, bundle: Any, device: str) -> np.ndarray:
     return result.mean
 
 
-def background_cells(study: Study, sample: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Valid non-deposit cells that held-out deposits are ranked against (seeded sample or all)."""
-    deposit_mask = np.zeros(study.valid.shape, dtype=bool)
+def background_cells(
+    study: Study, samples: SampleSet, sample: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Valid cells that held-out deposits are ranked against (seeded sample or all).
+
+    Every cell that is some site's window centre is left out: a training deposit's shifted
+    centres would rank high and a training non-deposit's low, because the model was fitted to
+    them, not because it generalises. What remains is area no model of the comparison trained on.
+    """
+    centre = np.zeros(study.valid.shape, dtype=bool)
+    centre[samples.rows, samples.cols] = True
     deps = study.sites.deposits()
-    deposit_mask[deps.rows, deps.cols] = True
-    rows, cols = np.nonzero(study.valid & ~deposit_mask)
+    centre[deps.rows, deps.cols] = True
+    rows, cols = np.nonzero(study.valid & ~centre)
     if sample is not None and len(rows) > sample:
         pick = np.sort(np.random.default_rng(seed).choice(len(rows), sample, replace=False))
         rows, cols = rows[pick], cols[pick]
@@ -403,7 +411,13 @@ def background_cells(study: Study, sample: int | None, seed: int) -> tuple[np.nd
 
 
 def _heldout_ranks(
-    study: Study, bundle: Any, split: Split, plan: Plan, seed: int, device: str
+    study: Study,
+    samples: SampleSet,
+    bundle: Any,
+    split: Split,
+    plan: Plan,
+    seed: int,
+    device: str,
 ) -> list[dict[str, Any]]:
     """Share of background area ranked at or above each held-out deposit (ties count half).
 
@@ -411,7 +425,7 @@ def _heldout_ranks(
     for the full map), so a fold costs a few thousand windows instead of a whole map.
     """
     held = [s for s in np.asarray(split.held_out, dtype=np.int64) if study.sites.labels[s] == 1]
-    bg_rows, bg_cols = background_cells(study, plan.background_sample, seed)
+    bg_rows, bg_cols = background_cells(study, samples, plan.background_sample, seed)
     rows = np.concatenate([study.sites.rows[held], bg_rows])
     cols = np.concatenate([study.sites.cols[held], bg_cols])
     prob = predict_cells(
