@@ -106,7 +106,8 @@ PROTOCOL_TEXT = {
     "lodo": (
         "Leave one deposit out. For each deposit in turn, the models are trained without it "
         "(and without any window near it), then asked how highly they rank that deposit "
-        "against the background cells. Every deposit is scored by a model that never saw it, "
+        "against background cells that no model trained on. Every deposit is scored by a model "
+        "that never saw it, "
         "so these numbers estimate how well a model would point at an undiscovered deposit."
     ),
     "blocks": (
