@@ -42,6 +42,7 @@ from gkdcn.data.knowledge import distance_to_lines
 from gkdcn.errors import GkdcnError, InputError
 from gkdcn.io.atomic import atomic_dir, check_writable
 from gkdcn.io.grid import Grid
+from gkdcn.io.rasters import write_geotiff
 
 NODATA = -9999.0
 TRUTH_BACKGROUND = 0
@@ -318,8 +319,22 @@ def generate_district(
         (tmp / "elements").mkdir()
         for name, band in zip(district.names, district.values, strict=True):
             unit = next(e.unit for e in spec.elements if e.name == name)
-            _write_tif(tmp / "elements" / f"{name}.tif", band, district.grid, NODATA, name, unit)
-        _write_tif(tmp / "truth.tif", district.truth, district.grid, TRUTH_NODATA, "truth", "")
+            write_geotiff(
+                tmp / "elements" / f"{name}.tif",
+                band,
+                district.grid,
+                nodata=NODATA,
+                descriptions=[name],
+                tags=[{"unit": unit} if unit else {}],
+            )
+        write_geotiff(
+            tmp / "truth.tif",
+            district.truth,
+            district.grid,
+            nodata=TRUTH_NODATA,
+            descriptions=["truth"],
+            dtype="uint8",
+        )
         (tmp / "deposits.csv").write_text(_deposits_csv(district), encoding="utf-8")
         district.faults.to_file(tmp / "faults.gpkg", layer="faults", driver="GPKG")
         text = _study_toml(spec, config)
@@ -761,30 +776,6 @@ def _place_deposits(
 
 # --------------------------------------------------------------------------------------------
 # writing
-
-
-def _write_tif(
-    path: Path, band: np.ndarray, grid: Grid, nodata: float, name: str, unit: str
-) -> None:
-    data = band
-    if np.issubdtype(band.dtype, np.floating):
-        data = np.where(np.isnan(band), nodata, band).astype(np.float32)
-    profile = {
-        "driver": "GTiff",
-        "height": grid.height,
-        "width": grid.width,
-        "count": 1,
-        "dtype": data.dtype.name,
-        "crs": grid.crs,
-        "transform": grid.transform,
-        "nodata": nodata,
-        "compress": "deflate",
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data, 1)
-        dst.set_band_description(1, name)
-        if unit:
-            dst.update_tags(1, unit=unit)
 
 
 def _deposits_csv(district: District) -> str:

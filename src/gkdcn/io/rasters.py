@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -530,13 +530,15 @@ def write_geotiff(
     *,
     nodata: float | None,
     descriptions: Sequence[str] | None = None,
+    tags: Sequence[Mapping[str, str]] | None = None,
     overwrite: bool = False,
     dtype: str = "float32",
 ) -> None:
     """Write ``(B, H, W)`` or ``(H, W)`` bands on ``grid`` as a GeoTIFF, atomically.
 
-    DEFLATE-compressed, tiled in 256-cell blocks when the raster is big enough, band descriptions
-    and nodata set. NaN cells are written as ``nodata`` for integer types.
+    DEFLATE-compressed, tiled in 256-cell blocks when the raster is big enough, band descriptions,
+    per-band metadata ``tags`` (e.g. ``{"unit": "ppm"}``) and nodata set. Non-finite cells are
+    written as ``nodata`` whenever it is a number, so GIS tools see one nodata value.
     """
     path = Path(path)
     data = np.asarray(bands)
@@ -547,17 +549,18 @@ def write_geotiff(
             f"{path}: bands of shape {np.asarray(bands).shape} do not fit the "
             f"{grid.height} x {grid.width} grid"
         )
-    if descriptions is not None and len(descriptions) != data.shape[0]:
-        raise GkdcnError(f"{path}: {len(descriptions)} descriptions for {data.shape[0]} bands")
+    for what, per_band in (("descriptions", descriptions), ("tag sets", tags)):
+        if per_band is not None and len(per_band) != data.shape[0]:
+            raise GkdcnError(f"{path}: {len(per_band)} {what} for {data.shape[0]} bands")
     target = np.dtype(dtype)
-    if np.issubdtype(target, np.integer):
-        if nodata is not None and math.isnan(nodata):
-            raise GkdcnError(f"{path}: NaN nodata needs a float dtype, not {dtype}")
-        if np.issubdtype(data.dtype, np.floating):
-            missing = ~np.isfinite(data)
-            if missing.any():
-                if nodata is None:
-                    raise GkdcnError(f"{path}: NaN cells but no nodata value for {dtype}")
+    if np.issubdtype(target, np.integer) and nodata is not None and math.isnan(nodata):
+        raise GkdcnError(f"{path}: NaN nodata needs a float dtype, not {dtype}")
+    if np.issubdtype(data.dtype, np.floating):
+        missing = ~np.isfinite(data)
+        if missing.any():
+            if nodata is None and np.issubdtype(target, np.integer):
+                raise GkdcnError(f"{path}: NaN cells but no nodata value for {dtype}")
+            if nodata is not None and not math.isnan(nodata):
                 data = np.where(missing, nodata, data)
     profile: dict[str, object] = {
         "driver": "GTiff",
@@ -581,5 +584,9 @@ def write_geotiff(
                 if descriptions is not None:
                     for i, text in enumerate(descriptions, start=1):
                         dst.set_band_description(i, str(text))
+                if tags is not None:
+                    for i, band_tags in enumerate(tags, start=1):
+                        if band_tags:
+                            dst.update_tags(i, **band_tags)
         except (RasterioError, OSError) as exc:
             raise GkdcnError(f"{path}: cannot write ({_first_line(exc)})") from None
