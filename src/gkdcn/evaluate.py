@@ -42,6 +42,7 @@ from sklearn.metrics import (
 from sklearn.metrics import auc as sk_auc
 
 from gkdcn.errors import GkdcnError
+from gkdcn.figures import save_figure
 from gkdcn.io.atomic import atomic_path, check_writable
 
 __all__ = [
@@ -64,7 +65,6 @@ __all__ = [
 #: Shares of deposits for which ``area_for_capture`` reports the share of valid area needed.
 CAPTURE_LEVELS: tuple[float, ...] = (0.5, 0.8, 1.0)
 CI_LEVEL = 0.95
-DPI = 150
 # Cap on the (bootstrap replicates x categories) block held in memory at once (~16 MB of float64).
 _BOOT_BLOCK = 2_000_000
 
@@ -728,6 +728,5 @@ def write_evaluation(
             ax = figures[stem].axes[0]
             ax.set_title(f"{ax.get_title()}: {title}")
     for stem, path in zip(_PNG_STEMS, png_paths, strict=True):
-        with atomic_path(path, overwrite) as tmp:
-            figures[stem].savefig(tmp, dpi=DPI, format="png")
+        save_figure(figures[stem], path, overwrite)
     return targets

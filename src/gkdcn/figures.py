@@ -20,13 +20,14 @@ if TYPE_CHECKING:
     from gkdcn.experiments import Comparison
 
 MODEL_LABELS = {"cnn": "CNN", "dcn": "DCN", "gk-cnn": "GK-CNN", "gk-dcn": "GK-DCN"}
+DPI = 150
 
 
 def save_figure(fig: Figure, path: str | Path, overwrite: bool = True) -> Path:
-    """Write ``fig`` as PNG atomically."""
+    """Write ``fig`` as PNG atomically: the one way every gkdcn figure is saved."""
     path = Path(path)
     with atomic_path(path, overwrite) as tmp:
-        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
     return path
 
 

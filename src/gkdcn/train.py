@@ -26,6 +26,7 @@ from gkdcn.config import ModelKind, TrainConfig, TransformConfig
 from gkdcn.data.samples import SampleSet, Split, extract_windows
 from gkdcn.data.transforms import ChannelTransform, cells_in_windows
 from gkdcn.errors import GkdcnError
+from gkdcn.figures import save_figure
 from gkdcn.io.atomic import atomic_path, check_writable
 from gkdcn.models.bundle import ModelBundle, now_iso, package_versions
 from gkdcn.models.losses import BCELoss, GKLoss
@@ -286,8 +287,7 @@ def write_training_outputs(
     fig = training_curve(
         result.history, title=f"{result.bundle.kind} (best epoch {result.best_epoch})"
     )
-    with atomic_path(paths["curve"], overwrite) as tmp:
-        fig.savefig(tmp, format="png")
+    save_figure(fig, paths["curve"], overwrite)
     return paths
 
 
