@@ -536,6 +536,7 @@ def test_explain_model_map_geotiffs_sit_on_the_input_grid(
     top = list(deposits.mean().sort_values(ascending=False).index[:2])
     mapped = top + [e for e in [bundle.channels[0]] if e not in top]
     assert index["mapped_elements"] == mapped
+    assert index["element"] == bundle.channels[0] and index["element_chosen_by"] == "user"
     for element in mapped:
         with rasterio.open(out / f"attribution_{element}.tif") as ds:
             assert ds.transform == study.grid.transform and ds.shape == study.grid.shape
@@ -589,6 +590,9 @@ def test_explain_cnn_without_maps(study: Study, tmp_path: Path) -> None:
     )
     files = {f["path"] for f in index["files"]}
     assert not (out / "old.txt").exists()  # replaced whole
+    # No element given: the panels show the element contributing most at the deposits.
+    assert index["element"] == index["element_ranking"][0]
+    assert index["element_chosen_by"] == "top contribution"
     assert index["sampling_layers"] == [] and not (out / "sampling").exists()
     assert not any(f.endswith(".tif") for f in files) and "sampling_summary.json" not in files
     assert len([f for f in files if f.startswith("gradcam/")]) == len(study.sites)

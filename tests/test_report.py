@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from conftest import TRANSFORM, write_raster
 from gkdcn.errors import GkdcnError, InputError, OutputExistsError
-from gkdcn.report import build_report, fmt_interval, fmt_number, to_toml
+from gkdcn.report import _explain_command, build_report, fmt_interval, fmt_number, to_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKER = ROOT / "scripts" / "check_report_browser.py"
@@ -450,6 +450,28 @@ def test_reproducibility_section(full_report: tuple[Path, str]) -> None:
     assert block is not None
     toml_text = unescape(re.sub(r"</?span>", "", block.group(1)))
     assert tomllib.loads(toml_text) == CONFIG
+
+
+def test_explain_command_redoes_the_recorded_explanation(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    index = {
+        "model_file": str(run / "authors" / "dcn" / "seed3" / "model.pt"),
+        "settings": {"sites": "all", "layer": "conv3", "element": "Au", "top_k": 5,
+                     "map_outputs": True, "map_ig_steps": 4},
+    }  # fmt: skip
+    args = _explain_command(index, "dcn", run, "run-again", "study.toml")
+    assert args[:6] == [
+        "gkdcn", "explain", "run-again/authors/dcn/seed3/model.pt", "study.toml",
+        "--out", "run-again/explain/dcn",
+    ]  # fmt: skip
+    options = " ".join(args[6:])
+    for expected in ("--layer conv3", "--element Au", "--sites all", "--top-k 5",
+                     "--map-ig-steps 4"):  # fmt: skip
+        assert expected in options
+    # A model outside the run folder is named as recorded; no maps means --no-maps.
+    index = {"model_file": "/models/mine.pt", "settings": {"map_outputs": False, "top_k": 3}}
+    args = _explain_command(index, "dcn", run, "run-again", "study.toml")
+    assert args[2] == "/models/mine.pt" and args[-1] == "--no-maps" and "--top-k" not in args
 
 
 # --- self-containment --------------------------------------------------------------------------

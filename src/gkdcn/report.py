@@ -936,22 +936,49 @@ def _commands(
             index = json.loads(index_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             index = {}
-        has_maps = any(
+        commands.append(_shell(_explain_command(index, model, run_dir, new_run, config)))
+    commands.append(_shell(["gkdcn", "report", new_run, "--out", f"{new_run}/{out.name}"]))
+    return commands
+
+
+def _explain_command(
+    index: dict[str, Any], model: str, run_dir: Path, new_run: str, config: str
+) -> list[str]:
+    """``gkdcn explain`` with the model file and settings its index recorded.
+
+    A model file inside the run folder is pointed at the same place in the new run; older indexes
+    without a recorded file fall back to seed 0 of the authors' protocol.
+    """
+    recorded = index.get("model_file")
+    model_file = f"{new_run}/authors/{model}/seed0/model.pt"
+    if isinstance(recorded, str) and recorded:
+        try:
+            inside = Path(recorded).resolve().relative_to(run_dir.resolve())
+            model_file = f"{new_run}/{inside.as_posix()}"
+        except ValueError:
+            model_file = recorded
+    args = ["gkdcn", "explain", model_file, config, "--out", f"{new_run}/explain/{model}"]
+    settings = index.get("settings") if isinstance(index.get("settings"), dict) else {}
+    for key, option in (("layer", "--layer"), ("element", "--element")):
+        if isinstance(settings.get(key), str) and settings[key]:
+            args += [option, settings[key]]
+    if settings.get("sites") == "all":  # the CLI's other choice is the default, "deposits"
+        args += ["--sites", "all"]
+    if isinstance(settings.get("top_k"), int) and settings["top_k"] != 3:
+        args += ["--top-k", str(settings["top_k"])]
+    has_maps = settings.get(
+        "map_outputs",
+        any(
             str(f.get("path", "")).endswith(".tif")
             for f in index.get("files") or []
             if isinstance(f, dict)
-        )
-        cmd = [
-            "gkdcn",
-            "explain",
-            f"{new_run}/authors/{model}/seed0/model.pt",
-            config,
-            "--out",
-            f"{new_run}/explain/{model}",
-        ]
-        commands.append(_shell(cmd + ([] if has_maps else ["--no-maps"])))
-    commands.append(_shell(["gkdcn", "report", new_run, "--out", f"{new_run}/{out.name}"]))
-    return commands
+        ),
+    )
+    if not has_maps:
+        args.append("--no-maps")
+    elif isinstance(settings.get("map_ig_steps"), int) and settings["map_ig_steps"] != 16:
+        args += ["--map-ig-steps", str(settings["map_ig_steps"])]
+    return args
 
 
 def _shell(args: Sequence[str], width: int = 88) -> str:

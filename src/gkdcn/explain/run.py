@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from gkdcn.data.samples import extract_windows
 from gkdcn.errors import GkdcnError
@@ -37,6 +36,7 @@ from gkdcn.explain.offsets import (
     sampling_positions,
     sampling_summary,
 )
+from gkdcn.figures import save_figure
 from gkdcn.io.atomic import atomic_dir
 from gkdcn.io.rasters import write_geotiff
 
@@ -51,7 +51,6 @@ INDEX_FORMAT = "gkdcn-explanations"
 INDEX_VERSION = 1
 POINT_LABEL = -1  # label of a user-given point: neither deposit (1) nor non-deposit (0)
 LABEL_NAMES = {1: "deposit", 0: "non-deposit", POINT_LABEL: "point"}
-DPI = 150
 
 SiteChoice = Literal["deposits", "all"] | Sequence[tuple[str, int, int]]
 
@@ -130,10 +129,6 @@ def select_sites(
     )
 
 
-def _save(fig: Figure, path: Path) -> None:
-    fig.savefig(path, dpi=DPI, format="png")
-
-
 def explain_model(
     bundle: ModelBundle,
     study: StudyLike,
@@ -151,16 +146,20 @@ def explain_model(
     map_sample: int | None = 20000,
     seed: int = 0,
     batch_size: int = 256,
+    model_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write all explanations of ``bundle`` on ``study`` into ``out_dir``; returns the index.
 
     ``layer`` sets the Grad-CAM layer (default ``conv2``) and, when deformable, the only layer
     whose sampling is drawn (otherwise every deformable layer is). ``element`` picks the element
-    shown under the per-site CAMs (default: mean of all channels) and is always mapped.
+    shown under the per-site CAMs (default: the element contributing most at the deposits) and
+    is always mapped.
     ``top_k`` elements (by mean contribution at the deposits) get attribution maps.
     ``map_outputs=False`` skips all whole-map work (GeoTIFFs, map offset statistics), which is
     the slow part: ``map_ig_steps`` forward/backward passes per valid cell. ``map_sample`` caps
     the cells used for the map offset statistics (seeded with ``seed``; None = all).
+    ``model_file`` (where ``bundle`` was read from) and these settings are recorded in the index,
+    so that a report can give the command that redoes the explanation.
     Refuses to replace an existing ``out_dir`` unless ``overwrite``.
     """
     out_dir = Path(out_dir)
@@ -196,6 +195,16 @@ def explain_model(
         windows = extract_windows(features, rows, cols, bundle.window, bundle.padding)
         site_files: list[list[str]] = [[] for _ in ids]
 
+        # Per-element contributions (integrated gradients) at every chosen site, first: the
+        # element that contributes most at the deposits is the default input panel (the mean of
+        # CLR-scaled channels would be ~0 by construction and show nothing).
+        attribution = element_attribution(net, windows, names, n_steps=ig_steps, ids=ids)
+        is_deposit = labels == 1
+        ranked_values = attribution.values[is_deposit] if is_deposit.any() else attribution.values
+        who = "deposits" if is_deposit.any() else "sites"
+        ranking = rank_elements(ranked_values)
+        shown = element if element is not None else ranking[0]
+
         # Grad-CAM per site, one colour scale for all so the figures compare.
         cams = gradcam(net, windows, cam_layer, batch_size=batch_size)
         cam_vmax = float(cams.max()) if cams.size and cams.max() > 0 else None
@@ -215,12 +224,12 @@ def explain_model(
                 ids[n],
                 float(xs[n]),
                 float(ys[n]),
-                element,
+                shown,
                 layer=cam_layer,
                 cam_vmax=cam_vmax,
             )
             path = tmp / "gradcam" / f"{stem}.png"
-            _save(fig, path)
+            save_figure(fig, path)
             record(path, tmp, f"Grad-CAM at {cam_layer} for site {ids[n]} ({CAM_UNITS})")
             site_files[n].append(path.relative_to(tmp).as_posix())
             if progress is not None and task is not None:
@@ -237,14 +246,14 @@ def explain_model(
                 label = LABEL_NAMES.get(int(labels[n]), "site")
                 fig = plot_sampling(data, n, title=f"{lname} sampling at {label} {ids[n]}")
                 path = tmp / "sampling" / f"{stem}_{lname}.png"
-                _save(fig, path)
+                save_figure(fig, path)
                 record(
                     path, tmp, f"{lname} sampling positions of the middle output position, {ids[n]}"
                 )
                 site_files[n].append(path.relative_to(tmp).as_posix())
                 fig = plot_offset_field(data, n, title=f"{lname} mean offsets at {label} {ids[n]}")
                 path = tmp / "offsets" / f"{stem}_{lname}.png"
-                _save(fig, path)
+                save_figure(fig, path)
                 record(path, tmp, f"{lname} mean offset per output position (cells), {ids[n]}")
                 site_files[n].append(path.relative_to(tmp).as_posix())
                 if progress is not None and task is not None:
@@ -262,8 +271,6 @@ def explain_model(
                     progress=progress,
                 )
 
-        # Per-element contributions (integrated gradients) at every chosen site.
-        attribution = element_attribution(net, windows, names, n_steps=ig_steps, ids=ids)
         table = attribution.to_frame()
         table.insert(0, "label", [LABEL_NAMES.get(int(v), "site") for v in labels])
         table.insert(1, "row", rows)
@@ -289,17 +296,13 @@ def explain_model(
                 f"logit change only within {float(np.abs(attribution.delta).max()):.3g} logit "
                 f"units (over 5 %); raise ig_steps for tighter attributions"
             )
-        is_deposit = labels == 1
-        ranked_values = attribution.values[is_deposit] if is_deposit.any() else attribution.values
-        who = "deposits" if is_deposit.any() else "sites"
         fig = plot_element_ranking(
             ranked_values,
             title=f"Element contributions at {len(ranked_values)} {who} ({bundle.kind})",
         )
         path = tmp / "element_ranking.png"
-        _save(fig, path)
+        save_figure(fig, path)
         record(path, tmp, f"elements ranked by mean contribution at the {who} ({IG_UNITS})")
-        ranking = rank_elements(ranked_values)
 
         if summaries:
             path = tmp / "sampling_summary.json"
@@ -337,8 +340,8 @@ def explain_model(
                 "band 1 at the window centre, band 2 the window mean; NaN off the data",
             )
             mapped = ranking[:top_k]
-            if element is not None and element not in mapped:
-                mapped.append(element)
+            if shown not in mapped:
+                mapped.append(shown)
             maps = attribution_maps(
                 bundle,
                 features,
@@ -368,9 +371,20 @@ def explain_model(
                 "padding": bundle.padding,
                 "channels": names,
             },
+            "model_file": None if model_file is None else str(model_file),
+            "settings": {
+                "sites": sites if isinstance(sites, str) else "custom",
+                "layer": layer,
+                "element": element,
+                "top_k": top_k,
+                "map_outputs": map_outputs,
+                "ig_steps": ig_steps,
+                "map_ig_steps": map_ig_steps,
+            },
             "gradcam_layer": cam_layer,
             "sampling_layers": sampling_layers,
-            "element": element,
+            "element": shown,
+            "element_chosen_by": "user" if element is not None else "top contribution",
             "element_ranking": ranking,
             "mapped_elements": mapped,
             "units": {
