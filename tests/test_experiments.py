@@ -140,6 +140,43 @@ def test_background_is_valid_area_no_model_trained_on(tmp_path: Path) -> None:
     assert not np.array_equal(a[0], background_cells(study, samples, 50, seed=4)[0])
 
 
+def _results(run: Path) -> dict[str, dict]:
+    out = {}
+    for path in sorted(run.rglob("result.json")):
+        result = json.loads(path.read_text())
+        result.pop("seconds")
+        out[path.relative_to(run).as_posix()] = result
+    return out
+
+
+def test_results_do_not_depend_on_how_many_trainings_run_at_once(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    plan = make_plan(study.config, seeds=1)
+    one = run_comparison(study, tmp_path / "one", plan, workers=1)
+    two = run_comparison(study, tmp_path / "two", plan, workers=2)
+    first, second = _results(tmp_path / "one"), _results(tmp_path / "two")
+    n_deposits = int((study.sites.labels == 1).sum())
+    assert len(first) == 2 * (1 + n_deposits)  # 2 models x (authors + one fold per deposit)
+    assert first == second  # exact: every training runs on one thread either way
+    pd.testing.assert_frame_equal(one.summary["lodo"], two.summary["lodo"])
+
+
+def test_a_failing_job_stops_the_run_with_its_error(tmp_path: Path) -> None:
+    from gkdcn.runner import run_jobs
+
+    with pytest.raises(GkdcnError, match="job 3 failed"):
+        run_jobs(list(range(6)), _fail_on_three, None, workers=2)
+    with pytest.raises(GkdcnError, match="--jobs must be at least 1"):
+        run_comparison(
+            _study(tmp_path), tmp_path / "x", make_plan(_study(tmp_path).config), workers=0
+        )
+
+
+def _fail_on_three(job: int, context: None, progress: object) -> None:
+    if job == 3:
+        raise GkdcnError(f"job {job} failed")
+
+
 def test_comparison_runs_resumes_and_refuses_other_settings(tmp_path: Path) -> None:
     study = _study(tmp_path)
     plan = make_plan(study.config)

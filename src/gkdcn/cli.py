@@ -44,6 +44,14 @@ DataDir = Annotated[
 ]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
+Jobs = Annotated[
+    int | None,
+    typer.Option(
+        "--jobs",
+        help="Trainings run at once, each on one CPU thread (default: the cores, at most 4). "
+        "Results do not depend on it.",
+    ),
+]
 
 
 @app.callback()
@@ -113,6 +121,12 @@ def progress_bar() -> Progress:
         console=err_console,
         transient=False,
     )
+
+
+def _workers(jobs: int | None) -> int:
+    from gkdcn.runner import default_workers
+
+    return default_workers() if jobs is None else jobs
 
 
 def _config(path: Path, data_dir: Path | None) -> StudyConfig:
@@ -377,6 +391,7 @@ def compare(
         str | None, typer.Option(help="Comma-separated: authors, lodo, blocks.")
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Override epochs.")] = None,
+    jobs: Jobs = None,
     device: Device = "cpu",
     overwrite: Overwrite = False,
 ) -> None:
@@ -393,8 +408,9 @@ def compare(
     study = load_study(cfg)
     with progress_bar() as progress:
         comparison = run_comparison(
-            study, out, plan, overwrite=overwrite, progress=progress, device=_device(device)
-        )
+            study, out, plan, overwrite=overwrite, progress=progress, device=_device(device),
+            workers=_workers(jobs),
+        )  # fmt: skip
     console.print(format_tables(comparison), highlight=False)
     console.print(f"finished in {comparison.seconds:.0f} s; results in {out}")
 
@@ -408,7 +424,10 @@ def explain(
     data_dir: DataDir = None,
     layer: Annotated[str | None, typer.Option(help="Layer for Grad-CAM (default conv2).")] = None,
     element: Annotated[
-        str | None, typer.Option(help="Element shown beside the CAM (default: channel mean).")
+        str | None,
+        typer.Option(
+            help="Element shown beside the CAM (default: the one contributing most at the deposits)."
+        ),
     ] = None,
     sites: Annotated[str, typer.Option(help="deposits or all.")] = "deposits",
     top_k: Annotated[int, typer.Option(help="Attribution maps for the top-k elements.")] = 3,
@@ -430,6 +449,7 @@ def explain(
         index = explain_model(
             bundle, study, out, sites=sites, layer=layer, element=element, top_k=top_k,
             map_outputs=maps, map_ig_steps=map_ig_steps, overwrite=overwrite, progress=progress,
+            model_file=model,
         )  # fmt: skip
     console.print(f"wrote {len(index.get('files', index))} outputs to {out} (see index.json)")
 
@@ -458,14 +478,16 @@ def demo(
     ),
     overwrite: Overwrite = False,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic district.")] = 0,
+    jobs: Jobs = None,
 ) -> None:
     """Run the whole pipeline on a generated district and write DIR/report.html."""
     from gkdcn.demo import run_demo
 
     with progress_bar() as progress:
         report_path = run_demo(
-            out, overwrite=overwrite, seed=seed, progress=progress, log=console.print
-        )
+            out, overwrite=overwrite, seed=seed, workers=_workers(jobs), progress=progress,
+            log=console.print,
+        )  # fmt: skip
     console.print(f"\n[bold green]done.[/] Open the report: {report_path.resolve()}")
 
 

@@ -33,10 +33,21 @@ def run_demo(
     *,
     overwrite: bool = False,
     seed: int = 0,
+    spec: SyntheticSpec | None = None,
+    seeds: int = 2,
+    epochs: int = 6,
+    map_ig_steps: int = 2,
+    workers: int = 1,
     progress: Progress | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Run the demo into ``out`` and return the path of the report."""
+    """Run the demo into ``out`` and return the path of the report.
+
+    ``spec`` sets the district (default: ``SyntheticSpec(seed=seed)``); ``seeds``, ``epochs`` and
+    ``map_ig_steps`` size the comparison and the whole-map attribution. The defaults are the
+    demo's; smaller values give the same pipeline in seconds (the test suite runs it that way).
+    ``workers``: trainings at once (see :func:`gkdcn.experiments.run_comparison`).
+    """
     out = Path(out)
     check_writable(out, overwrite)
     if out.exists() and overwrite:
@@ -46,7 +57,7 @@ def run_demo(
         shutil.rmtree(out)
 
     log("1/7 generating the synthetic district")
-    config_path = generate_district(out / "district", SyntheticSpec(seed=seed))
+    config_path = generate_district(out / "district", spec or SyntheticSpec(seed=seed))
     config = load_config(config_path)
 
     log("2/7 preparing the study (alignment, sites, knowledge, samples)")
@@ -57,8 +68,8 @@ def run_demo(
 
     log("3/7 comparing CNN, DCN, GK-CNN and GK-DCN (quick settings)")
     run_dir = out / "comparison"
-    plan = make_plan(config, quick=True, epochs=6)
-    comparison = run_comparison(study, run_dir, plan, progress=progress)
+    plan = make_plan(config, quick=True, seeds=seeds, epochs=epochs)
+    comparison = run_comparison(study, run_dir, plan, progress=progress, workers=workers)
     log(format_tables(comparison))
 
     log("4/7 predicting full maps from the saved model files (streamed GeoTIFF)")
@@ -78,9 +89,9 @@ def run_demo(
         write_evaluation(ev, out / "evaluation" / model, title=f"{model} (seed 0)")
 
     log("6/7 explaining GK-DCN (Grad-CAM, deformable sampling, element attribution)")
-    gk_dcn = ModelBundle.load(run_dir / "authors" / "gk-dcn" / "seed0" / "model.pt")
-    # The input panels show Au, the main pathfinder: the mean of CLR-scaled channels is ~0 by
-    # construction and says little.
+    gk_dcn_file = run_dir / "authors" / "gk-dcn" / "seed0" / "model.pt"
+    gk_dcn = ModelBundle.load(gk_dcn_file)
+    # The input panels show Au, the district's main pathfinder.
     # Few integrated-gradient steps for the whole-map attribution keep the demo within minutes;
     # the per-deposit attributions use the full 50 steps.
     explain_model(
@@ -89,8 +100,9 @@ def run_demo(
         run_dir / "explain" / "gk-dcn",
         element="Au",
         top_k=2,
-        map_ig_steps=2,
+        map_ig_steps=map_ig_steps,
         progress=progress,
+        model_file=gk_dcn_file,
     )
 
     log("7/7 writing the report")

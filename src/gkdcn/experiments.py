@@ -53,8 +53,13 @@ from gkdcn.io.atomic import atomic_path, write_text
 from gkdcn.io.rasters import ArraySource, write_geotiff
 from gkdcn.models.bundle import now_iso, package_versions
 from gkdcn.predict import predict_cells, predict_map
+from gkdcn.runner import resolve_workers, run_jobs
 from gkdcn.train import train_study, write_training_outputs
 
+# --quick: 2 seeds, at most this many epochs, and held-out deposits ranked among at most this
+# many background cells; about 2 minutes on Tianshan with 2 cores.
+QUICK_EPOCHS = 6
+QUICK_BACKGROUND = 1000
 AUTHORS_METRICS = ("accuracy", "auc", "kappa", "mcc", "precision", "recall", "f1")
 HELDOUT_METRICS = ("auc", "area_50", "area_80", "area_100", "capture_top10")
 # Natural range of each metric; intervals over few seeds are clipped to it.
@@ -115,7 +120,9 @@ def make_plan(
     train = config.train
     updates: dict[str, Any] = {}
     if quick:
-        updates.update(epochs=min(train.epochs, 12), patience=4 if train.patience else None)
+        updates.update(
+            epochs=min(train.epochs, QUICK_EPOCHS), patience=2 if train.patience else None
+        )
     if epochs is not None:
         updates["epochs"] = epochs
     if updates:
@@ -139,7 +146,9 @@ def make_plan(
         protocols=chosen_protocols,
         train=train,
         bootstrap=200 if quick else cmp.bootstrap,
-        background_sample=(min(cmp.heldout_background, 2000) if quick else cmp.heldout_background)
+        background_sample=(
+            min(cmp.heldout_background, QUICK_BACKGROUND) if quick else cmp.heldout_background
+        )
         or None,
         quick=quick,
     )
@@ -173,8 +182,14 @@ def run_comparison(
     overwrite: bool = False,
     progress: Progress | None = None,
     device: str = "cpu",
+    workers: int = 1,
 ) -> Comparison:
-    """Run (or resume) the comparison into ``out_dir`` and write tables, maps and figures."""
+    """Run (or resume) the comparison into ``out_dir`` and write tables, maps and figures.
+
+    Every training runs on one CPU thread, ``workers`` of them at once in worker processes
+    (see :mod:`gkdcn.runner`; the command line uses the available cores, at most 4), so results
+    do not depend on ``workers``. On a GPU the jobs run one after another.
+    """
     out_dir = Path(out_dir)
     started = time.perf_counter()
     if study.knowledge is None and any(m.startswith("gk-") for m in plan.models):
@@ -185,12 +200,23 @@ def run_comparison(
     _claim_run_dir(out_dir, study, plan, overwrite)
     samples = study_samples(study)
     jobs = list(_jobs(study, samples, plan))
-    task = progress.add_task("comparison", total=len(jobs), info="") if progress else None
-    for job in jobs:
-        if not job.done(out_dir):
-            job.run(study, samples, plan, out_dir, device, progress)
+    todo = [job for job in jobs if not job.done(out_dir)]
+    n_workers = resolve_workers(workers, len(todo), device)
+    task = None
+    if progress is not None:
+        task = progress.add_task(
+            "comparison",
+            total=len(jobs),
+            completed=len(jobs) - len(todo),
+            info=f"{n_workers} at once" if n_workers > 1 else "",
+        )
+
+    def finished(job: _Job) -> None:
         if progress is not None and task is not None:
             progress.update(task, advance=1, info=job.label)
+
+    context = _JobContext(study, samples, plan, out_dir, device)
+    run_jobs(todo, _run_job, context, workers=n_workers, progress=progress, on_done=finished)
     if progress is not None and task is not None:
         progress.remove_task(task)
     comparison = collect(out_dir, study, plan)
@@ -251,6 +277,21 @@ def _claim_run_dir(out_dir: Path, study: Study, plan: Plan, overwrite: bool) -> 
         "versions": package_versions(),
     }
     write_text(meta_path, json.dumps(meta, indent=2, default=str), overwrite=True)
+
+
+@dataclass(frozen=True)
+class _JobContext:
+    """What every job of one comparison shares (sent once to each worker process)."""
+
+    study: Study
+    samples: SampleSet
+    plan: Plan
+    out_dir: Path
+    device: str
+
+
+def _run_job(job: _Job, context: _JobContext, progress: Progress | None) -> None:
+    job.run(context.study, context.samples, context.plan, context.out_dir, context.device, progress)
 
 
 @dataclass(frozen=True)

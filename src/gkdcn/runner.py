@@ -1,0 +1,152 @@
+"""Run independent jobs, each on one CPU thread, several at once in worker processes.
+
+A comparison is hundreds of small trainings. Side by side they use the cores better than one
+after another with PyTorch's threads waiting on each other: on 2 cores, two single-threaded
+leave-one-out folds at once finished 1.4x more folds per minute than one fold on two threads.
+Every job runs on one thread whatever the number of workers, so results are identical for any
+``workers``: thread count changes floating-point summation order, worker count does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from rich.progress import Progress
+
+from gkdcn.errors import GkdcnError
+
+J = TypeVar("J")
+C = TypeVar("C")
+
+#: Default cap on worker processes: each holds its own PyTorch (~0.5-0.8 GB resident).
+MAX_DEFAULT_WORKERS = 4
+
+# The context a worker process received at start (set once per worker by ``_init_worker``).
+_worker_state: dict[str, Any] = {}
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def default_workers() -> int:
+    """What the command line uses without ``--jobs``: the available cores, at most
+    :data:`MAX_DEFAULT_WORKERS`."""
+    return min(available_cores(), MAX_DEFAULT_WORKERS)
+
+
+def resolve_workers(workers: int, n_jobs: int, device: str = "cpu") -> int:
+    """Worker processes to use: ``workers``, never more than there are jobs; 1 on a GPU, which
+    the jobs would otherwise share."""
+    if workers < 1:
+        raise GkdcnError(f"--jobs must be at least 1, got {workers}")
+    if device != "cpu":
+        return 1
+    return max(1, min(workers, n_jobs))
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """PyTorch on one CPU thread inside the block (the previous count restored after)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run_jobs(
+    jobs: Sequence[J],
+    run: Callable[[J, C, Progress | None], None],
+    context: C,
+    *,
+    workers: int = 1,
+    progress: Progress | None = None,
+    on_done: Callable[[J], None] | None = None,
+) -> None:
+    """Call ``run(job, context, progress)`` for every job, each on one thread.
+
+    With ``workers`` > 1 the jobs are shared by that many spawned processes (``run`` and
+    ``context`` must pickle; inner progress bars are not shown from workers) and finish in any
+    order; ``on_done`` is called in this process as each one ends. A failing job stops the rest
+    and its error is raised here; so does Ctrl-C. Jobs must not share outputs. As with any
+    spawned process, a script calling this with ``workers`` > 1 needs an
+    ``if __name__ == "__main__":`` guard (the workers import the script).
+    """
+    if workers <= 1 or len(jobs) <= 1 or not _can_spawn():
+        with single_thread():
+            for job in jobs:
+                run(job, context, progress)
+                if on_done is not None:
+                    on_done(job)
+        return
+    pool = ProcessPoolExecutor(
+        workers,
+        # fork is unsafe once PyTorch's OpenMP threads exist
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(run, context),
+    )
+    futures = {pool.submit(_run_in_worker, job): job for job in jobs}
+    try:
+        for future in as_completed(futures):
+            future.result()
+            if on_done is not None:
+                on_done(futures[future])
+    except BrokenProcessPool:
+        _stop(pool)
+        raise GkdcnError(
+            "worker processes stopped unexpectedly (out of memory, or a Python script that runs "
+            'gkdcn without an `if __name__ == "__main__":` guard); finished trainings are '
+            "kept: run again, with --jobs 1 (workers=1) if it recurs"
+        ) from None
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown()
+
+
+def _can_spawn() -> bool:
+    """False when spawned workers could not re-import ``__main__`` (e.g. a script on stdin)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    return path is None or Path(path).is_file()
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end the running workers now."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if terminate is not None:
+        terminate()
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=10)
+
+
+def _init_worker(run: Callable[..., None], context: Any) -> None:
+    # Ctrl-C reaches the whole process group; the parent alone handles it (and stops us).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    _worker_state["run"] = run
+    _worker_state["context"] = context
+
+
+def _run_in_worker(job: Any) -> None:
+    _worker_state["run"](job, _worker_state["context"], None)
