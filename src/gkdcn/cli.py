@@ -411,7 +411,8 @@ def compare(
             study, out, plan, overwrite=overwrite, progress=progress, device=_device(device),
             workers=_workers(jobs),
         )  # fmt: skip
-    console.print(format_tables(comparison), highlight=False)
+    # soft_wrap: wide tables stay one row per line in logs and narrow terminals
+    console.print(format_tables(comparison), highlight=False, soft_wrap=True)
     console.print(f"finished in {comparison.seconds:.0f} s; results in {out}")
 
 
@@ -486,7 +487,7 @@ def demo(
     with progress_bar() as progress:
         report_path = run_demo(
             out, overwrite=overwrite, seed=seed, workers=_workers(jobs), progress=progress,
-            log=console.print,
+            log=lambda text: console.print(text, highlight=False, soft_wrap=True),
         )  # fmt: skip
     console.print(f"\n[bold green]done.[/] Open the report: {report_path.resolve()}")
 
