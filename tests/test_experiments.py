@@ -166,10 +166,10 @@ def test_a_failing_job_stops_the_run_with_its_error(tmp_path: Path) -> None:
 
     with pytest.raises(GkdcnError, match="job 3 failed"):
         run_jobs(list(range(6)), _fail_on_three, None, workers=2)
+    study = _study(tmp_path)
     with pytest.raises(GkdcnError, match="--jobs must be at least 1"):
-        run_comparison(
-            _study(tmp_path), tmp_path / "x", make_plan(_study(tmp_path).config), workers=0
-        )
+        run_comparison(study, tmp_path / "x", make_plan(study.config), workers=0)
+    assert not (tmp_path / "x").exists()  # refused before anything was written
 
 
 def _fail_on_three(job: int, context: None, progress: object) -> None:

@@ -53,7 +53,7 @@ from gkdcn.io.atomic import atomic_path, write_text
 from gkdcn.io.rasters import ArraySource, write_geotiff
 from gkdcn.models.bundle import now_iso, package_versions
 from gkdcn.predict import predict_cells, predict_map
-from gkdcn.runner import resolve_workers, run_jobs
+from gkdcn.runner import check_workers, resolve_workers, run_jobs
 from gkdcn.train import train_study, write_training_outputs
 
 # --quick: 2 seeds, at most this many epochs, and held-out deposits ranked among at most this
@@ -192,6 +192,7 @@ def run_comparison(
     """
     out_dir = Path(out_dir)
     started = time.perf_counter()
+    check_workers(workers)
     if study.knowledge is None and any(m.startswith("gk-") for m in plan.models):
         raise GkdcnError(
             "GK-CNN and GK-DCN need geological knowledge: set [knowledge] faults or weights in "

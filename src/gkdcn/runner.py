@@ -48,11 +48,16 @@ def default_workers() -> int:
     return min(available_cores(), MAX_DEFAULT_WORKERS)
 
 
+def check_workers(workers: int) -> None:
+    """Refuse a worker count below 1 (before any work starts)."""
+    if workers < 1:
+        raise GkdcnError(f"--jobs must be at least 1, got {workers}")
+
+
 def resolve_workers(workers: int, n_jobs: int, device: str = "cpu") -> int:
     """Worker processes to use: ``workers``, never more than there are jobs; 1 on a GPU, which
     the jobs would otherwise share."""
-    if workers < 1:
-        raise GkdcnError(f"--jobs must be at least 1, got {workers}")
+    check_workers(workers)
     if device != "cpu":
         return 1
     return max(1, min(workers, n_jobs))
