@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
+import torch
 from affine import Affine
 
 from gkdcn.config import StudyConfig, config_from_dict
@@ -61,6 +62,21 @@ def write_raster(
             if text is not None:
                 dst.set_band_description(i, text)
     return path
+
+
+def random_state(net: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """``net``'s state with random weights, BatchNorm statistics and (non-zero) offset and mask
+    branches, so deformable layers really sample off the regular grid."""
+    gen = torch.Generator().manual_seed(seed)
+    state = net.state_dict()
+    for name, value in state.items():
+        if not value.is_floating_point():
+            continue
+        if name.endswith("running_var"):
+            state[name] = 0.5 + torch.rand(value.shape, generator=gen)
+        else:
+            state[name] = 0.3 * torch.randn(value.shape, generator=gen)
+    return state
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import Progress, TextColumn
 from torch import nn
 
-from conftest import write_tiny_study
+from conftest import random_state, write_tiny_study
 from gkdcn.config import StudyConfig, config_from_dict
 from gkdcn.data.samples import extract_windows
 from gkdcn.data.study import Study, load_study
@@ -147,16 +147,7 @@ def known_offset_net(dy: np.ndarray = SENT_DY, dx: np.ndarray = SENT_DX) -> OneD
 
 def randomised(net: nn.Module, seed: int) -> nn.Module:
     """Random weights, BatchNorm statistics and (non-zero) offset / mask branches, eval mode."""
-    gen = torch.Generator().manual_seed(seed)
-    state = net.state_dict()
-    for name, value in state.items():
-        if not value.is_floating_point():
-            continue
-        if name.endswith("running_var"):
-            state[name] = 0.5 + torch.rand(value.shape, generator=gen)
-        else:
-            state[name] = 0.3 * torch.randn(value.shape, generator=gen)
-    net.load_state_dict(state)
+    net.load_state_dict(random_state(net, seed))
     return net.eval()
 
 

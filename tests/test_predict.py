@@ -12,6 +12,7 @@ import rasterio
 import torch
 from affine import Affine
 
+from conftest import random_state, write_raster
 from gkdcn import predict as predict_module
 from gkdcn.data.samples import extract_windows
 from gkdcn.data.transforms import ChannelTransform
@@ -50,18 +51,13 @@ def _write_layers(
         if layer < len(layers) and r < height and c < width:
             stack[layer, r, c] = np.nan
     for name, band in zip(layers, stack, strict=True):
-        profile = {
-            "driver": "GTiff",
-            "height": height,
-            "width": width,
-            "count": 1,
-            "dtype": "float32",
-            "crs": CRS,
-            "transform": TRANSFORM,
-            "nodata": -9999.0,
-        }
-        with rasterio.open(folder / f"{name}.tif", "w", **profile) as dst:
-            dst.write(np.where(np.isnan(band), -9999.0, band).astype(np.float32), 1)
+        write_raster(
+            folder / f"{name}.tif",
+            np.where(np.isnan(band), -9999.0, band).astype(np.float32),
+            crs=CRS,
+            transform=TRANSFORM,
+            nodata=-9999.0,
+        )
     return stack
 
 
@@ -84,18 +80,7 @@ def _bundle(
         dropout=dropout,
         width=8,
     )
-    gen = torch.Generator().manual_seed(seed)
-    net = build_network(spec)
-    state = net.state_dict()
-    for name, value in state.items():
-        if not value.is_floating_point():
-            continue
-        if name.endswith("running_var"):
-            state[name] = 0.5 + torch.rand(value.shape, generator=gen)
-        else:
-            # Also makes the (zero-initialised) offset and mask branches non-trivial, so the
-            # deformable layers really sample off the regular grid.
-            state[name] = 0.3 * torch.randn(value.shape, generator=gen)
+    state = random_state(build_network(spec), seed)
     rng = np.random.default_rng(seed)
     values = rng.lognormal(mean=1.0, sigma=0.8, size=(300, len(channels)))
     transform = ChannelTransform.fit(values, "log", "standard")
@@ -457,18 +442,7 @@ def _write_config(root: Path, elements: Path, extra: str = "") -> Path:
     """A minimal study config (TOML written by hand) pointing at ``elements``."""
     sites = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
     sites[5, 5] = 1
-    with rasterio.open(
-        root / "deposits.tif",
-        "w",
-        driver="GTiff",
-        height=HEIGHT,
-        width=WIDTH,
-        count=1,
-        dtype="uint8",
-        crs=CRS,
-        transform=TRANSFORM,
-    ) as dst:
-        dst.write(sites, 1)
+    write_raster(root / "deposits.tif", sites, crs=CRS, transform=TRANSFORM)
     config = root / "study.toml"
     config.write_text(
         f'name = "t"\n[elements]\npath = "{elements.name}"\n'
@@ -513,18 +487,7 @@ def test_knowledge_channel_comes_from_the_config(
     elements = tmp_path / "elements"
     _write_layers(elements, LAYERS)
     weight = np.linspace(0, 1, HEIGHT * WIDTH, dtype=np.float32).reshape(HEIGHT, WIDTH)
-    with rasterio.open(
-        tmp_path / "weights.tif",
-        "w",
-        driver="GTiff",
-        height=HEIGHT,
-        width=WIDTH,
-        count=1,
-        dtype="float32",
-        crs=CRS,
-        transform=TRANSFORM,
-    ) as dst:
-        dst.write(weight, 1)
+    write_raster(tmp_path / "weights.tif", weight, crs=CRS, transform=TRANSFORM)
     config = _write_config(tmp_path, elements, '[knowledge]\nweights = "weights.tif"\n')
     channels = [*MODEL_ORDER, KNOWLEDGE_CHANNEL]
     bundle = _bundle("cnn", "zero", seed=9, channels=channels)
