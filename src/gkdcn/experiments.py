@@ -217,7 +217,7 @@ def run_comparison(
             progress.update(task, advance=1, info=job.label)
 
     context = _JobContext(study, samples, plan, out_dir, device)
-    run_jobs(todo, _run_job, context, workers=n_workers, progress=progress, on_done=finished)
+    run_jobs(todo, _Job.run, context, workers=n_workers, progress=progress, on_done=finished)
     if progress is not None and task is not None:
         progress.remove_task(task)
     comparison = collect(out_dir, study, plan)
@@ -291,10 +291,6 @@ class _JobContext:
     device: str
 
 
-def _run_job(job: _Job, context: _JobContext, progress: Progress | None) -> None:
-    job.run(context.study, context.samples, context.plan, context.out_dir, context.device, progress)
-
-
 @dataclass(frozen=True)
 class _Job:
     protocol: str
@@ -317,15 +313,10 @@ class _Job:
     def done(self, out_dir: Path) -> bool:
         return (out_dir / self.folder / "result.json").exists()
 
-    def run(
-        self,
-        study: Study,
-        samples: SampleSet,
-        plan: Plan,
-        out_dir: Path,
-        device: str,
-        progress: Progress | None,
-    ) -> None:
+    def run(self, context: _JobContext, progress: Progress | None) -> None:
+        """Train, score and write ``result.json`` (last, atomically: its presence means done)."""
+        study, samples, plan = context.study, context.samples, context.plan
+        out_dir, device = context.out_dir, context.device
         folder = out_dir / self.folder
         folder.mkdir(parents=True, exist_ok=True)
         tic = time.perf_counter()
