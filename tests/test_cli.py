@@ -63,6 +63,9 @@ def test_synth_prepare_train_predict_evaluate_explain(district: Path, tmp_path: 
     )  # fmt: skip
     index = json.loads((tmp_path / "explain" / "index.json").read_text())
     assert any("sampling" in str(entry) for entry in json.dumps(index).split(","))
+    # what the report needs to redo it, wherever the report is built from
+    assert index["model_file"] == str(model.resolve())
+    assert index["settings"]["top_k"] == 1 and index["settings"]["map_outputs"] is False
 
 
 @pytest.mark.parametrize(

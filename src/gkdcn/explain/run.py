@@ -371,7 +371,8 @@ def explain_model(
                 "padding": bundle.padding,
                 "channels": names,
             },
-            "model_file": None if model_file is None else str(model_file),
+            # absolute: the report that reads it may run from another folder
+            "model_file": None if model_file is None else str(Path(model_file).resolve()),
             "settings": {
                 "sites": sites if isinstance(sites, str) else "custom",
                 "layer": layer,
