@@ -25,7 +25,7 @@ import contextlib
 import csv
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -419,6 +419,31 @@ def block_plan(
     )
 
 
+def prepare_prediction(
+    bundles: Sequence[ModelBundle],
+    source: ElementSource,
+    *,
+    batch_size: int,
+    block_rows: int,
+    mc_dropout: int = 0,
+    device: DeviceName | str | torch.device = "cpu",
+) -> BlockPlan:
+    """Check a prediction request (one-line errors before any work) and build its block plan."""
+    check_compatible(bundles)
+    if batch_size < 1:
+        raise GkdcnError(f"batch size must be at least 1, got {batch_size}")
+    if block_rows < 1:
+        raise GkdcnError(f"block rows must be at least 1, got {block_rows}")
+    if mc_dropout < 0 or mc_dropout == 1:
+        raise GkdcnError(f"mc_dropout must be 0 (off) or at least 2 passes, got {mc_dropout}")
+    first = bundles[0]
+    _channel_order(first, source)  # a missing layer is a one-line error naming it
+    if mc_dropout and any(b.spec.dropout <= 0 for b in bundles):
+        raise GkdcnError("mc_dropout needs a model trained with dropout > 0")
+    _check_grid(source.grid, first.window)
+    return block_plan(bundles, source.names, source.grid, mc_dropout=mc_dropout, device=device)
+
+
 def predict_map(
     bundle_or_bundles: ModelBundle | Sequence[ModelBundle],
     source: ElementSource,
@@ -446,25 +471,13 @@ def predict_map(
         if isinstance(bundle_or_bundles, ModelBundle)
         else list(bundle_or_bundles)
     )
-    check_compatible(bundles)
-    if batch_size < 1:
-        raise GkdcnError(f"batch size must be at least 1, got {batch_size}")
-    if block_rows < 1:
-        raise GkdcnError(f"block rows must be at least 1, got {block_rows}")
     if threads is not None and threads < 1:
         raise GkdcnError(f"threads must be at least 1, got {threads}")
-    if mc_dropout < 0 or mc_dropout == 1:
-        raise GkdcnError(f"mc_dropout must be 0 (off) or at least 2 passes, got {mc_dropout}")
-    first = bundles[0]
-    _channel_order(first, source)  # a missing layer is a one-line error naming it
-    if mc_dropout and any(b.spec.dropout <= 0 for b in bundles):
-        raise GkdcnError("mc_dropout needs a model trained with dropout > 0")
-    grid = source.grid
-    window = first.window
-    _check_grid(grid, window)
-    dev = resolve_device(device)
-
-    plan = block_plan(bundles, source.names, grid, mc_dropout=mc_dropout, device=dev)
+    plan = prepare_prediction(
+        bundles, source, batch_size=batch_size, block_rows=block_rows, mc_dropout=mc_dropout,
+        device=device,
+    )  # fmt: skip
+    first, grid, dev = bundles[0], source.grid, plan.device
     height, width = grid.shape
     mean = np.full((height, width), np.nan, dtype=np.float32)
     std = np.full((height, width), np.nan, dtype=np.float32) if plan.n_samples > 1 else None
@@ -686,6 +699,7 @@ def predict_to_file(
     data_dir: str | Path | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    engine: Callable[..., PredictionResult] | None = None,
 ) -> list[Path]:
     """Check the outputs can be written, load the model(s), predict, write; the written paths.
 
@@ -696,7 +710,9 @@ def predict_to_file(
     (outputs writable, models readable and compatible, channels present, grid large enough)
     happens before the long computation; on any error no output file is left behind. Returns
     ``[GeoTIFF]`` or ``[GeoTIFF, CSV]``; use :func:`predict_map` and :func:`write_prediction` to
-    keep the :class:`PredictionResult` in memory as well.
+    keep the :class:`PredictionResult` in memory as well. ``engine`` computes the map
+    (default :func:`predict_map`; e.g. :func:`gkdcn.cluster.predict_map_on_cluster` bound to a
+    Dask client runs its blocks on a cluster).
     """
     items = [models] if isinstance(models, str | Path | ModelBundle) else list(models)
     if not items:
@@ -717,7 +733,7 @@ def predict_to_file(
         source = opened
     defaults = settings or PredictConfig()
     try:
-        result = predict_map(
+        result = (engine or predict_map)(
             bundles,
             source,
             batch_size=defaults.batch_size if batch_size is None else batch_size,

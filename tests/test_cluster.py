@@ -1,0 +1,205 @@
+"""The Dask engine on a real LocalCluster (loopback, 2 single-threaded worker processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+pytest.importorskip("distributed")
+import cloudpickle  # a dependency of distributed
+
+from conftest import random_state, write_raster
+from gkdcn.cluster import (
+    Scheduler,
+    open_client,
+    parse_scheduler,
+    predict_map_on_cluster,
+    run_jobs_on_cluster,
+)
+from gkdcn.data.transforms import ChannelTransform
+from gkdcn.errors import GkdcnError
+from gkdcn.io.rasters import open_elements
+from gkdcn.models.bundle import ModelBundle
+from gkdcn.models.nets import ModelSpec, build_network
+from gkdcn.predict import predict_map, predict_to_file
+
+# The workers cannot import this test module: send its functions by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+LAYERS = ["As", "Au", "Cu", "Zn"]
+HEIGHT, WIDTH = 23, 9
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[object]:
+    with open_client("local:2") as c:
+        yield c
+
+
+def test_parse_scheduler() -> None:
+    assert parse_scheduler("local:3") == Scheduler(local=3)
+    assert parse_scheduler(" tcp://10.0.0.5:8786 ") == Scheduler(address="tcp://10.0.0.5:8786")
+    for bad in ("local:0", "local:x", "10.0.0.5:8786", "tcp://host", "http://h:1", "tcp://:8786"):
+        with pytest.raises(GkdcnError, match="--scheduler"):
+            parse_scheduler(bad)
+
+
+def test_unreachable_scheduler_is_one_line_error_before_any_work() -> None:
+    import socket
+
+    with socket.socket() as probe:  # a free loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tic = time.perf_counter()
+    with (
+        pytest.raises(GkdcnError, match=r"cannot reach the Dask scheduler within 2 s") as info,
+        open_client(f"tcp://127.0.0.1:{port}", timeout=2),
+    ):
+        raise AssertionError("connected to nothing")
+    assert "\n" not in str(info.value)
+    assert time.perf_counter() - tic < 30
+
+
+def _draw(job: tuple[int, int], context: dict[str, float]) -> tuple[int, np.ndarray, int]:
+    """A stand-in job: seeded numbers scaled by the shared context, after a pause."""
+    index, seed = job
+    time.sleep(context["pause"])
+    return index, context["scale"] * np.random.default_rng(seed).normal(size=3), os.getpid()
+
+
+def _expected(seed: int) -> np.ndarray:
+    return 2.0 * np.random.default_rng(seed).normal(size=3)
+
+
+def test_jobs_return_results_to_the_client_on_both_workers(client: object) -> None:
+    jobs = [(i, 100 + i) for i in range(6)]
+    got: dict[int, np.ndarray] = {}
+    pids: set[int] = set()
+
+    def keep(job: tuple[int, int], result: tuple[int, np.ndarray, int]) -> None:
+        assert result[0] == job[0]
+        got[job[0]] = result[1]
+        pids.add(result[2])
+
+    run_jobs_on_cluster(client, jobs, _draw, {"scale": 2.0, "pause": 0.3}, on_result=keep)  # type: ignore[arg-type]
+    assert sorted(got) == list(range(6))
+    for i, seed in jobs:
+        np.testing.assert_array_equal(got[i], _expected(seed))
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+def _fail(job: int, context: None) -> int:
+    if job == 3:
+        raise GkdcnError("job 3 failed on purpose")
+    return job
+
+
+def test_a_failing_job_raises_in_the_client(client: object) -> None:
+    seen: list[int] = []
+    with pytest.raises(GkdcnError, match="job 3 failed on purpose"):
+        run_jobs_on_cluster(
+            client,  # type: ignore[arg-type]
+            [3, 1, 2, 4],
+            _fail,
+            None,
+            on_result=lambda job, result: seen.append(result),
+            retries=0,
+        )
+    assert 3 not in seen
+
+
+def test_a_killed_worker_loses_no_result(client: object) -> None:
+    jobs = [(i, 200 + i) for i in range(8)]
+    got: dict[int, np.ndarray] = {}
+    killed: list[int] = []
+
+    def keep(job: tuple[int, int], result: tuple[int, np.ndarray, int]) -> None:
+        got[job[0]] = result[1]
+        if not killed:
+            # Kill the *other* worker's process while it is in the middle of a job.
+            pids = client.run(os.getpid)  # type: ignore[attr-defined]
+            victim = next(pid for pid in pids.values() if pid != result[2])
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+
+    run_jobs_on_cluster(client, jobs, _draw, {"scale": 2.0, "pause": 0.8}, on_result=keep)  # type: ignore[arg-type]
+    assert killed
+    assert sorted(got) == list(range(8))
+    for i, seed in jobs:
+        np.testing.assert_array_equal(got[i], _expected(seed))
+
+
+# --------------------------------------------------------------------------------------------
+# large maps
+
+
+def _bundle(kind: str, padding: str, seed: int, dropout: float = 0.5) -> ModelBundle:
+    spec = ModelSpec(kind=kind, in_channels=len(LAYERS), window=5, dropout=dropout, width=8)  # type: ignore[arg-type]
+    rng = np.random.default_rng(seed)
+    transform = ChannelTransform.fit(
+        rng.lognormal(1.0, 0.8, size=(200, len(LAYERS))), "log", "standard"
+    )
+    return ModelBundle(
+        spec=spec,
+        state=random_state(build_network(spec), seed),
+        channels=list(reversed(LAYERS)),  # not the folder's order: the block reorders
+        transform=transform,
+        padding=padding,
+    )
+
+
+@pytest.fixture(scope="module")
+def elements(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("elements")
+    rng = np.random.default_rng(7)
+    for i, name in enumerate(LAYERS):
+        band = rng.lognormal(1.0, 0.8, size=(HEIGHT, WIDTH)).astype(np.float32)
+        band[(5 * i + 3) % HEIGHT, i] = -9999.0  # invalid cells
+        write_raster(folder / f"{name}.tif", band, nodata=-9999.0)
+    return folder
+
+
+@pytest.mark.parametrize(("kind", "padding"), [("cnn", "reflect"), ("dcn", "zero")])
+def test_blockwise_cluster_map_equals_local_map(
+    client: object, elements: Path, kind: str, padding: str
+) -> None:
+    bundle = _bundle(kind, padding, seed=3)
+    with open_elements(elements) as source:
+        local = predict_map(bundle, source, block_rows=4, batch_size=16, threads=1)
+        remote = predict_map_on_cluster(
+            client,  # type: ignore[arg-type]
+            bundle,
+            source,
+            block_rows=4,
+            batch_size=16,
+            in_flight=3,  # fewer than the 6 blocks: blocks are fed as others finish
+        )
+    assert local.n_valid == remote.n_valid == HEIGHT * WIDTH - len(LAYERS)
+    np.testing.assert_array_equal(remote.valid, local.valid)
+    np.testing.assert_array_equal(remote.mean, local.mean)
+    assert remote.std is None
+
+
+def test_cluster_ensemble_with_mc_dropout_equals_local_file(
+    client: object, elements: Path, tmp_path: Path
+) -> None:
+    bundles = [_bundle("dcn", "reflect", seed=s) for s in (1, 2)]
+    settings = {"block_rows": 5, "batch_size": 32, "mc_dropout": 3, "seed": 4}
+    local = predict_to_file(bundles, elements, tmp_path / "local.tif", threads=1, **settings)
+
+    def engine(*args: object, **kwargs: object) -> object:
+        return predict_map_on_cluster(client, *args, **kwargs)  # type: ignore[arg-type]
+
+    remote = predict_to_file(bundles, elements, tmp_path / "remote.tif", engine=engine, **settings)  # type: ignore[arg-type]
+    with rasterio.open(local[0]) as a, rasterio.open(remote[0]) as b:
+        assert b.count == 2  # probability and std
+        np.testing.assert_array_equal(a.read(), b.read())
+        assert a.profile == b.profile
