@@ -203,3 +203,63 @@ def test_cluster_ensemble_with_mc_dropout_equals_local_file(
         assert b.count == 2  # probability and std
         np.testing.assert_array_equal(a.read(), b.read())
         assert a.profile == b.profile
+
+
+# --------------------------------------------------------------------------------------------
+# the command line
+
+
+def _cli(*args: str) -> object:
+    from typer.testing import CliRunner
+
+    from gkdcn.cli import app
+
+    return CliRunner().invoke(app, ["--threads", "1", *args])
+
+
+def test_cli_predict_on_a_local_cluster_equals_local(elements: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model.pt"
+    _bundle("dcn", "reflect", seed=5).save(model)
+    common = [str(model), str(elements), "--device", "cpu", "--block-rows", "6"]
+    local = _cli("predict", *common, "--out", str(tmp_path / "local.tif"))
+    assert local.exit_code == 0, local.output  # type: ignore[attr-defined]
+    remote = _cli(
+        "predict", *common, "--out", str(tmp_path / "remote.tif"), "--scheduler", "local:2"
+    )
+    assert remote.exit_code == 0, remote.output  # type: ignore[attr-defined]
+    with rasterio.open(tmp_path / "local.tif") as a, rasterio.open(tmp_path / "remote.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "message"),
+    [
+        ("somewhere:8786", "expected tcp://HOST:PORT"),
+        ("local:0", "local:N needs a number of workers N >= 1"),
+        (None, "cannot reach the Dask scheduler"),
+        ("local:2", 'pip install "gkdcn[cluster]"'),
+    ],
+)
+def test_cli_scheduler_errors_are_one_line_before_any_work(
+    elements: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    scheduler: str | None,
+    message: str,
+) -> None:
+    import socket
+
+    if scheduler is None:
+        with socket.socket() as probe:  # a free loopback port nobody listens on
+            probe.bind(("127.0.0.1", 0))
+            scheduler = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    if message.startswith("pip"):
+        monkeypatch.setitem(sys.modules, "distributed", None)  # as if the extra were absent
+    model = tmp_path / "model.pt"
+    _bundle("cnn", "zero", seed=1).save(model)
+    out = tmp_path / "map.tif"
+    result = _cli("predict", str(model), str(elements), "--out", str(out), "--scheduler", scheduler)
+    assert result.exit_code == 2  # type: ignore[attr-defined]
+    lines = result.output.strip().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+    assert not out.exists()

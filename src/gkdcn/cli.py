@@ -6,6 +6,7 @@ stderr and exit status 2, and shows library warnings (e.g. index alignment) as o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -52,6 +54,14 @@ Jobs = Annotated[
         "Results do not depend on it.",
     ),
 ]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Run on a Dask cluster: tcp://HOST:PORT (a running `dask scheduler`) or local:N "
+        '(N worker processes here); needs pip install "gkdcn[cluster]". Same results.',
+    ),
+]
 
 
 @app.callback()
@@ -86,7 +96,10 @@ def _friendly(func: F) -> F:
             try:
                 return func(*args, **kwargs)
             except GkdcnError as exc:
-                err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+                # escape: a message may hold brackets (e.g. pip install "gkdcn[cluster]")
+                err_console.print(
+                    f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+                )
                 raise typer.Exit(2) from None
             except KeyboardInterrupt:
                 err_console.print("interrupted (a comparison resumes when run again)")
@@ -287,15 +300,24 @@ def predict(
     ] = None,
     device: Device = "auto",
     overwrite: Overwrite = False,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Map the anomaly probability of every valid cell onto the element grid (GeoTIFF)."""
-    from gkdcn.predict import predict_to_file
+    from gkdcn.predict import check_output, predict_to_file
 
-    with progress_bar() as progress:
+    with contextlib.ExitStack() as stack:
+        engine = None
+        if scheduler is not None:
+            from gkdcn.cluster import open_client, predict_map_on_cluster
+
+            check_output(out, overwrite)  # before a cluster is started or reached
+            client = stack.enter_context(open_client(scheduler))
+            engine = functools.partial(predict_map_on_cluster, client)
+        progress = stack.enter_context(progress_bar())
         written = predict_to_file(
             models, data, out, csv_path=csv, data_dir=data_dir, mc_dropout=mc_dropout,
             batch_size=batch_size, block_rows=block_rows, device=_device(device),
-            overwrite=overwrite, progress=progress,
+            overwrite=overwrite, progress=progress, engine=engine,
         )  # fmt: skip
     for path in written:
         console.print(f"wrote {path}")

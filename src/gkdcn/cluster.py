@@ -50,7 +50,7 @@ R = TypeVar("R")
 
 INSTALL_HINT = 'pip install "gkdcn[cluster]"'
 #: Seconds to wait for a scheduler before saying it cannot be reached (before any work starts).
-CONNECT_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 5.0
 #: Times a task that raised is run again (a worker that died is handled by the scheduler itself).
 TASK_RETRIES = 2
 _PROTOCOLS = ("tcp", "tls", "ws", "wss", "ucx", "inproc")
@@ -158,7 +158,7 @@ def check_workers(client: Client) -> None:
 
 def n_workers(client: Client) -> int:
     """Workers connected to the scheduler now."""
-    return len(client.scheduler_info(n_workers=-1).get("workers", {}))
+    return len(client.nthreads())
 
 
 def _one_thread(function: Callable[..., R], *args: Any) -> R:
