@@ -68,7 +68,9 @@ def test_unreachable_scheduler_is_one_line_error_before_any_work() -> None:
     assert time.perf_counter() - tic < 30
 
 
-def _draw(job: tuple[int, int], context: dict[str, float]) -> tuple[int, np.ndarray, int]:
+def _draw(
+    job: tuple[int, int], context: dict[str, float], progress: None
+) -> tuple[int, np.ndarray, int]:
     """A stand-in job: seeded numbers scaled by the shared context, after a pause."""
     index, seed = job
     time.sleep(context["pause"])
@@ -96,7 +98,7 @@ def test_jobs_return_results_to_the_client_on_both_workers(client: object) -> No
     assert len(pids) == 2 and os.getpid() not in pids
 
 
-def _fail(job: int, context: None) -> int:
+def _fail(job: int, context: None, progress: None) -> int:
     if job == 3:
         raise GkdcnError("job 3 failed on purpose")
     return job

@@ -175,14 +175,16 @@ def _one_thread(function: Callable[..., R], *args: Any) -> R:
 def run_jobs_on_cluster(
     client: Client,
     jobs: Sequence[J],
-    run: Callable[[J, C], R],
+    run: Callable[[J, C, None], R],
     context: C,
     *,
     on_result: Callable[[J, R], None],
     name: Callable[[J], str] = str,
     retries: int = TASK_RETRIES,
 ) -> None:
-    """Run ``run(job, context)`` for every job on the cluster; ``on_result(job, result)`` here.
+    """Run ``run(job, context, None)`` for every job on the cluster (the third argument is the
+    local runner's progress display, which a remote job cannot show); ``on_result(job,
+    result)`` is called here.
 
     ``context`` is sent once to every worker (``scatter(broadcast=True)``), each job is one task
     (``run`` and the jobs must pickle; ``run`` by reference, so workers need gkdcn installed);
@@ -198,7 +200,9 @@ def run_jobs_on_cluster(
     futures = {}
     for i, job in enumerate(jobs):
         key = f"gkdcn-job-{i}-{name(job)}-{time.time_ns()}".replace(" ", "_")
-        future = client.submit(_one_thread, run, job, shared, key=key, pure=False, retries=retries)
+        future = client.submit(
+            _one_thread, run, job, shared, None, key=key, pure=False, retries=retries
+        )
         futures[future.key] = (future, job)
     try:
         for future in dd.as_completed([f for f, _ in futures.values()], loop=client.loop):
