@@ -103,7 +103,7 @@ def make_run(
     figures: bool = True,
     explain: bool = True,
 ) -> Path:
-    """A run folder laid out as `gkdcn.experiments.run_comparison` writes it."""
+    """A run folder laid out as `gkdcn.compare.run_comparison` writes it."""
     root.mkdir(parents=True, exist_ok=True)
     plan = {
         "models": list(models),

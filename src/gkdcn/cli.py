@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -210,7 +209,7 @@ def train(
     overwrite: Overwrite = False,
 ) -> None:
     """Train one of the four models and write its model file, history and training curve."""
-    from gkdcn.config import TrainConfig
+    from gkdcn.compare.plan import override_training
     from gkdcn.data.study import build_samples
     from gkdcn.io.atomic import check_writable
     from gkdcn.train import train_study, write_training_outputs
@@ -223,17 +222,12 @@ def train(
     updates: dict[str, Any] = {}
     if split is not None:
         updates["split"] = study.config.split.model_copy(update={"method": split})
-    train_raw = study.config.train.model_dump()
-    if preset is not None:
-        train_raw = {**train_raw, "preset": preset}
-        for key in ("epochs", "lr", "batch_size", "weight_decay", "patience", "head"):
-            train_raw.pop(key)
-    if epochs is not None:
-        train_raw["epochs"] = epochs
-    try:
-        updates["train"] = TrainConfig.model_validate(train_raw)
-    except ValidationError as exc:
-        raise GkdcnError(f"invalid training option: {exc.errors()[0]['msg']}") from None
+    updates["train"] = override_training(
+        study.config.train,
+        {} if epochs is None else {"epochs": epochs},
+        preset=preset,
+        what="training option",
+    )
     study.config = study.config.model_copy(update=updates)
     samples, splits = build_samples(study)
     with progress_bar() as progress:
@@ -396,8 +390,8 @@ def compare(
     overwrite: Overwrite = False,
 ) -> None:
     """Train CNN, DCN, GK-CNN and GK-DCN over seeds under the authors' and honest protocols."""
+    from gkdcn.compare import format_tables, make_plan, run_comparison
     from gkdcn.data.study import load_study
-    from gkdcn.experiments import format_tables, make_plan, run_comparison
 
     cfg = _config(config, data_dir)
     plan = make_plan(

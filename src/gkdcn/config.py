@@ -17,6 +17,8 @@ from gkdcn.errors import InputError
 Align = Literal["strict", "resample", "index"]
 ModelKind = Literal["cnn", "dcn", "gk-cnn", "gk-dcn"]
 MODEL_KINDS: tuple[ModelKind, ...] = ("cnn", "dcn", "gk-cnn", "gk-dcn")
+#: Display name of each model kind (figures, tables, the report).
+MODEL_LABELS = {"cnn": "CNN", "dcn": "DCN", "gk-cnn": "GK-CNN", "gk-dcn": "GK-DCN"}
 
 
 class _Section(BaseModel):

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from rich.progress import Progress
 
+from gkdcn.compare import format_tables, make_plan, run_comparison
 from gkdcn.config import load_config
 from gkdcn.data.study import build_samples, format_summary, load_study, save_prepared, summarize
 from gkdcn.data.synthetic import SyntheticSpec, generate_district
 from gkdcn.errors import GkdcnError
 from gkdcn.evaluate import evaluate_map, write_evaluation
-from gkdcn.experiments import format_tables, make_plan, run_comparison
 from gkdcn.explain.run import explain_model
 from gkdcn.io.atomic import check_writable
 from gkdcn.io.rasters import open_elements, read_probability_map
@@ -46,7 +46,7 @@ def run_demo(
     ``spec`` sets the district (default: ``SyntheticSpec(seed=seed)``); ``seeds``, ``epochs`` and
     ``map_ig_steps`` size the comparison and the whole-map attribution. The defaults are the
     demo's; smaller values give the same pipeline in seconds (the test suite runs it that way).
-    ``workers``: trainings at once (see :func:`gkdcn.experiments.run_comparison`).
+    ``workers``: trainings at once (see :func:`gkdcn.compare.run_comparison`).
     """
     out = Path(out)
     check_writable(out, overwrite)

@@ -1,6 +1,6 @@
 """One self-contained HTML report of a comparison run folder (``gkdcn report RUN_DIR``).
 
-:func:`build_report` reads what :func:`gkdcn.experiments.run_comparison` wrote (``run.json``,
+:func:`build_report` reads what :func:`gkdcn.compare.run_comparison` wrote (``run.json``,
 ``summary.json``, ``figures/*.png``, ``maps/*.tif``) and, when present, the explanation folders
 ``RUN_DIR/explain/<model>/index.json`` written by :func:`gkdcn.explain.run.explain_model`, and
 renders ``templates/report.html.j2`` into a single HTML file. Figures are embedded as base64 PNG
@@ -26,7 +26,7 @@ from typing import Any
 import jinja2
 
 from gkdcn.errors import InputError
-from gkdcn.figures import MODEL_LABELS
+from gkdcn.config import MODEL_LABELS
 from gkdcn.io.atomic import check_writable, write_text
 
 TEMPLATE = "report.html.j2"
