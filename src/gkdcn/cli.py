@@ -25,6 +25,7 @@ from rich.progress import (
 
 from gkdcn.config import MODEL_KINDS, StudyConfig, load_config
 from gkdcn.errors import GkdcnError, InputError
+from gkdcn.explain import defaults as explain_defaults
 
 app = typer.Typer(
     add_completion=False,
@@ -424,12 +425,14 @@ def explain(
             help="Element shown beside the CAM (default: the one contributing most at the deposits)."
         ),
     ] = None,
-    sites: Annotated[str, typer.Option(help="deposits or all.")] = "deposits",
-    top_k: Annotated[int, typer.Option(help="Attribution maps for the top-k elements.")] = 3,
+    sites: Annotated[str, typer.Option(help="deposits or all.")] = explain_defaults.SITES,
+    top_k: Annotated[
+        int, typer.Option(help="Attribution maps for the top-k elements.")
+    ] = explain_defaults.TOP_K,
     maps: Annotated[bool, typer.Option(help="Write full-map GeoTIFFs.")] = True,
     map_ig_steps: Annotated[
         int, typer.Option(help="Integrated-gradient steps per cell for the attribution maps.")
-    ] = 16,
+    ] = explain_defaults.MAP_IG_STEPS,
     overwrite: Overwrite = False,
 ) -> None:
     """Grad-CAM, deformable sampling and per-element attribution for a trained model."""

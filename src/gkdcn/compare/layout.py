@@ -15,7 +15,8 @@ here only::
       explain/<model>/index.json ...  (see :class:`ExplainLayout`)
       report.html
 
-This module imports nothing of gkdcn, so every room may use it.
+This module imports nothing of gkdcn but the explanation folder's own layout
+(:mod:`gkdcn.explain.layout`), so every room may use it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gkdcn.explain.layout import ExplainLayout
+
 MEAN_MAP_SUFFIX = "_mean_probability.tif"
 MAPS_FIGURE = "maps.png"
 
@@ -31,42 +34,6 @@ MAPS_FIGURE = "maps.png"
 def curve_figure_name(kind: str, protocol: str) -> str:
     """File name of a curve figure: ``roc`` / ``success_rate`` / ``prediction_area`` per protocol."""
     return f"{kind}_{protocol}.png"
-
-
-@dataclass(frozen=True)
-class ExplainLayout:
-    """The files of one explanation folder (``gkdcn explain --out``, ``RUN_DIR/explain/<model>``)."""
-
-    root: Path
-
-    INDEX = "index.json"
-    SAMPLING_SUMMARY = "sampling_summary.json"
-    RANKING_FIGURE = "element_ranking.png"
-    ATTRIBUTION_TABLE = "element_attribution.csv"
-    GRADCAM_MAP = "gradcam_map.tif"
-    GRADCAM_DIR = "gradcam"
-    SAMPLING_DIR = "sampling"
-    OFFSETS_DIR = "offsets"
-
-    @property
-    def index(self) -> Path:
-        """``index.json``: what the folder holds (written last)."""
-        return self.root / self.INDEX
-
-    @property
-    def sampling_summary(self) -> Path:
-        """Sampling statistics of the deformable layers."""
-        return self.root / self.SAMPLING_SUMMARY
-
-    @property
-    def ranking_figure(self) -> Path:
-        """The element-contribution bar chart."""
-        return self.root / self.RANKING_FIGURE
-
-    @staticmethod
-    def attribution_map_name(element: str) -> str:
-        """File name of one element's whole-map attribution (``element`` already file-safe)."""
-        return f"attribution_{element}.tif"
 
 
 @dataclass(frozen=True)
