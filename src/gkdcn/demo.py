@@ -14,9 +14,10 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from gkdcn.compare import RunLayout, format_tables, make_plan, run_comparison
+from gkdcn.compare import RunLayout, make_plan, run_comparison
 from gkdcn.config import load_config
-from gkdcn.data.study import build_samples, format_summary, load_study, save_prepared, summarize
+from gkdcn.console import format_summary, format_tables
+from gkdcn.data.study import build_samples, load_study, save_prepared, summarize
 from gkdcn.data.synthetic import SyntheticSpec, generate_district
 from gkdcn.errors import GkdcnError
 from gkdcn.evaluate import evaluate_map, write_evaluation

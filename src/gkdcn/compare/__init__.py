@@ -37,7 +37,7 @@ from gkdcn.compare.heldout import (
 )
 from gkdcn.compare.jobs import Job, JobContext, make_jobs, run_job
 from gkdcn.compare.layout import ExplainLayout, RunLayout
-from gkdcn.compare.outputs import comparison_figures, format_tables, mean_maps, write_outputs
+from gkdcn.compare.outputs import comparison_figures, mean_maps, write_outputs
 from gkdcn.compare.plan import QUICK_BACKGROUND, QUICK_EPOCHS, Plan, make_plan, override_training
 from gkdcn.compare.protocols import PROTOCOL_TITLES, is_heldout, protocol_folds
 from gkdcn.compare.results import AUTHORS_METRICS, Comparison, collect
@@ -69,7 +69,6 @@ __all__ = [
     "collect",
     "comparison_figures",
     "fit_model",
-    "format_tables",
     "heldout_metrics",
     "heldout_ranks",
     "heldout_shares",

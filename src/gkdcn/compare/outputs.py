@@ -125,33 +125,3 @@ def comparison_figures(
             fig, layout.figure(curve_figure_name("success_rate", protocol))
         )
     return written
-
-
-def format_tables(comparison: Comparison) -> str:
-    """Plain-text tables for the terminal and the closing notes."""
-    lines = []
-    for protocol in comparison.plan.protocols:
-        lines.append(PROTOCOL_TITLES[protocol])
-        summary = comparison.summary[protocol]
-        metrics = [c[: -len("_mean")] for c in summary.columns if c.endswith("_mean")]
-        header = f"{'model':8s}" + "".join(f"{m:>22s}" for m in metrics)
-        lines.append(header)
-        for _, row in summary.iterrows():
-            cells = "".join(
-                f"{row[f'{m}_mean']:8.3f} [{row[f'{m}_lo']:.3f},{row[f'{m}_hi']:.3f}]"
-                for m in metrics
-            )
-            lines.append(f"{row['model']:8s}{cells}")
-        paired = comparison.paired[protocol]
-        if len(paired):
-            lines.append(
-                "paired differences (per seed; CI over seeds; seeds favouring first/second)"
-            )
-            for _, row in paired.iterrows():
-                lines.append(
-                    f"  {row['comparison']:14s} {row['metric']:12s} {row['mean_difference']:+.3f} "
-                    f"[{row['ci_lo']:+.3f}, {row['ci_hi']:+.3f}]  "
-                    f"{row['seeds_first_better']}/{row['seeds_second_better']}"
-                )
-        lines.append("")
-    return "\n".join(lines)

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from gkdcn.compare.protocols import PROTOCOL_TITLES
 from gkdcn.config import MODEL_KINDS, StudyConfig, TrainConfig
-from gkdcn.errors import GkdcnError
+from gkdcn.errors import GkdcnError, validation_message
 
 # --quick: 2 seeds, at most this many epochs, and held-out deposits ranked among at most this
 # many background cells: 2 min 55 s on Tianshan with 2 cores (the full run: 20 min).
@@ -72,7 +72,7 @@ def override_training(
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as exc:
-        raise GkdcnError(f"invalid {what}: {exc.errors()[0]['msg']}") from None
+        raise GkdcnError(f"invalid {what}: {validation_message(exc)}") from None
 
 
 def make_plan(

@@ -38,7 +38,7 @@ from shapely.geometry import LineString, box
 
 from gkdcn.config import PointSitesConfig, config_from_dict
 from gkdcn.data.knowledge import distance_to_lines
-from gkdcn.errors import GkdcnError, InputError
+from gkdcn.errors import GkdcnError, InputError, validation_message
 from gkdcn.io.atomic import atomic_dir, check_writable
 from gkdcn.io.grid import Grid
 from gkdcn.io.rasters import write_geotiff
@@ -182,10 +182,7 @@ def spec_from_dict(raw: dict[str, Any]) -> SyntheticSpec:
     try:
         return SyntheticSpec.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "spec"
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise InputError("synthetic spec", f"'{key}': {message}") from None
+        raise InputError("synthetic spec", validation_message(exc)) from None
 
 
 @dataclass

@@ -63,7 +63,8 @@ def explain_command(
             model_file = recorded
     out = again.explain(model).root.as_posix()
     args = ["gkdcn", "explain", model_file, config, "--out", out]
-    settings = index.get("settings") if isinstance(index.get("settings"), dict) else {}
+    recorded_settings = index.get("settings")
+    settings: dict[str, Any] = recorded_settings if isinstance(recorded_settings, dict) else {}
     for key, option in (("layer", "--layer"), ("element", "--element")):
         if isinstance(settings.get(key), str) and settings[key]:
             args += [option, settings[key]]
