@@ -174,12 +174,14 @@ class PredictConfig(_Section):
     block_rows: int = Field(64, ge=1)
 
 
+ProtocolName = Literal["authors", "lodo", "blocks"]
+DEFAULT_PROTOCOLS: tuple[ProtocolName, ...] = ("authors", "lodo")
+
+
 class CompareConfig(_Section):
     seeds: int = Field(5, ge=1)
     models: list[ModelKind] = Field(default_factory=lambda: list(MODEL_KINDS))
-    protocols: list[Literal["authors", "lodo", "blocks"]] = Field(
-        default_factory=lambda: ["authors", "lodo"]
-    )
+    protocols: list[ProtocolName] = Field(default_factory=lambda: list(DEFAULT_PROTOCOLS))
     bootstrap: int = Field(1000, ge=0)
     heldout_background: int = Field(
         5000,
