@@ -250,3 +250,26 @@ def test_plan_overrides_are_validated(tmp_path: Path) -> None:
     with pytest.raises(GkdcnError, match="unknown protocol"):
         make_plan(study.config, protocols=["lodo", "bogus"])
     assert make_plan(study.config, models=["cnn", " dcn", "cnn"]).models == ("cnn", "dcn")
+
+
+def test_the_model_seam_refuses_an_unknown_kind(tmp_path: Path) -> None:
+    """fit_model is the one dispatch on model kind; a kind without a rule is a programming
+    error (plain ValueError), not a user's mistake."""
+    from gkdcn.compare import fit_model
+
+    study = _study(tmp_path)
+    samples, splits = build_samples(study)
+    with pytest.raises(ValueError, match="no fitting rule") as info:
+        fit_model("no-such-model", study, samples, splits[0], study.config.train, 0)
+    assert not isinstance(info.value, GkdcnError)
+
+
+def test_run_layout_names_every_job_path(tmp_path: Path) -> None:
+    from gkdcn.compare import RunLayout
+
+    layout = RunLayout(tmp_path)
+    assert layout.result("lodo", "cnn", 1, "D3") == tmp_path / "lodo/cnn/seed1/D3/result.json"
+    assert layout.probability("gk-dcn", 0) == tmp_path / "authors/gk-dcn/seed0/probability.tif"
+    assert RunLayout.mean_map_model(layout.mean_map("dcn")) == "dcn"
+    assert RunLayout.mean_map_model(tmp_path / "maps" / "other.tif") is None
+    assert layout.explain("gk-dcn").index == tmp_path / "explain/gk-dcn/index.json"
