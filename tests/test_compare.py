@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
 
 from conftest import write_tiny_study
 from gkdcn.compare import (
@@ -23,6 +24,7 @@ from gkdcn.compare import (
 from gkdcn.config import config_from_dict
 from gkdcn.data.study import build_samples, load_study
 from gkdcn.errors import GkdcnError
+from gkdcn.io.rasters import PROBABILITY_NODATA, read_probability_map
 
 
 def _study(tmp_path: Path, **compare):
@@ -207,6 +209,15 @@ def test_comparison_runs_resumes_and_refuses_other_settings(tmp_path: Path) -> N
     tables = pd.read_csv(out / "tables" / "lodo_summary.csv")
     assert np.allclose(tables.auc_mean, comparison.summary["lodo"].auc_mean)
     assert (out / "authors" / "gk-dcn" / "seed0" / "model.pt").exists()
+    # One nodata convention for every probability map: -9999 on disk, NaN when read back.
+    for tif in (
+        out / "authors" / "cnn" / "seed0" / "probability.tif",
+        out / "maps" / "cnn_mean_probability.tif",
+    ):
+        with rasterio.open(tif) as ds:
+            assert ds.nodata == PROBABILITY_NODATA == -9999
+        prob, valid, _ = read_probability_map(tif)
+        assert np.array_equal(valid, study.valid) and np.isnan(prob[~valid]).all()
 
     # resuming: finished work is not redone
     marker = out / "authors" / "cnn" / "seed0" / "result.json"
