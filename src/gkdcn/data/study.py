@@ -28,7 +28,7 @@ from gkdcn.config import (
     StudyConfig,
     config_from_dict,
 )
-from gkdcn.data.knowledge import load_knowledge_weight
+from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL, knowledge_channel, load_knowledge_weight
 from gkdcn.data.samples import SampleSet, Split, make_samples, make_splits
 from gkdcn.data.sites import (
     DEPOSIT,
@@ -45,7 +45,6 @@ from gkdcn.io.grid import Grid
 from gkdcn.io.rasters import AlignmentWarning, open_elements, write_geotiff
 from gkdcn.io.vectors import read_points
 
-KNOWLEDGE_CHANNEL = "fault_proximity"
 PREPARED_FORMAT = 1
 
 
@@ -172,8 +171,7 @@ def load_study(config: StudyConfig) -> Study:
 
     deposits, negatives = _unique_ids(deposits, negatives, notes)
     if knowledge is not None and config.knowledge.as_channel:
-        channel = np.where(valid, knowledge, np.nan).astype(np.float32)
-        raw = np.concatenate([raw, channel[np.newaxis]], axis=0)
+        raw = np.concatenate([raw, knowledge_channel(knowledge, valid)], axis=0)
         names.append(KNOWLEDGE_CHANNEL)
     return Study(
         config=config,
