@@ -410,7 +410,8 @@ def test_trained_model_records_which_channels_are_log_ratios(tmp_path: Path) -> 
 
     raw = write_tiny_study(
         tmp_path,
-        elements={"path": "elements", "auxiliary": ["Zn"]},
+        # Naming the knowledge channel too is allowed (it is never in the log-ratio anyway).
+        elements={"path": "elements", "auxiliary": ["Zn", KNOWLEDGE_CHANNEL]},
         knowledge={"weights": "weights.tif", "as_channel": True},
     )
     study = load_study(config_from_dict(raw, base_dir=tmp_path))

@@ -88,7 +88,9 @@ def _check_auxiliary(config: StudyConfig, names: list[str]) -> None:
     """Every auxiliary layer must be a layer read; a CLR needs two compositional ones."""
     source = config.source or "config"
     aux = config.elements.auxiliary
-    unknown = [n for n in aux if n not in names]
+    # Naming the knowledge channel is harmless: it is never in the log-ratio anyway.
+    known = [*names, KNOWLEDGE_CHANNEL] if config.knowledge.as_channel else names
+    unknown = [n for n in aux if n not in known]
     if unknown:
         raise InputError(
             source,
