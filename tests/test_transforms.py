@@ -319,6 +319,7 @@ def test_compositional_mask_round_trips_and_old_dicts_mean_all_compositional() -
         ({"compositional": [True, True]}, "4 true/false"),
         ({"compositional": [1, 0, 1, 1]}, "list of true/false"),
         ({"compositional": "yes"}, "list of true/false"),
+        ({"compositional": []}, "list of true/false"),
         ({"version": 1, "compositional": [True, False, True, True]}, "version 1"),
         ({"version": 3}, "unknown version"),
     ],
@@ -334,8 +335,9 @@ def test_fit_rejects_bad_masks_and_a_clr_of_one_part() -> None:
     values = _with_weight(_lognormal(50, 2, seed=19), 0, seed=20)
     with pytest.raises(GkdcnError, match="at least 2 compositional"):
         ChannelTransform.fit(values, "clr", "standard", compositional=[False, True, False])
-    with pytest.raises(GkdcnError, match="3 true/false"):
-        ChannelTransform.fit(values, "log", "standard", compositional=[True, False])
+    for bad in ([True, False], []):
+        with pytest.raises(GkdcnError, match="3 true/false"):
+            ChannelTransform.fit(values, "log", "standard", compositional=bad)
     # No compositional channel at all is fine for "log" (everything only scaled) ...
     tf = ChannelTransform.fit(values, "log", "standard", compositional=[False] * 3)
     none = ChannelTransform.fit(values, "none", "standard")

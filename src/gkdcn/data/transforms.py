@@ -131,7 +131,9 @@ class ChannelTransform:
             raise GkdcnError("no valid training cells to fit the transform on (all contain nodata)")
         n_channels = values.shape[1]
         comp = _mask(
-            np.ones(n_channels, dtype=bool) if compositional is None else compositional, n_channels
+            np.ones(n_channels, dtype=bool) if compositional is None else compositional,
+            n_channels,
+            empty_means_all=False,
         )
         if method == "clr" and comp.sum() < 2:
             raise GkdcnError(
@@ -238,7 +240,7 @@ class ChannelTransform:
             raise GkdcnError("saved channel transform (version 1) cannot mark channels")
         comp = d.get("compositional")
         if comp is not None and (
-            not isinstance(comp, list) or not all(isinstance(c, bool) for c in comp)
+            not isinstance(comp, list) or not comp or not all(isinstance(c, bool) for c in comp)
         ):
             raise GkdcnError("saved channel transform 'compositional' is not a list of true/false")
         try:
@@ -282,10 +284,12 @@ class ChannelTransform:
         return v.reshape((-1,) + (1,) * (ndim - 1))
 
 
-def _mask(compositional: Sequence[bool] | np.ndarray, n_channels: int) -> np.ndarray:
+def _mask(
+    compositional: Sequence[bool] | np.ndarray, n_channels: int, empty_means_all: bool = True
+) -> np.ndarray:
     """One bool per channel; an empty mask (the dataclass default) means all compositional."""
     mask = np.asarray(compositional)
-    if mask.size == 0:
+    if mask.size == 0 and empty_means_all:
         return np.ones(n_channels, dtype=bool)
     if mask.dtype != bool or mask.ndim != 1 or mask.size != n_channels:
         raise GkdcnError(
