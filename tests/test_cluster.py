@@ -265,3 +265,111 @@ def test_cli_scheduler_errors_are_one_line_before_any_work(
     lines = result.output.strip().splitlines()  # type: ignore[attr-defined]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# a comparison on the cluster
+
+
+def _tiny_comparison(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object]:
+    from conftest import write_tiny_study
+    from gkdcn.compare import make_plan
+    from gkdcn.config import config_from_dict
+    from gkdcn.data.study import load_study
+
+    root = tmp_path_factory.mktemp("compare") / "study"
+    raw = write_tiny_study(
+        root,
+        train={"epochs": 1, "width": 8, "batch_size": 16, "patience": None},
+        split={"method": "site", "validation_fraction": 0.25, "seed": 0, "exclusion_radius": 2.0},
+        compare={
+            "seeds": 1,
+            "models": ["cnn", "gk-dcn"],
+            "protocols": ["authors", "lodo"],
+            "bootstrap": 20,
+            "heldout_background": 0,
+        },
+    )
+    study = load_study(config_from_dict(raw, base_dir=root))
+    return study, make_plan(study.config)
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object, Path]:
+    """The same tiny comparison run by the local runner (undisturbed): the reference."""
+    from gkdcn.compare import run_comparison
+
+    study, plan = _tiny_comparison(tmp_path_factory)
+    out = tmp_path_factory.mktemp("local") / "run"
+    run_comparison(study, out, plan, workers=1)  # type: ignore[arg-type]
+    return study, plan, out
+
+
+def _tables(run: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((run / "tables").glob("*.csv"))}
+
+
+def _results(run: Path) -> dict[str, dict]:
+    import json
+
+    out = {}
+    for path in sorted(run.rglob("result.json")):
+        result = json.loads(path.read_text())
+        result.pop("seconds")
+        out[path.relative_to(run).as_posix()] = result
+    return out
+
+
+def test_comparison_on_a_cluster_equals_the_local_run_table_for_table(
+    client: object, local_run: tuple[object, object, Path], tmp_path: Path
+) -> None:
+    from gkdcn.compare import run_comparison
+
+    study, plan, reference = local_run
+    out = tmp_path / "run"
+    run_comparison(study, out, plan, scheduler=client)  # type: ignore[arg-type]
+    tables = _tables(out)
+    assert len(tables) == 6  # runs, summary, paired for authors and lodo
+    assert tables == _tables(reference)  # bit for bit
+    assert _results(out) == _results(reference)
+    with (
+        rasterio.open(out / "authors/gk-dcn/seed0/probability.tif") as a,
+        rasterio.open(reference / "authors/gk-dcn/seed0/probability.tif") as b,
+    ):
+        np.testing.assert_array_equal(a.read(), b.read())
+    assert (out / "authors/gk-dcn/seed0/model.pt").stat().st_size > 1000
+
+
+def test_a_worker_killed_mid_comparison_loses_no_result(
+    client: object, local_run: tuple[object, object, Path], tmp_path: Path
+) -> None:
+    import threading
+
+    from gkdcn.compare import run_comparison
+
+    study, plan, reference = local_run
+    out = tmp_path / "run"
+    killed: list[str] = []
+
+    def kill_one_busy_worker() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not any(out.rglob("result.json")):
+            time.sleep(0.05)  # the first job has been written: the run is under way
+        while time.monotonic() < deadline:
+            busy = [w for w, keys in client.processing().items() if keys]  # type: ignore[attr-defined]
+            if busy:
+                pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]  # type: ignore[attr-defined]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(busy[0])
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one_busy_worker)
+    killer.start()
+    try:
+        run_comparison(study, out, plan, scheduler=client)  # type: ignore[arg-type]
+    finally:
+        killer.join()
+    assert killed, "no worker was busy to be killed"
+    assert _tables(out) == _tables(reference)
+    assert _results(out) == _results(reference)

@@ -378,6 +378,7 @@ def compare(
     jobs: Jobs = None,
     device: Device = "cpu",
     overwrite: Overwrite = False,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Train CNN, DCN, GK-CNN and GK-DCN over seeds under the authors' and honest protocols."""
     from gkdcn.compare import make_plan, run_comparison
@@ -394,7 +395,7 @@ def compare(
     with progress_bar() as progress:
         comparison = run_comparison(
             study, out, plan, overwrite=overwrite, progress=progress, device=_device(device),
-            workers=_workers(jobs),
+            workers=_workers(jobs), scheduler=scheduler,
         )  # fmt: skip
     # soft_wrap: wide tables stay one row per line in logs and narrow terminals
     for table in comparison_tables(comparison):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.progress import Progress
 
-from gkdcn.compare.jobs import Job, JobContext, claim_run_dir, make_jobs, run_job
+from gkdcn.compare.jobs import Job, JobContext, claim_run_dir, fit_job, make_jobs, write_job
 from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.outputs import write_outputs
 from gkdcn.compare.plan import Plan
@@ -33,12 +35,16 @@ def run_comparison(
     progress: Progress | None = None,
     device: str = "cpu",
     workers: int = 1,
+    scheduler: str | Any | None = None,
 ) -> Comparison:
     """Run (or resume) the comparison into ``out_dir`` and write tables, maps and figures.
 
     Every training runs on one CPU thread, ``workers`` of them at once in worker processes
     (see :mod:`gkdcn.runner`; the command line uses the available cores, at most 4), so results
-    do not depend on ``workers``. On a GPU the jobs run one after another.
+    do not depend on ``workers``. On a GPU the jobs run one after another. ``scheduler``
+    (``"tcp://HOST:PORT"``, ``"local:N"`` or a connected :class:`distributed.Client`) sends the
+    trainings to a Dask cluster instead (:mod:`gkdcn.cluster`), with the same results; each
+    job's files come back to this process, which writes them as they arrive.
     """
     layout = RunLayout(Path(out_dir))
     started = time.perf_counter()
@@ -48,6 +54,28 @@ def run_comparison(
             "GK-CNN and GK-DCN need geological knowledge: set [knowledge] faults or weights in "
             "the config, or leave them out with --models cnn,dcn"
         )
+    with contextlib.ExitStack() as stack:
+        client = scheduler
+        if isinstance(scheduler, str):
+            from gkdcn.cluster import open_client
+
+            client = stack.enter_context(open_client(scheduler))  # unreachable: error now
+        comparison = _run(study, layout, plan, overwrite, progress, device, workers, client)
+    comparison.seconds = time.perf_counter() - started
+    write_outputs(comparison, study)
+    return comparison
+
+
+def _run(
+    study: Study,
+    layout: RunLayout,
+    plan: Plan,
+    overwrite: bool,
+    progress: Progress | None,
+    device: str,
+    workers: int,
+    client: Any,
+) -> Comparison:
     claim_run_dir(layout, study, plan, overwrite)
     samples = study_samples(study)
     jobs = list(make_jobs(study, samples, plan))
@@ -55,22 +83,23 @@ def run_comparison(
     n_workers = resolve_workers(workers, len(todo), device)
     task = None
     if progress is not None:
+        info = f"{n_workers} at once" if n_workers > 1 else ""
+        if client is not None:
+            info = f"on {client.scheduler.address}"
         task = progress.add_task(
-            "comparison",
-            total=len(jobs),
-            completed=len(jobs) - len(todo),
-            info=f"{n_workers} at once" if n_workers > 1 else "",
+            "comparison", total=len(jobs), completed=len(jobs) - len(todo), info=info
         )
 
-    def finished(job: Job) -> None:
+    def finished(job: Job, files: dict[str, str | bytes]) -> None:
+        write_job(layout, job, files)  # here, as each job arrives: resuming works as ever
         if progress is not None and task is not None:
             progress.update(task, advance=1, info=job.label)
 
     context = JobContext(study, samples, plan, layout, device)
-    run_jobs(todo, run_job, context, workers=n_workers, progress=progress, on_done=finished)
+    run_jobs(
+        todo, fit_job, context, workers=n_workers, client=client, progress=progress,
+        on_done=finished,
+    )  # fmt: skip
     if progress is not None and task is not None:
         progress.remove_task(task)
-    comparison = collect(layout, plan)
-    comparison.seconds = time.perf_counter() - started
-    write_outputs(comparison, study)
-    return comparison
+    return collect(layout, plan)
