@@ -373,3 +373,21 @@ def test_a_worker_killed_mid_comparison_loses_no_result(
     assert killed, "no worker was busy to be killed"
     assert _tables(out) == _tables(reference)
     assert _results(out) == _results(reference)
+
+
+def test_workers_with_another_torch_are_refused(
+    client: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.metadata
+
+    from gkdcn.cluster import check_workers
+
+    me, real = os.getpid(), importlib.metadata.version
+
+    def version(name: str) -> str:  # another torch here than on the workers
+        return "0.0-test" if name == "torch" and os.getpid() == me else real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    with pytest.raises(GkdcnError, match=r"runs torch .*, this machine 0\.0-test") as info:
+        check_workers(client)  # type: ignore[arg-type]
+    assert "\n" not in str(info.value)

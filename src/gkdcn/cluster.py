@@ -104,8 +104,8 @@ def open_client(
     """A connected :class:`distributed.Client` for ``scheduler`` (closed, and a local cluster
     shut down, on leaving the block).
 
-    A scheduler that does not answer within ``timeout`` seconds, or workers without gkdcn (or
-    with another gkdcn or PyTorch version than here), are a one-line error before any work.
+    A scheduler that does not answer within ``timeout`` seconds is a one-line error before
+    any work (the engines then check the workers: :func:`check_workers`).
     """
     dd = _distributed()
     spec = parse_scheduler(scheduler) if isinstance(scheduler, str) else scheduler
@@ -131,13 +131,13 @@ def open_client(
                 f"{spec.label}: cannot reach the Dask scheduler within {timeout:g} s "
                 f"({type(exc).__name__}); is `dask scheduler` running there and the port open?"
             ) from None
-        check_workers(client)
         yield client
 
 
 def check_workers(client: Client) -> None:
     """Refuse workers that lack gkdcn or run another gkdcn / PyTorch version than the client:
-    their results would not be the client's (a one-line error naming one such worker)."""
+    their results would not be the client's (a one-line error naming one such worker). Only
+    the workers connected now are checked (the engines call this before sending work)."""
     for package in ("gkdcn", "torch"):
         here = importlib.metadata.version(package)
         # importlib.metadata.version pickles by reference to the standard library, so it runs
@@ -196,6 +196,7 @@ def run_jobs_on_cluster(
     if not jobs:
         return
     dd = _distributed()
+    check_workers(client)
     shared = client.scatter(context, broadcast=True, hash=False)
     futures = {}
     for i, job in enumerate(jobs):
@@ -260,6 +261,7 @@ def predict_map_on_cluster(
         bundles, source, batch_size=batch_size, block_rows=block_rows, mc_dropout=mc_dropout,
         device="cpu",
     )  # fmt: skip
+    check_workers(client)
     grid = source.grid
     height, width = grid.shape
     mean = np.full((height, width), np.nan, dtype=np.float32)
