@@ -274,7 +274,7 @@ def predict_map_on_cluster(
     shared = client.scatter(
         (bundles, list(source.names), grid, mc_dropout, device), broadcast=True, hash=False
     )
-    pending: dict[str, Any] = {}
+    pending: dict[Any, Any] = {}
     running = dd.as_completed(loop=client.loop)
     n_windows = 0
     try:
@@ -334,7 +334,7 @@ def _submit_block(
     r1: int,
     batch_size: int,
     seed: int,
-    pending: dict[str, Any],
+    pending: dict[Any, Any],
 ) -> Any:
     lo, hi = plan.read_rows(r0, r1)
     raw = source.read(Window(0, lo, plan.width, hi - lo))

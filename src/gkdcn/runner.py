@@ -165,7 +165,7 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         process.join(timeout=10)
 
 
-def _init_worker(run: Callable[..., None], context: Any) -> None:
+def _init_worker(run: Callable[..., Any], context: Any) -> None:
     # Ctrl-C reaches the whole process group; the parent alone handles it (and stops us).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_threads(1)
