@@ -375,3 +375,21 @@ def test_workers_with_another_torch_are_refused(
     with pytest.raises(GkdcnError, match=r"runs torch .*, this machine 0\.0-test") as info:
         check_workers(client)  # type: ignore[arg-type]
     assert "\n" not in str(info.value)
+
+
+def test_cli_compare_with_an_unreachable_scheduler_writes_nothing(tmp_path: Path) -> None:
+    import socket
+
+    district = tmp_path / "district"
+    synth = _cli("synth", str(district), "--height", "40", "--width", "48", "--layers", "6")
+    assert synth.exit_code == 0, synth.output  # type: ignore[attr-defined]
+    with socket.socket() as probe:  # a free loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    out = tmp_path / "run"
+    config = str(district / "study.toml")
+    result = _cli("compare", config, "--out", str(out), "--quick", "--scheduler", address)
+    assert result.exit_code == 2  # type: ignore[attr-defined]
+    lines = result.output.strip().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 1 and "cannot reach the Dask scheduler" in lines[0], lines
+    assert not out.exists()
