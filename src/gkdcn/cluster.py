@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 from rasterio.windows import Window
 from rich.progress import Progress
 
@@ -40,6 +39,7 @@ from gkdcn.predict import (
     prepare_prediction,
     row_blocks,
 )
+from gkdcn.threads import torch_threads
 
 if TYPE_CHECKING:  # the extra may be absent; every runtime import goes through _distributed()
     from distributed import Client
@@ -164,12 +164,8 @@ def n_workers(client: Client) -> int:
 def _one_thread(function: Callable[..., R], *args: Any) -> R:
     """``function(*args)`` with PyTorch on one CPU thread: the local runner's rule, so the
     floating-point summation order, and hence every result, is the same as there."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return function(*args)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def run_jobs_on_cluster(
