@@ -25,6 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import threadpoolctl
 from rich.progress import Progress
 
 from gkdcn.errors import GkdcnError
@@ -169,6 +170,11 @@ def _init_worker(run: Callable[..., Any], context: Any) -> None:
     # Ctrl-C reaches the whole process group; the parent alone handles it (and stops us).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_threads(1)
+    # numpy's BLAS (OpenBLAS: one spinning thread per core) too, as Dask's nanny does for its
+    # workers: with 2 workers on 2 cores their BLAS threads otherwise fight over the cores (the
+    # pool with 2 workers ran slower than 1 in bench/bench_cluster.py). Summation order of a
+    # BLAS call does not depend on its thread count here (tables identical, tested).
+    _worker_state["blas"] = threadpoolctl.threadpool_limits(1)
     _worker_state["run"] = run
     _worker_state["context"] = context
 
