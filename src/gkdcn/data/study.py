@@ -28,7 +28,7 @@ from gkdcn.config import (
     StudyConfig,
     config_from_dict,
 )
-from gkdcn.data.knowledge import distance_to_lines, proximity_weight
+from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL, knowledge_channel, load_knowledge_weight
 from gkdcn.data.samples import SampleSet, Split, make_samples, make_splits
 from gkdcn.data.sites import (
     DEPOSIT,
@@ -39,13 +39,12 @@ from gkdcn.data.sites import (
     sites_from_points,
     sites_from_raster,
 )
-from gkdcn.errors import GkdcnError, InputError
+from gkdcn.errors import InputError
 from gkdcn.io.atomic import atomic_dir
 from gkdcn.io.grid import Grid
-from gkdcn.io.rasters import AlignmentWarning, open_elements, read_layer_on_grid, write_geotiff
-from gkdcn.io.vectors import read_lines, read_points
+from gkdcn.io.rasters import AlignmentWarning, open_elements, write_geotiff
+from gkdcn.io.vectors import read_points
 
-KNOWLEDGE_CHANNEL = "fault_proximity"
 PREPARED_FORMAT = 1
 
 
@@ -68,6 +67,46 @@ class Study:
     faults: gpd.GeoDataFrame | None = None
     notes: list[str] = field(default_factory=list)
     skipped: int = 0
+
+    @property
+    def compositional(self) -> list[bool]:
+        """Per channel: does the log / CLR apply? Not for ``[elements] auxiliary`` layers nor
+        the knowledge channel, which are only scaled (they are not parts of the composition)."""
+        return compositional_mask(self.names, self.config)
+
+
+def compositional_mask(names: list[str], config: StudyConfig) -> list[bool]:
+    """Per channel of ``names``: True for a concentration, False for an auxiliary layer or the
+    knowledge channel (``knowledge.as_channel``)."""
+    aux = set(config.elements.auxiliary)
+    knowledge = KNOWLEDGE_CHANNEL if config.knowledge.as_channel else None
+    return [n not in aux and n != knowledge for n in names]
+
+
+def _check_auxiliary(config: StudyConfig, names: list[str]) -> None:
+    """Every auxiliary layer must be a layer read; a CLR needs two compositional ones."""
+    source = config.source or "config"
+    aux = config.elements.auxiliary
+    # Naming the knowledge channel is harmless: it is never in the log-ratio anyway.
+    known = [*names, KNOWLEDGE_CHANNEL] if config.knowledge.as_channel else names
+    unknown = [n for n in aux if n not in known]
+    if unknown:
+        raise InputError(
+            source,
+            f"key 'elements.auxiliary': unknown layers: {', '.join(unknown)} "
+            f"(the {len(names)} layers read are {_shorten(names)})",
+        )
+    parts = [n for n in names if n not in aux]
+    if config.transform.method == "clr" and len(parts) < 2:
+        raise InputError(
+            source,
+            f"key 'elements.auxiliary': the centred log-ratio needs at least 2 compositional "
+            f"layers, {len(parts)} left",
+        )
+
+
+def _shorten(names: list[str], limit: int = 12) -> str:
+    return ", ".join(names) if len(names) <= limit else ", ".join(names[:limit]) + ", ..."
 
 
 def _warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
@@ -129,6 +168,7 @@ def load_study(config: StudyConfig) -> Study:
         valid = np.isfinite(raw).all(axis=0)
         if not valid.any():
             raise InputError(elements_path, "no cell has a value in every layer")
+        _check_auxiliary(config, names)
         if KNOWLEDGE_CHANNEL in names and config.knowledge.as_channel:
             raise InputError(
                 elements_path,
@@ -167,13 +207,12 @@ def load_study(config: StudyConfig) -> Study:
                 f"any deposit (seed {cfg.seed})"
             )
 
-        knowledge, faults = _load_knowledge(config, grid, valid, notes)
+        knowledge, faults = load_knowledge_weight(config, grid, valid, notes)
     notes = _warning_notes(caught) + notes
 
     deposits, negatives = _unique_ids(deposits, negatives, notes)
     if knowledge is not None and config.knowledge.as_channel:
-        channel = np.where(valid, knowledge, np.nan).astype(np.float32)
-        raw = np.concatenate([raw, channel[np.newaxis]], axis=0)
+        raw = np.concatenate([raw, knowledge_channel(knowledge, valid)], axis=0)
         names.append(KNOWLEDGE_CHANNEL)
     return Study(
         config=config,
@@ -217,36 +256,6 @@ def _unique_ids(
     )
 
 
-def _load_knowledge(
-    config: StudyConfig, grid: Grid, valid: np.ndarray, notes: list[str]
-) -> tuple[np.ndarray | None, gpd.GeoDataFrame | None]:
-    cfg = config.knowledge
-    if cfg.faults is not None:
-        path = config.resolve(cfg.faults)
-        faults = read_lines(path, target_crs=grid.crs)
-        try:
-            distance = distance_to_lines(faults, grid)
-        except GkdcnError as exc:
-            problem = str(exc).removeprefix("faults: ")
-            raise InputError(path, problem) from None
-        return proximity_weight(distance, cfg.decay).astype(np.float32), faults
-    if cfg.weights is not None:
-        path = config.resolve(cfg.weights)
-        weight = read_layer_on_grid(path, grid, config.align, resampling="nearest")
-        finite = np.isfinite(weight)
-        if finite.any():
-            low, high = float(weight[finite].min()), float(weight[finite].max())
-            if low < 0 or high > 1:
-                raise InputError(path, f"weights must lie in [0, 1]; found {low:.6g} .. {high:.6g}")
-        missing = int((valid & ~finite).sum())
-        if missing == int(valid.sum()):
-            raise InputError(path, "no weight on any valid cell of the element grid")
-        if missing:
-            notes.append(f"{path}: {missing} valid cells have no weight; set to 0")
-        return np.where(finite, weight, 0.0).astype(np.float32), None
-    return None, None
-
-
 def build_samples(study: Study) -> tuple[SampleSet, list[Split]]:
     """Window centres for the study's sites (``config.samples``) and its splits (``config.split``)."""
     cfg = study.config.samples
@@ -284,6 +293,7 @@ def summarize(
         "non_deposits": int((study.sites.labels == NON_DEPOSIT).sum()),
         "skipped_sites": int(study.skipped),
         "knowledge": None,
+        "transform": _transform_summary(study),
         "notes": list(study.notes),
     }
     if study.knowledge is not None:
@@ -318,42 +328,15 @@ def summarize(
     return summary
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """Readable multi-line text of :func:`summarize`'s dict (what ``gkdcn prepare`` prints)."""
-    layers = summary["layers"]
-    shown = ", ".join(layers) if len(layers) <= 12 else ", ".join(layers[:12]) + ", ..."
-    valid, cells = summary["valid_cells"], summary["cells"]
-    lines = [
-        f"study {summary['name']}",
-        f"  grid       {summary['grid']}",
-        f"  layers     {len(layers)}: {shown}",
-        f"  valid      {valid} of {cells} cells ({100 * valid / max(cells, 1):.1f}%)",
-        f"  sites      {summary['deposits']} deposits, {summary['non_deposits']} non-deposits"
-        + (f" ({summary['skipped_sites']} skipped)" if summary["skipped_sites"] else ""),
-    ]
-    k = summary.get("knowledge")
-    if k:
-        lines.append(
-            f"  knowledge  from {k['source']}{', also as a channel' if k['as_channel'] else ''}: "
-            f"mean weight {k['mean']:.3f}, {100 * k['nonzero_fraction']:.1f}% of valid cells > 0"
-        )
-    else:
-        lines.append("  knowledge  none")
-    s = summary.get("samples")
-    if s:
-        lines.append(f"  samples    {s['total']} windows ({s['positive']} +, {s['negative']} -)")
-    for split in summary.get("splits", [])[:10]:
-        lines.append(
-            f"  split {split['name']}: train {split['train']} ({split['train_positive']} +), "
-            f"val {split['val']} ({split['val_positive']} +)"
-        )
-    if len(summary.get("splits", [])) > 10:
-        lines.append(f"  ... and {len(summary['splits']) - 10} more splits")
-    notes = summary.get("notes", [])
-    if notes:
-        lines.append(f"  notes ({len(notes)}):")
-        lines += [f"    - {n}" for n in notes]
-    return "\n".join(lines)
+def _transform_summary(study: Study) -> dict[str, Any]:
+    cfg = study.config.transform
+    mask = study.compositional
+    return {
+        "method": cfg.method,
+        "scaling": cfg.scaling,
+        "log_ratio": [n for n, c in zip(study.names, mask, strict=True) if c],
+        "scaled_only": [n for n, c in zip(study.names, mask, strict=True) if not c],
+    }
 
 
 def save_prepared(
@@ -417,6 +400,7 @@ def save_prepared(
             "gkdcn_version": gkdcn.__version__,
             "config": study.config.to_toml_dict(),
             "base_dir": str(study.config.base_dir),
+            "config_source": study.config.source,
             "grid": _grid_dict(study.grid),
             "names": list(study.names),
             "skipped": study.skipped,
@@ -442,6 +426,8 @@ def load_prepared(path: str | Path) -> Study:
     if meta.get("format") != PREPARED_FORMAT:
         raise InputError(meta_path, f"unknown prepared-study format {meta.get('format')!r}")
     config = config_from_dict(meta["config"], base_dir=meta.get("base_dir", "."), source=meta_path)
+    # The file the study came from, named by errors about its keys (None in older folders).
+    config = config.model_copy(update={"source": meta.get("config_source")})
     for name in ("stack.tif", "valid.tif", "sites.csv"):
         if not (path / name).exists():
             raise InputError(path / name, "missing from the prepared study")
