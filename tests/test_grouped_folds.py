@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import write_tiny_study
+from gkdcn.compare import fold_scheme, make_jobs, make_plan
+from gkdcn.config import config_from_dict
+from gkdcn.data import samples as samples_module
 from gkdcn.data.samples import (
     DEFAULT_DEPOSIT_GROUPS,
     LODO_MAX_DEPOSITS,
@@ -17,6 +23,7 @@ from gkdcn.data.samples import (
     make_samples,
 )
 from gkdcn.data.sites import SiteTable
+from gkdcn.data.study import build_samples, load_study
 from gkdcn.errors import GkdcnError
 from gkdcn.io.grid import Grid
 
@@ -145,3 +152,30 @@ def test_bad_group_counts_are_one_line_errors() -> None:
             grouped_deposit_folds(samples, sites, GRID, groups=groups)
     with pytest.raises(GkdcnError, match="exclusion radius"):
         grouped_deposit_folds(samples, sites, GRID, -1.0, groups=2)
+
+
+def test_compare_lodo_groups_many_deposits_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "study"
+    raw = write_tiny_study(
+        root,
+        split={"method": "site", "validation_fraction": 0.25, "seed": 0, "exclusion_radius": 2.0},
+        compare={"seeds": 1, "models": ["cnn"], "protocols": ["lodo"], "heldout_background": 0},
+    )
+    study = load_study(config_from_dict(raw, base_dir=root))
+    samples, _ = build_samples(study)
+    plan = make_plan(study.config)
+    deposits = np.flatnonzero(study.sites.labels == 1).tolist()
+    folds = {job.fold for job in make_jobs(study, samples, plan)}
+    assert folds == {f"lodo-{study.sites.ids[d]}" for d in deposits}  # few deposits: LODO
+    assert fold_scheme("lodo", study, samples).startswith("leave-one-deposit-out")
+    # The tiny study's 4 deposits count as "many" once the threshold is below them.
+    monkeypatch.setattr(samples_module, "LODO_MAX_DEPOSITS", 3)
+    monkeypatch.setattr(samples_module, "DEFAULT_DEPOSIT_GROUPS", 2)
+    jobs = list(make_jobs(study, samples, plan))
+    assert sorted(job.fold for job in jobs) == ["group-1of2", "group-2of2"]
+    assert sorted(d for job in jobs for d in job.split.held_out) == deposits
+    for job in jobs:
+        assert not np.isin(samples.site[job.split.train], job.split.held_out).any()
+    assert fold_scheme("lodo", study, samples).startswith("grouped deposit folds: 4 deposits")
