@@ -126,15 +126,21 @@ def _sample_positions(offset: Tensor, geo: _Geometry) -> tuple[Tensor, Tensor, T
 
 def _corner_weights(frac_h: Tensor, frac_w: Tensor, mask: Tensor | None) -> Tensor:
     """(S, 4) bilinear weights in ``_Geometry.delta`` order, times the mask when given."""
-    weights_h = torch.stack((1 - frac_h, frac_h), dim=-1)
+    top, bottom = 1 - frac_h, frac_h
     if mask is not None:
-        weights_h = weights_h * mask.reshape(-1, 1)
-    weights_w = torch.stack((1 - frac_w, frac_w), dim=-1)
-    return (weights_h.unsqueeze(-1) * weights_w.unsqueeze(-2)).reshape(-1, 4)
+        flat_mask = mask.reshape(-1)
+        top, bottom = top * flat_mask, bottom * flat_mask
+    left, right = 1 - frac_w, frac_w
+    # Four flat products stacked (differentiable, for the generic path): a broadcast product
+    # over trailing size-2 axes is several times slower.
+    return torch.stack((top * left, top * right, bottom * left, bottom * right), dim=1)
 
 
 def _corner_indices(idx00: Tensor, delta: tuple[int, int, int, int]) -> Tensor:
-    return idx00.unsqueeze(1) + idx00.new_tensor(delta)
+    out = idx00.new_empty(idx00.shape[0], 4)
+    for c, shift in enumerate(delta):
+        torch.add(idx00, shift, out=out[:, c])
+    return out
 
 
 def _corner_dots(grad: Tensor, table: Tensor, indices: Tensor) -> Tensor:
