@@ -59,7 +59,7 @@ def _run_compare(
     label: str, src: Path, config: Path, data_dir: Path | None, args: argparse.Namespace, tmp: Path
 ) -> dict[str, Any]:
     """One ``gkdcn compare`` run of the plan with the code under ``src``."""
-    out = tmp / f"run-{label}"
+    out = tmp / f"run-{label.split()[0]}"
     cmd = [sys.executable, "-m", "gkdcn.cli", "compare", str(config), "--out", str(out)]
     if data_dir is not None:
         cmd += ["--data-dir", str(data_dir)]
