@@ -6,7 +6,8 @@
 # Each bench_*.py runs with --device cuda (on a machine without a CUDA GPU they say so and run on
 # the CPU; the "device" in every JSON is the one really used). The Tianshan parts need the data at
 # /work/shared/data/tianshan or BENCH_DATA=<folder of its release>; without it they are skipped.
-# The comparison benchmark runs the fixed small plan with this checkout only, unless
+# The comparison benchmark runs the fixed small plan (on a synthetic 60-deposit district when the
+# Tianshan data is absent) with this checkout only, unless
 # BENCH_AGAINST=<commit> names an earlier commit to compare with in the same run.
 set -u
 cd "$(dirname "$0")/.."
@@ -35,7 +36,9 @@ run predict "$PY" bench/bench_predict.py --device cuda --data "$DATA/Geochemical
     --batch-size 8192 --block-rows 256 --max-cells 0 --out "$OUT/predict.json"
 against=()
 [ -n "${BENCH_AGAINST:-}" ] && against=(--against "$BENCH_AGAINST")
-run compare "$PY" bench/bench_compare.py --device cuda --data-dir "$DATA" --jobs 1 \
+where=(--data-dir "$DATA")
+[ -d "$DATA" ] || where=(--synthetic 60)  # no Tianshan data here: a synthetic 60-deposit district
+run compare "$PY" bench/bench_compare.py --device cuda "${where[@]}" --jobs 1 \
     "${against[@]}" --out "$OUT/compare.json"
 "$PY" - "$OUT" <<'PY'
 import json, sys
