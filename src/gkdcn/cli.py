@@ -25,7 +25,7 @@ from rich.progress import (
 )
 
 from gkdcn.config import MODEL_KINDS, StudyConfig, load_config
-from gkdcn.errors import GkdcnError, InputError
+from gkdcn.errors import GkdcnError, InputError, Note
 
 app = typer.Typer(
     add_completion=False,
@@ -75,11 +75,18 @@ def _main(
 
 
 def _friendly(func: F) -> F:
-    """Print GkdcnError as one line (exit 2) and warnings as one line each."""
+    """Print GkdcnError as one line (exit 2) and warnings as one line each.
+
+    GDAL's own error lines are silenced (rasterio turns them into exceptions that name the file),
+    so the one ``error:`` line is all a user sees.
+    """
+    resumes = " (a comparison resumes when run again)" if func.__name__ == "compare" else ""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with warnings.catch_warnings(record=True) as caught:
+        from gkdcn.io.rasters import quiet_gdal
+
+        with warnings.catch_warnings(record=True) as caught, quiet_gdal():
             warnings.simplefilter("always")
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)
@@ -89,7 +96,7 @@ def _friendly(func: F) -> F:
                 err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
                 raise typer.Exit(2) from None
             except KeyboardInterrupt:
-                err_console.print("interrupted (a comparison resumes when run again)")
+                err_console.print(f"interrupted{resumes}; no partial output was kept")
                 raise typer.Exit(130) from None
             except OSError as exc:
                 where = f"{exc.filename}: " if exc.filename else ""
@@ -101,7 +108,11 @@ def _friendly(func: F) -> F:
                 raise typer.Exit(2) from None
             finally:
                 for w in caught:
-                    if issubclass(w.category, UserWarning):
+                    if issubclass(w.category, Note):
+                        err_console.print(
+                            f"[cyan]note:[/] {w.message}", highlight=False, soft_wrap=True
+                        )
+                    elif issubclass(w.category, UserWarning):
                         err_console.print(
                             f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True
                         )
@@ -131,6 +142,13 @@ def _workers(jobs: int | None) -> int:
 
 def _config(path: Path, data_dir: Path | None) -> StudyConfig:
     return load_config(path, data_dir=data_dir)
+
+
+def _inputs(config_or_prepared: Path, data_dir: Path | None) -> list[Path]:
+    """The paths a command reads from a config (its file and every path in it) or a folder."""
+    if config_or_prepared.suffix.lower() == ".toml" and config_or_prepared.is_file():
+        return [config_or_prepared, *_config(config_or_prepared, data_dir).input_paths()]
+    return [config_or_prepared]
 
 
 def _study(config_or_prepared: Path, data_dir: Path | None) -> Any:
@@ -174,18 +192,26 @@ def prepare(
     overwrite: Overwrite = False,
 ) -> None:
     """Read and align the inputs, place the sites, cut the samples; print a summary."""
-    from gkdcn.data.study import build_samples, format_summary, load_study, save_prepared, summarize
+    from gkdcn.data.study import (
+        build_samples,
+        check_window,
+        format_summary,
+        load_study,
+        save_prepared,
+        summarize,
+    )
 
     cfg = _config(config, data_dir)
     if out is not None:
         from gkdcn.io.atomic import check_writable
 
-        check_writable(out, overwrite)
+        check_writable(out, overwrite, inputs=[config, *cfg.input_paths()], folder=True)
     study = load_study(cfg)
+    check_window(study, config)
     samples, splits = build_samples(study)
     console.print(format_summary(summarize(study, samples, splits)), highlight=False)
     if out is not None:
-        save_prepared(study, out, overwrite=overwrite)
+        save_prepared(study, out, overwrite=overwrite, inputs=[config])
         console.print(f"wrote prepared dataset to {out}")
 
 
@@ -211,14 +237,15 @@ def train(
 ) -> None:
     """Train one of the four models and write its model file, history and training curve."""
     from gkdcn.config import TrainConfig
-    from gkdcn.data.study import build_samples
+    from gkdcn.data.study import build_samples, check_window
     from gkdcn.io.atomic import check_writable
     from gkdcn.train import train_study, write_training_outputs
 
     if model not in MODEL_KINDS:
         raise GkdcnError(f"--model must be one of {', '.join(MODEL_KINDS)}, not {model!r}")
+    inputs = _inputs(config, data_dir)
     for name in ("model.pt", "history.csv", "training_curve.png"):
-        check_writable(out / name, overwrite)
+        check_writable(out / name, overwrite, inputs=inputs)
     study = _study(config, data_dir)
     updates: dict[str, Any] = {}
     if split is not None:
@@ -235,7 +262,15 @@ def train(
     except ValidationError as exc:
         raise GkdcnError(f"invalid training option: {exc.errors()[0]['msg']}") from None
     study.config = study.config.model_copy(update=updates)
+    check_window(study, config)
     samples, splits = build_samples(study)
+    if len(splits) > 1:
+        err_console.print(
+            f"[cyan]note:[/] the {study.config.split.method} split has {len(splits)} folds; train "
+            f"fits the first ({splits[0].name}); `gkdcn compare` runs every fold",
+            highlight=False,
+            soft_wrap=True,
+        )
     with progress_bar() as progress:
         result = train_study(
             study, model, samples=samples, split=splits[0], seed=seed, device=_device(device),
@@ -289,7 +324,10 @@ def predict(
     overwrite: Overwrite = False,
 ) -> None:
     """Map the anomaly probability of every valid cell onto the element grid (GeoTIFF)."""
-    from gkdcn.predict import predict_to_file
+    from gkdcn.predict import MAX_MC_DROPOUT, predict_to_file
+
+    if not 0 <= mc_dropout <= MAX_MC_DROPOUT:
+        raise GkdcnError(f"--mc-dropout must be between 0 and {MAX_MC_DROPOUT}, not {mc_dropout}")
 
     with progress_bar() as progress:
         written = predict_to_file(
@@ -319,18 +357,24 @@ def evaluate(
     overwrite: Overwrite = False,
 ) -> None:
     """Score a probability map against deposits: metrics, ROC/PR, success-rate, P-A, CIs."""
-    from gkdcn.evaluate import evaluate_map, write_evaluation
+    from gkdcn.evaluate import check_evaluation_outputs, evaluate_map, write_evaluation
     from gkdcn.io.rasters import read_probability_map
 
+    if bootstrap < 0:
+        raise GkdcnError(f"--bootstrap must be 0 (no CI) or more, not {bootstrap}")
+    inputs = [map_path, *_inputs(sites, data_dir)]
+    check_evaluation_outputs(out, overwrite, inputs=inputs)
     prob, valid, grid = read_probability_map(map_path)
     rows, cols, notes = _deposit_cells(sites, grid, valid, data_dir, x, y, crs, value)
     for note in notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     ev = evaluate_map(prob, valid, rows, cols, n_boot=bootstrap, seed=seed)
-    written = write_evaluation(ev, out, overwrite=overwrite, title=map_path.stem)
+    written = write_evaluation(ev, out, overwrite=overwrite, title=map_path.stem, inputs=inputs)
     m = ev.to_dict()
+    low, high = m["auc_ci"]
+    ci = "no CI" if low is None or high is None else f"95% CI {low:.3f}-{high:.3f}"
     console.print(
-        f"AUC {m['auc']:.3f} (95% CI {m['auc_ci'][0]:.3f}-{m['auc_ci'][1]:.3f}), "
+        f"AUC {m['auc']:.3f} ({ci}), "
         f"success-rate AUC {m['success_auc']:.3f}, F1 {m['f1']:.3f} at threshold {m['threshold']:.3f}; "
         f"{len(rows)} deposits, {int(valid.sum())} valid cells"
     )
@@ -348,7 +392,7 @@ def _deposit_cells(
     value: float,
 ) -> tuple[Any, Any, list[str]]:
     from gkdcn.config import PointSitesConfig, RasterSitesConfig
-    from gkdcn.data.sites import sites_from_points, sites_from_raster
+    from gkdcn.data.sites import placement_hint, sites_from_points, sites_from_raster
     from gkdcn.io.vectors import read_points
 
     align = "strict"
@@ -371,6 +415,16 @@ def _deposit_cells(
         target_crs=grid.crs,
     )  # fmt: skip
     table, notes = sites_from_points(gdf, grid, valid, 1)
+    rows, cols = grid.rowcol(gdf.geometry.x.to_numpy(float), gdf.geometry.y.to_numpy(float))
+    outside = int((~grid.inside(rows, cols)).sum())
+    if outside and 2 * outside > len(gdf):  # most sites elsewhere: another district or CRS
+        raise InputError(
+            sites,
+            f"{outside} of {len(gdf)} deposits lie outside the map's grid (sites of another "
+            f"district, or a CRS mix-up?): {placement_hint(gdf, grid, source.crs)}",
+        )
+    if outside:
+        notes.append(f"{outside} of {len(gdf)} deposits lie outside the map's grid; not scored")
     if len(table) == 0:
         raise InputError(sites, "no deposit falls on a valid cell of the map")
     return table.rows, table.cols, notes
@@ -443,7 +497,7 @@ def explain(
     from gkdcn.io.atomic import check_writable
     from gkdcn.models.bundle import ModelBundle
 
-    check_writable(out, overwrite)
+    check_writable(out, overwrite, inputs=[model, *_inputs(config, data_dir)], folder=True)
     bundle = ModelBundle.load(model)
     study = _study(config, data_dir)
     with progress_bar() as progress:

@@ -24,3 +24,7 @@ class OutputExistsError(GkdcnError):
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         super().__init__(f"{path}: already exists (pass --overwrite to replace it)")
+
+
+class Note(UserWarning):
+    """Something the user should know that is not a problem (the CLI prints it as ``note:``)."""

@@ -25,6 +25,7 @@ import contextlib
 import csv
 import json
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,16 +42,17 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from gkdcn.config import Align, PredictConfig, StudyConfig, load_config
 from gkdcn.data.samples import padded_index
 from gkdcn.data.transforms import ChannelTransform
-from gkdcn.errors import GkdcnError, InputError
+from gkdcn.errors import GkdcnError, InputError, Note
 from gkdcn.io.atomic import atomic_path, check_writable
 from gkdcn.io.grid import Grid
-from gkdcn.io.rasters import ElementSource, open_elements, write_geotiff
+from gkdcn.io.rasters import ElementSource, layer_names, open_elements, write_geotiff
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.models.deform import DeformConv2d
 from gkdcn.models.nets import AnomalyNet
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 NODATA = -9999.0
+MAX_MC_DROPOUT = 1000  # passes; more add nothing to a std estimate and only exhaust memory
 _CSV_CHUNK = 200_000
 _TRANSFORM_CELLS = 32_768
 
@@ -506,10 +508,10 @@ def write_prediction_csv(
     return csv_path
 
 
-def check_output(path: str | Path, overwrite: bool) -> None:
+def check_output(path: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> None:
     """:func:`gkdcn.io.atomic.check_writable` plus: the nearest existing ancestor is a folder."""
     path = Path(path)
-    check_writable(path, overwrite)
+    check_writable(path, overwrite, inputs=inputs)
     probe = path.parent
     while not probe.exists():
         probe = probe.parent
@@ -535,12 +537,15 @@ def open_prediction_source(
 
     path = Path(data)
     if path.suffix.lower() != ".toml":
-        return open_elements(path, layers=list(channels), align=align or "strict"), None
+        source = open_elements(path, layers=list(channels), align=align or "strict")
+        _note_unused(path, channels)
+        return source, None
     cfg = load_config(path, data_dir)
     align = align or cfg.align
     wants_knowledge = KNOWLEDGE_CHANNEL in channels
     layers = [c for c in channels if c != KNOWLEDGE_CHANNEL] if wants_knowledge else list(channels)
     source = open_elements(cfg.resolve(cfg.elements.path), layers=layers, align=align)
+    _note_unused(cfg.resolve(cfg.elements.path), channels)
     if not wants_knowledge:
         return source, cfg.predict
     try:
@@ -548,6 +553,19 @@ def open_prediction_source(
     except BaseException:
         source.close()
         raise
+
+
+def _note_unused(path: Path, channels: Sequence[str]) -> None:
+    """The one rule of every command: a model's channels are picked by name from a larger grid,
+    and a note names the layers it does not use (missing ones were refused already)."""
+    unused = [n for n in layer_names(path) if n not in channels]
+    if unused:
+        warnings.warn(
+            f"{path}: the model uses {len(channels)} of the layers; "
+            f"{len(unused)} unused: {', '.join(unused)}",
+            Note,
+            stacklevel=2,
+        )
 
 
 class _KnowledgeChannelSource(ElementSource):
@@ -615,9 +633,10 @@ def predict_to_file(
     items = [models] if isinstance(models, str | Path | ModelBundle) else list(models)
     if not items:
         raise GkdcnError("no model file given")
-    check_output(out, overwrite)
+    inputs = _input_paths(items, source, data_dir)
+    check_output(out, overwrite, inputs)
     if csv_path is not None:
-        check_output(csv_path, overwrite)
+        check_output(csv_path, overwrite, inputs)
         if Path(csv_path).resolve() == Path(out).resolve():
             raise GkdcnError(f"{csv_path}: the CSV and the GeoTIFF must be different files")
     bundles = [m if isinstance(m, ModelBundle) else ModelBundle.load(m) for m in items]
@@ -647,6 +666,22 @@ def predict_to_file(
             opened.close()
     write_prediction(result, out, overwrite=overwrite, csv_path=csv_path)
     return [Path(out)] + ([Path(csv_path)] if csv_path is not None else [])
+
+
+def _input_paths(
+    items: Sequence[str | Path | ModelBundle],
+    source: ElementSource | str | Path,
+    data_dir: str | Path | None,
+) -> list[Path]:
+    """What a prediction reads (model files, config and its paths, element data): never an output."""
+    paths = [Path(m) for m in items if not isinstance(m, ModelBundle)]
+    if isinstance(source, ElementSource):
+        return paths + list(getattr(source, "paths", []) or [])
+    source = Path(source)
+    paths.append(source)
+    if source.suffix.lower() == ".toml" and source.is_file():
+        paths += load_config(source, data_dir).input_paths()
+    return paths
 
 
 def predict_cells(

@@ -170,6 +170,33 @@ def sites_from_points(
     return table, messages
 
 
+def placement_hint(gdf: gpd.GeoDataFrame, grid: Grid, crs: object | None) -> str:
+    """Where points lie relative to the grid, and which CRS their coordinates were read in.
+
+    For the message when sites fall off the grid: a CRS mix-up (lon/lat read as metres, another
+    UTM zone) or sites of another district shows at once in the two extents.
+    """
+    x = gdf.geometry.x.to_numpy(dtype=float)
+    y = gdf.geometry.y.to_numpy(dtype=float)
+    left, bottom, right, top = grid.bounds
+    grid_crs = grid.describe().split(",")[0] if grid.crs is None else _crs_label(grid.crs)
+    read_as = (
+        f"coordinates read as {crs}"
+        if crs is not None
+        else f"no crs given, so coordinates were read as the grid's CRS ({grid_crs})"
+    )
+    return (
+        f"{read_as}; the points span x {x.min():.10g} .. {x.max():.10g}, "
+        f"y {y.min():.10g} .. {y.max():.10g} ({grid_crs}) but the grid covers "
+        f"x {left:.10g} .. {right:.10g}, y {bottom:.10g} .. {top:.10g}"
+    )
+
+
+def _crs_label(crs: object) -> str:
+    epsg = getattr(crs, "to_epsg", lambda: None)()
+    return f"EPSG:{epsg}" if epsg else str(crs)[:60]
+
+
 def sample_negatives(
     deposits: SiteTable,
     valid: np.ndarray,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from gkdcn.data.sites import (
     NON_DEPOSIT,
     SiteTable,
     drop_invalid,
+    placement_hint,
     sample_negatives,
     sites_from_points,
     sites_from_raster,
@@ -107,6 +109,13 @@ def _load_sites(
             target_crs=grid.crs,
         )
         table, messages = sites_from_points(gdf, grid, valid, label)
+        rows, cols = grid.rowcol(gdf.geometry.x.to_numpy(float), gdf.geometry.y.to_numpy(float))
+        if len(table) == 0 and len(gdf) and not grid.inside(rows, cols).any():
+            raise InputError(
+                path,
+                f"all {len(gdf)} sites lie outside the element grid: "
+                + placement_hint(gdf, grid, source.crs),
+            )
     return table, [f"{path}: {m}" for m in messages], path
 
 
@@ -247,6 +256,18 @@ def _load_knowledge(
     return None, None
 
 
+def check_window(study: Study, source: str | Path) -> None:
+    """Refuse a ``samples.window`` larger than the grid before any window is cut (a model trained
+    so could never map the grid, and a huge window would allocate terabytes)."""
+    window, grid = study.config.samples.window, study.grid
+    if window > min(grid.height, grid.width):
+        raise InputError(
+            source,
+            f"key 'samples.window': {window} is larger than the element grid "
+            f"({grid.height} x {grid.width} cells)",
+        )
+
+
 def build_samples(study: Study) -> tuple[SampleSet, list[Split]]:
     """Window centres for the study's sites (``config.samples``) and its splits (``config.split``)."""
     cfg = study.config.samples
@@ -362,8 +383,12 @@ def save_prepared(
     overwrite: bool = False,
     samples: SampleSet | None = None,
     splits: list[Split] | None = None,
+    inputs: Sequence[str | Path] = (),
 ) -> Path:
     """Write the prepared study to a folder, atomically; returns the folder.
+
+    The folder never replaces, holds or lies inside the study's inputs (nor ``inputs``, e.g. the
+    config file); an existing one is replaced only with ``overwrite`` and only if gkdcn wrote it.
 
     Files: ``stack.tif`` (raw aligned stack, band descriptions = names, nodata NaN), ``valid.tif``
     (1 valid / 0), ``knowledge.tif`` (if any), ``faults.gpkg`` (if any), ``sites.csv``,
@@ -374,7 +399,8 @@ def save_prepared(
     if samples is None or splits is None:
         samples, splits = build_samples(study)
     summary = summarize(study, samples, splits)
-    with atomic_dir(out_dir, overwrite) as tmp:
+    inputs = [*study.config.input_paths(), *inputs]
+    with atomic_dir(out_dir, overwrite, inputs=inputs, command="prepare") as tmp:
         write_geotiff(
             tmp / "stack.tif", study.raw, study.grid, nodata=math.nan, descriptions=study.names
         )
@@ -462,6 +488,7 @@ def load_prepared(path: str | Path) -> Study:
         sites = SiteTable.from_frame(pd.read_csv(path / "sites.csv", dtype={"site_id": str}))
     except (KeyError, ValueError, pd.errors.ParserError) as exc:
         raise InputError(path / "sites.csv", f"cannot read ({exc})") from None
+    _check_prepared(path, meta, raw, valid, knowledge, sites)
     return Study(
         config=config,
         names=list(meta["names"]),
@@ -474,3 +501,37 @@ def load_prepared(path: str | Path) -> Study:
         notes=list(meta.get("notes", [])),
         skipped=int(meta.get("skipped", 0)),
     )
+
+
+def _check_prepared(
+    path: Path,
+    meta: dict[str, Any],
+    raw: np.ndarray,
+    valid: np.ndarray,
+    knowledge: np.ndarray | None,
+    sites: SiteTable,
+) -> None:
+    """Refuse a prepared folder whose files no longer agree (edited by hand or mixed up)."""
+    names = meta.get("names")
+    if not isinstance(names, list) or len(names) != raw.shape[0]:
+        count = len(names) if isinstance(names, list) else "no"
+        raise InputError(
+            path,
+            f"edited or inconsistent prepared study: metadata.json names {count} layers but "
+            f"stack.tif has {raw.shape[0]} bands (prepare it again)",
+        )
+    shape = raw.shape[1:]
+    for name, array in (("valid.tif", valid), ("knowledge.tif", knowledge)):
+        if array is not None and array.shape != shape:
+            raise InputError(
+                path / name,
+                f"shape {array.shape[0]} x {array.shape[1]} differs from stack.tif's "
+                f"{shape[0]} x {shape[1]} (prepare it again)",
+            )
+    inside = (
+        (sites.rows >= 0) & (sites.rows < shape[0]) & (sites.cols >= 0) & (sites.cols < shape[1])
+    )
+    if not inside.all():
+        raise InputError(
+            path / "sites.csv", "a site lies outside stack.tif's grid (prepare it again)"
+        )
