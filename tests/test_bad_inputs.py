@@ -32,6 +32,7 @@ from gkdcn.models.bundle import ModelBundle
 from gkdcn.models.nets import ModelSpec, build_network
 
 SPEC = SyntheticSpec(height=32, width=32, n_layers=5, n_deposits=4, n_faults=1, seed=5)
+SPEC_CRS = "EPSG:32645"  # the synthetic district's
 runner = CliRunner()
 
 
@@ -121,7 +122,11 @@ def _(w: Path) -> tuple[list[str], str, str]:
 @case("predict-out-is-an-input-layer")
 def _(w: Path) -> tuple[list[str], str, str]:
     out = f"{w}/d/elements/Au.tif"
-    return ["predict", f"{w}/model.pt", f"{w}/d/study.toml", "--out", out, "--overwrite"], out, "input"
+    return (
+        ["predict", f"{w}/model.pt", f"{w}/d/study.toml", "--out", out, "--overwrite"],
+        out,
+        "input",
+    )
 
 
 @case("predict-out-inside-the-element-folder")
@@ -207,7 +212,7 @@ def _(w: Path) -> tuple[list[str], str, str]:
     import geopandas as gpd
 
     frame = gpd.read_file(w / "d" / "faults.gpkg").drop(columns="geometry")
-    gpd.GeoDataFrame(frame, geometry=[None] * len(frame)).to_file(w / "s.shp")
+    gpd.GeoDataFrame(frame, geometry=[None] * len(frame), crs=SPEC_CRS).to_file(w / "s.shp")
     for suffix in (".shp", ".shx", ".prj", ".cpg"):
         (w / "s").with_suffix(suffix).unlink(missing_ok=True)
     argv = ["evaluate", f"{w}/map.tif", f"{w}/s.dbf", "--out", f"{w}/e"]
@@ -382,7 +387,11 @@ def _(w: Path) -> tuple[list[str], str, str]:
 
 @case("predict-existing-output")
 def _(w: Path) -> tuple[list[str], str, str]:
-    return ["predict", f"{w}/model.pt", f"{w}/d/study.toml", "--out", f"{w}/map.tif"], "map.tif", "exists"
+    return (
+        ["predict", f"{w}/model.pt", f"{w}/d/study.toml", "--out", f"{w}/map.tif"],
+        "map.tif",
+        "exists",
+    )
 
 
 @case("evaluate-not-a-probability-map")
@@ -426,3 +435,125 @@ def test_gdal_prints_nothing_before_the_one_line_error(base: Base, tmp_path: Pat
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     assert str(work / "bad.tif") in lines[0]
     assert _snapshot(tmp_path) == before
+
+
+# ---- what must keep working (exit 0), next to the refusals above
+
+
+def _ok(*argv: str) -> str:
+    result = runner.invoke(app, ["--threads", "1", *argv])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    return " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_get_the_permissions_open_would_give(
+    umask: int, base: Base, tmp_path: Path
+) -> None:
+    old = os.umask(umask)
+    try:
+        (tmp_path / "m.tif").write_bytes(b"")
+        os.chmod(tmp_path / "m.tif", 0o600)  # --overwrite does not keep a private mode either
+        _ok("predict", f"{base.root}/model.pt", f"{base.root}/d/study.toml", "--out",
+            f"{tmp_path}/m.tif", "--overwrite")  # fmt: skip
+        _ok("prepare", f"{base.root}/d/study.toml", "--out", f"{tmp_path}/p")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.tif").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "p").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (tmp_path / "p" / "stack.tif").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_overwrite_replaces_what_gkdcn_wrote(base: Base, tmp_path: Path) -> None:
+    _ok("prepare", f"{base.root}/d/study.toml", "--out", f"{tmp_path}/p")
+    assert (tmp_path / "p" / ".gkdcn-output").read_text().startswith("written by gkdcn prepare")
+    _ok("prepare", f"{base.root}/d/study.toml", "--out", f"{tmp_path}/p", "--overwrite")
+    (tmp_path / "empty").mkdir()
+    _ok("prepare", f"{base.root}/d/study.toml", "--out", f"{tmp_path}/empty", "--overwrite")
+    assert (tmp_path / "empty" / "stack.tif").is_file()
+
+
+def test_a_model_picks_its_layers_from_a_larger_grid_with_a_note(
+    base: Base, tmp_path: Path
+) -> None:
+    bundle = ModelBundle.load(base.root / "model.pt")
+    keep = bundle.channels[:-1]
+    spec = ModelSpec(kind="cnn", in_channels=len(keep), window=9, width=4)
+    values = np.random.default_rng(1).lognormal(size=(500, len(keep)))
+    small = ModelBundle(
+        spec,
+        build_network(spec).state_dict(),
+        keep,
+        ChannelTransform.fit(values, "log", "standard"),
+    )
+    small.save(tmp_path / "small.pt")
+    out = _ok("predict", f"{tmp_path}/small.pt", f"{base.root}/d/study.toml", "--out",
+              f"{tmp_path}/m.tif")  # fmt: skip
+    assert f"note: {base.root}/d/elements: the model uses {len(keep)} of the layers" in out
+    assert f"1 unused: {bundle.channels[-1]}" in out
+
+
+def test_values_far_outside_the_training_range_warn_by_layer(base: Base, tmp_path: Path) -> None:
+    import rasterio
+
+    shutil.copytree(base.root / "d", tmp_path / "d")
+    layer = tmp_path / "d" / "elements" / "Au.tif"
+    with rasterio.open(layer, "r+") as ds:
+        data = ds.read(1)
+        ds.write(np.where(data == ds.nodata, data, data * 1e30), 1)
+    out = _ok("predict", f"{base.root}/model.pt", f"{tmp_path}/d/study.toml", "--out",
+              f"{tmp_path}/m.tif")  # fmt: skip
+    assert "warning: layer 'Au': values reach" in out
+    assert "layer 'Cu'" not in out
+
+
+def test_bootstrap_zero_and_a_single_deposit_give_no_interval(base: Base, tmp_path: Path) -> None:
+    out = _ok("evaluate", f"{base.root}/map.tif", f"{base.root}/d/study.toml", "--out",
+              f"{tmp_path}/e0", "--bootstrap", "0")  # fmt: skip
+    assert "(no CI)" in out
+    lines = (base.root / "d" / "deposits.csv").read_text().splitlines()
+    (tmp_path / "one.csv").write_text("\n".join(lines[:2]) + "\n")
+    out = _ok("evaluate", f"{base.root}/map.tif", f"{tmp_path}/one.csv", "--out", f"{tmp_path}/e1")
+    assert "only one deposit: no bootstrap confidence interval" in out and "(no CI)" in out
+    assert json.loads((tmp_path / "e1" / "metrics.json").read_text())["auc_ci"] == [None, None]
+
+
+def test_a_csv_with_a_byte_order_mark_is_read(base: Base, tmp_path: Path) -> None:
+    shutil.copytree(base.root / "d", tmp_path / "d")
+    csv_path = tmp_path / "d" / "deposits.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes())  # Excel's "CSV UTF-8"
+    out = _ok("prepare", f"{tmp_path}/d/study.toml")
+    assert f"{SPEC.n_deposits} deposits" in out
+
+
+def test_interrupt_message_belongs_to_the_command(
+    base: Base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gkdcn.predict
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gkdcn.predict, "predict_to_file", interrupted)
+    argv = ["predict", f"{base.root}/model.pt", f"{base.root}/d/study.toml", "--out", "m.tif"]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 130
+    assert "interrupted" in result.output and "comparison" not in result.output
+
+
+def test_a_failed_model_write_names_the_file_and_leaves_no_folder(
+    base: Base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gkdcn.errors import InputError
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed")
+
+    bundle = ModelBundle.load(base.root / "model.pt")
+    monkeypatch.setattr(torch, "save", disk_full)
+    target = tmp_path / "new" / "deeper" / "model.pt"
+    with pytest.raises(InputError, match="cannot write the model file") as info:
+        bundle.save(target)
+    assert str(info.value).startswith(str(target))
+    assert list(tmp_path.iterdir()) == []  # neither the temporary file nor the new folders

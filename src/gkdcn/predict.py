@@ -650,6 +650,7 @@ def predict_to_file(
         source = opened
     defaults = settings or PredictConfig()
     try:
+        _warn_far_outside(bundles[0], source)
         result = predict_map(
             bundles,
             source,
@@ -666,6 +667,37 @@ def predict_to_file(
             opened.close()
     write_prediction(result, out, overwrite=overwrite, csv_path=csv_path)
     return [Path(out)] + ([Path(csv_path)] if csv_path is not None else [])
+
+
+FAR_OUTSIDE = 25.0  # standard deviations of the training data, in scaled space
+
+
+def _warn_far_outside(bundle: ModelBundle, source: ElementSource, rows: int = 64) -> None:
+    """Warn (once per layer) when the data lie far outside what the model was trained on.
+
+    A sample of ``rows`` evenly spaced grid rows is transformed as the model sees it; a channel
+    beyond :data:`FAR_OUTSIDE` standard deviations (a unit mix-up, an undeclared sentinel) gives
+    probabilities that are extrapolation. Only meaningful with standard or robust scaling.
+    """
+    if bundle.transform.scaling not in ("standard", "robust"):
+        return
+    grid = source.grid
+    picks = np.unique(np.linspace(0, grid.height - 1, min(rows, grid.height)).astype(int))
+    order = _channel_order(bundle, source)
+    sample = np.concatenate(
+        [source.read(Window(0, int(r), grid.width, 1))[order] for r in picks], axis=1
+    )
+    with np.errstate(all="ignore"):
+        z = np.abs(bundle.transform.apply(sample))
+    for name, reach in zip(bundle.channels, z.reshape(len(order), -1).max(axis=1), strict=True):
+        if reach > FAR_OUTSIDE:
+            warnings.warn(
+                f"layer '{name}': values reach {reach:.3g} standard deviations from the model's "
+                "training data (different units or an undeclared nodata value?); probabilities "
+                "there are extrapolation",
+                UserWarning,
+                stacklevel=2,
+            )
 
 
 def _input_paths(
