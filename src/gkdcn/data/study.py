@@ -111,10 +111,11 @@ def _load_sites(
         table, messages = sites_from_points(gdf, grid, valid, label)
         rows, cols = grid.rowcol(gdf.geometry.x.to_numpy(float), gdf.geometry.y.to_numpy(float))
         if len(table) == 0 and len(gdf) and not grid.inside(rows, cols).any():
+            what = "deposit" if label == DEPOSIT else "non-deposit site"
             raise InputError(
                 path,
-                f"all {len(gdf)} sites lie outside the element grid: "
-                + placement_hint(gdf, grid, source.crs),
+                f"no {what} left on the element grid ({len(gdf)} skipped: all outside the "
+                f"grid): {placement_hint(gdf, grid, source.crs)}",
             )
     return table, [f"{path}: {m}" for m in messages], path
 
