@@ -6,6 +6,7 @@ two points in one cell the first is kept and the other reported.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,7 +119,32 @@ def sites_from_raster(
     """
     data = read_layer_on_grid(path, grid, align, resampling="nearest")
     rows, cols = np.nonzero(data == value)  # row-major: sorted by row then col
+    if align == "resample":
+        _check_resampled_sites(Path(path), value, len(rows))
     return SiteTable(_numbered(id_prefix, len(rows)), np.full(len(rows), label), rows, cols)
+
+
+def _check_resampled_sites(path: Path, value: float, kept: int) -> None:
+    """Say when resampling a label raster onto the element grid lost marked cells.
+
+    Nearest-neighbour resampling of a finer or shifted label raster drops single-cell markers;
+    without this the loss surfaces later as a puzzling split error.
+    """
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        band = ds.read(1, masked=True)
+    native = int(np.count_nonzero((band.data == value) & ~np.ma.getmaskarray(band)))
+    if kept >= native:
+        return
+    message = (
+        f"{native - kept} of the {native} cells equal to {value:g} were lost when "
+        'align = "resample" brought this raster onto the element grid (nearest neighbour; '
+        "a finer or shifted label raster drops single-cell markers)"
+    )
+    if kept < 2:
+        raise InputError(path, f"{message}; give the sites as points instead")
+    warnings.warn(f"{path}: {message}", UserWarning, stacklevel=3)
 
 
 def drop_invalid(sites: SiteTable, valid: np.ndarray) -> tuple[SiteTable, list[str]]:
