@@ -188,6 +188,28 @@ def _(w: Path) -> tuple[list[str], str, str]:
     return [*argv, "--overwrite"], f"{w}/maps.tif", "is a folder"
 
 
+@case("predict-csv-is-a-folder")
+def _(w: Path) -> tuple[list[str], str, str]:
+    (w / "ch").mkdir()  # once reported as ".ch.y2n41vmq.tmp: Is a directory", after the map
+    argv = ["predict", f"{w}/model.pt", f"{w}/d/study.toml", "--out", f"{w}/m.tif"]
+    return [*argv, "--csv", f"{w}/ch", "--overwrite"], f"{w}/ch", "is a folder"
+
+
+@case("evaluate-out-is-a-file")
+def _(w: Path) -> tuple[list[str], str, str]:
+    (w / "e").write_text("a file")
+    argv = ["evaluate", f"{w}/map.tif", f"{w}/d/study.toml", "--out", f"{w}/e"]
+    return argv, f"{w}/e", "is a file"
+
+
+@case("explain-overwrite-a-folder-of-user-files")
+def _(w: Path) -> tuple[list[str], str, str]:
+    (w / "mine").mkdir()
+    (w / "mine" / "notes.txt").write_text("keep me")
+    argv = ["explain", f"{w}/model.pt", f"{w}/d/study.toml", "--out", f"{w}/mine"]
+    return [*argv, "--overwrite"], f"{w}/mine", "did not write"
+
+
 # ---- item 2: a model meets a grid with other layers
 
 

@@ -56,14 +56,16 @@ def check_not_input(target: str | Path, inputs: Iterable[str | Path]) -> None:
     """Refuse ``target`` if it is, holds, or lies inside one of the command's ``inputs``."""
     target = Path(target)
     resolved = target.resolve()
-    for item in inputs:
-        source = Path(item).resolve()
+    sources = [(item, Path(item).resolve()) for item in inputs]
+    for _, source in sources:  # the most direct reason first
         if resolved == source:
             raise GkdcnError(f"{target}: is an input of this command; choose another output")
+    for item, source in sources:
         if _inside(source, resolved):
             raise GkdcnError(
                 f"{target}: holds {item}, an input of this command; choose another output"
             )
+    for item, source in sources:
         if source.is_dir() and _inside(resolved, source):
             raise GkdcnError(
                 f"{target}: lies inside {item}, an input folder of this command "
