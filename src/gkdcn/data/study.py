@@ -8,6 +8,8 @@ up by index) are collected in ``Study.notes`` for the CLI to show.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import warnings
@@ -70,6 +72,42 @@ class Study:
     faults: gpd.GeoDataFrame | None = None
     notes: list[str] = field(default_factory=list)
     skipped: int = 0
+
+
+def data_fingerprint(study: Study) -> str:
+    """A content hash of what a study computes from: the aligned stack, valid mask, knowledge
+    weight, site cells and labels, and the layer names (so a resumed comparison can tell that
+    the data changed even when every setting is the same)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(list(study.names)).encode())
+    for array in (study.raw, study.valid, study.knowledge):
+        if array is not None:
+            digest.update(str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    sites = study.sites
+    for array in (sites.rows, sites.cols, sites.labels):
+        digest.update(np.asarray(array, dtype=np.int64).tobytes())
+    digest.update("\0".join(map(str, sites.ids)).encode())
+    return digest.hexdigest()[:16]
+
+
+def input_files(config: StudyConfig) -> dict[str, list[int]]:
+    """``{path: [size, mtime_ns]}`` of every file a study reads (folders listed file by file), to
+    name what changed when its data fingerprint no longer matches."""
+    files: dict[str, list[int]] = {}
+    for path in config.input_paths():
+        members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for member in members:
+            with contextlib.suppress(OSError):
+                st = member.stat()
+                files[str(member)] = [st.st_size, st.st_mtime_ns]
+    return files
+
+
+def changed_files(recorded: dict[str, list[int]], current: dict[str, list[int]]) -> list[str]:
+    """The files that differ between two :func:`input_files` records (changed, new or gone)."""
+    names = sorted(set(recorded) | set(current))
+    return [n for n in names if recorded.get(n) != current.get(n)]
 
 
 def _warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
