@@ -452,8 +452,13 @@ def test_bad_input_is_one_line_and_changes_nothing(
     work = tmp_path / "w"
     shutil.copytree(base.root, work)
     monkeypatch.chdir(tmp_path)
-    argv, named, words = setup(work)
-    before = _snapshot(tmp_path)
+    _check_refused(tmp_path, *setup(work))
+
+
+def _check_refused(root: Path, argv: list[str], named: str, words: str) -> None:
+    """Run the CLI; exit 2, one ``error:`` line naming ``named`` and saying ``words``, no
+    traceback, and nothing under ``root`` new or changed."""
+    before = _snapshot(root)
     result = runner.invoke(app, ["--threads", "1", *argv])
     output = result.output
     assert result.exit_code == 2, output
@@ -462,7 +467,89 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert len(errors) == 1, output
     assert named in errors[0], output
     assert words.lower() in errors[0].lower(), output
-    assert _snapshot(tmp_path) == before
+    assert _snapshot(root) == before
+
+
+# ---- cases on a comparison run (one quick run per session, copied per case)
+
+COMPARE = ["--quick", "--seeds", "1", "--models", "cnn", "--protocols", "authors"]
+COMPARE += ["--epochs", "1", "--jobs", "1"]
+
+
+@pytest.fixture(scope="session")
+def run_base(base: Base, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bad_runs")
+    shutil.copytree(base.root / "d", root / "d")
+    argv = ["--threads", "1", "compare", f"{root}/d/study.toml", "--out", f"{root}/run"]
+    result = runner.invoke(app, [*argv, *COMPARE])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+RUN_CASES: list[tuple[str, Setup]] = []
+
+
+def run_case(name: str) -> Callable[[Setup], Setup]:
+    def register(func: Setup) -> Setup:
+        RUN_CASES.append((name, func))
+        return func
+
+    return register
+
+
+@run_case("report-out-is-the-runs-summary")
+def _(w: Path) -> tuple[list[str], str, str]:
+    out = f"{w}/run/summary.json"
+    return ["report", f"{w}/run", "--out", out, "--overwrite"], out, "input"
+
+
+@run_case("report-out-is-a-folder")
+def _(w: Path) -> tuple[list[str], str, str]:
+    return ["report", f"{w}/run", "--out", f"{w}/run/maps", "--overwrite"], "maps", "folder"
+
+
+@run_case("compare-after-the-data-changed")
+def _(w: Path) -> tuple[list[str], str, str]:
+    import rasterio
+
+    layer = w / "d" / "elements" / "Au.tif"
+    with rasterio.open(layer, "r+") as ds:
+        data = ds.read(1)
+        ds.write(np.where(data == ds.nodata, data, data * 1.5), 1)
+    argv = ["compare", f"{w}/d/study.toml", "--out", f"{w}/run", *COMPARE]
+    return argv, f"{w}/run", "Au.tif"
+
+
+@run_case("compare-out-dot-overwrite")
+def _(w: Path) -> tuple[list[str], str, str]:
+    os.chdir(w / "run")  # restored by the test
+    return ["compare", f"{w}/d/study.toml", "--out", ".", "--overwrite", *COMPARE], ".", "current"
+
+
+@run_case("compare-out-is-the-district")
+def _(w: Path) -> tuple[list[str], str, str]:
+    argv = ["compare", f"{w}/d/study.toml", "--out", f"{w}/d", "--overwrite", *COMPARE]
+    return argv, f"{w}/d", "holds"
+
+
+@pytest.mark.parametrize(("name", "setup"), RUN_CASES, ids=[name for name, _ in RUN_CASES])
+def test_bad_input_on_a_run_is_one_line_and_changes_nothing(
+    name: str, setup: Setup, run_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "w"
+    shutil.copytree(run_base, work)
+    monkeypatch.chdir(tmp_path)
+    _check_refused(tmp_path, *setup(work))
+
+
+def test_an_empty_result_is_not_a_finished_job(run_base: Path, tmp_path: Path) -> None:
+    work = tmp_path / "w"
+    shutil.copytree(run_base, work)
+    result_path = work / "run" / "authors" / "cnn" / "seed0" / "result.json"
+    result_path.write_text("")  # a crash between creating and filling it (older versions)
+    out = _ok("compare", f"{work}/d/study.toml", "--out", f"{work}/run", *COMPARE)
+    assert "finished in" in out
+    assert json.loads(result_path.read_text())["model"] == "cnn"
 
 
 def test_gdal_prints_nothing_before_the_one_line_error(base: Base, tmp_path: Path) -> None:
