@@ -21,12 +21,11 @@ the probability over all ``models x K`` samples are returned.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,18 +39,26 @@ from rich.progress import Progress
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from gkdcn.config import Align, PredictConfig, StudyConfig, load_config
+from gkdcn.data.knowledge import knowledge_channel
 from gkdcn.data.samples import padded_index
 from gkdcn.data.transforms import ChannelTransform
 from gkdcn.errors import GkdcnError, InputError, Note
 from gkdcn.io.atomic import atomic_path, check_writable
 from gkdcn.io.grid import Grid
-from gkdcn.io.rasters import ElementSource, layer_names, open_elements, write_geotiff
+from gkdcn.io.rasters import (
+    PROBABILITY_NODATA,
+    ElementSource,
+    layer_names,
+    open_elements,
+    write_probability_map,
+)
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.models.deform import DeformConv2d
 from gkdcn.models.nets import AnomalyNet
+from gkdcn.threads import torch_threads
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
-NODATA = -9999.0
+NODATA = PROBABILITY_NODATA  # one nodata for every probability map gkdcn writes
 MAX_MC_DROPOUT = 1000  # passes; more add nothing to a std estimate and only exhaust memory
 _CSV_CHUNK = 200_000
 _TRANSFORM_CELLS = 32_768
@@ -150,7 +157,7 @@ def _channel_order(bundle: ModelBundle, source: ElementSource) -> list[int]:
     """
     names = list(source.names)
     if any(c not in names for c in bundle.channels):
-        from gkdcn.data.study import KNOWLEDGE_CHANNEL
+        from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL
 
         try:
             bundle.channel_order(names, _source_label(source))  # raises, naming the missing layers
@@ -229,20 +236,6 @@ def _inference_network(bundle: ModelBundle, device: torch.device) -> AnomalyNet:
             # (batch, 64, w, w) buffer per call (out-of-place ReLU on channels-last is also slow).
             module.inplace = True
     return net.to(memory_format=torch.channels_last).eval()
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """Use ``threads`` torch CPU threads inside the block (None: leave the setting alone)."""
-    if threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _set_mc_dropout(net: AnomalyNet) -> None:
@@ -357,7 +350,7 @@ def predict_map(
     devices = [dev.index or 0] if dev.type == "cuda" else []
     cache = _gdal_cache_bytes(source)
     with (
-        _torch_threads(threads),
+        torch_threads(threads),
         rasterio.Env(GDAL_CACHEMAX=cache),
         torch.random.fork_rng(devices=devices),
         torch.inference_mode(),
@@ -475,9 +468,7 @@ def write_prediction(
         names.append("std")
     stack = np.stack(bands).astype(np.float32)
     stack[:, ~result.valid] = NODATA
-    write_geotiff(
-        out_path, stack, result.grid, nodata=NODATA, descriptions=names, overwrite=overwrite
-    )
+    write_probability_map(out_path, stack, result.grid, descriptions=names, overwrite=overwrite)
     if csv_path is not None:
         try:
             write_prediction_csv(result, csv_path, overwrite=overwrite)
@@ -508,17 +499,6 @@ def write_prediction_csv(
     return csv_path
 
 
-def check_output(path: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> None:
-    """:func:`gkdcn.io.atomic.check_writable` plus: the nearest existing ancestor is a folder."""
-    path = Path(path)
-    check_writable(path, overwrite, inputs=inputs)
-    probe = path.parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise GkdcnError(f"{probe}: is a file, not a folder (cannot write {path.name} there)")
-
-
 def open_prediction_source(
     data: str | Path,
     channels: Sequence[str],
@@ -533,7 +513,7 @@ def open_prediction_source(
     model's ``channels`` are opened, in the model's order; other layers are ignored and a missing
     one is a one-line error naming it. ``align`` overrides the config's (default ``"strict"``).
     """
-    from gkdcn.data.study import KNOWLEDGE_CHANNEL
+    from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL
 
     path = Path(data)
     if path.suffix.lower() != ".toml":
@@ -576,11 +556,11 @@ class _KnowledgeChannelSource(ElementSource):
     """
 
     def __init__(self, source: ElementSource, cfg: StudyConfig, name: str) -> None:
-        from gkdcn.data.study import _load_knowledge
+        from gkdcn.data.knowledge import load_knowledge_weight
 
         super().__init__([*source.names, name], source.grid, source.paths, [])
         self._source = source
-        weight, _ = _load_knowledge(cfg, source.grid, np.ones(source.grid.shape, bool), [])
+        weight, _ = load_knowledge_weight(cfg, source.grid, np.ones(source.grid.shape, bool))
         if weight is None:
             raise InputError(
                 cfg.base_dir,
@@ -596,7 +576,7 @@ class _KnowledgeChannelSource(ElementSource):
         else:
             r0, c0 = round(window.row_off), round(window.col_off)
             extra = self._weight[r0 : r0 + data.shape[1], c0 : c0 + data.shape[2]]
-        return np.concatenate([data, extra[np.newaxis].astype(np.float32)], axis=0)
+        return np.concatenate([data, knowledge_channel(extra)], axis=0)
 
     def close(self) -> None:
         self._source.close()
@@ -634,9 +614,9 @@ def predict_to_file(
     if not items:
         raise GkdcnError("no model file given")
     inputs = _input_paths(items, source, data_dir)
-    check_output(out, overwrite, inputs)
+    check_writable(out, overwrite, inputs=inputs)
     if csv_path is not None:
-        check_output(csv_path, overwrite, inputs)
+        check_writable(csv_path, overwrite, inputs=inputs)
         if Path(csv_path).resolve() == Path(out).resolve():
             raise GkdcnError(f"{csv_path}: the CSV and the GeoTIFF must be different files")
     bundles = [m if isinstance(m, ModelBundle) else ModelBundle.load(m) for m in items]
