@@ -505,7 +505,7 @@ def _(w: Path) -> tuple[list[str], str, str]:
 
 @run_case("report-out-is-a-folder")
 def _(w: Path) -> tuple[list[str], str, str]:
-    return ["report", f"{w}/run", "--out", f"{w}/run/maps", "--overwrite"], "maps", "folder"
+    return ["report", f"{w}/run", "--out", f"{w}/run/maps", "--overwrite"], "maps", "holds"
 
 
 @run_case("compare-after-the-data-changed")

@@ -408,7 +408,7 @@ def compare(
     with progress_bar() as progress:
         comparison = run_comparison(
             study, out, plan, overwrite=overwrite, progress=progress, device=_device(device),
-            workers=_workers(jobs),
+            workers=_workers(jobs), inputs=[config],
         )  # fmt: skip
     # soft_wrap: wide tables stay one row per line in logs and narrow terminals
     for table in comparison_tables(comparison):

@@ -91,15 +91,20 @@ def data_fingerprint(study: Study) -> str:
 
 
 def input_files(config: StudyConfig) -> dict[str, list[int]]:
-    """``{path: [size, mtime_ns]}`` of every file a study reads (folders listed file by file), to
-    name what changed when its data fingerprint no longer matches."""
+    """``{path: [size, mtime_ns]}`` of every file a study reads (folders listed file by file; paths
+    relative to the config's folder where they lie inside it), to name what changed when its data
+    fingerprint no longer matches."""
     files: dict[str, list[int]] = {}
+    base = Path(config.base_dir).resolve()
     for path in config.input_paths():
         members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for member in members:
             with contextlib.suppress(OSError):
                 st = member.stat()
-                files[str(member)] = [st.st_size, st.st_mtime_ns]
+                # relative to the config's folder: a copied or moved district keeps its names
+                resolved = member.resolve()
+                name = resolved.relative_to(base) if resolved.is_relative_to(base) else resolved
+                files[str(name)] = [st.st_size, st.st_mtime_ns]
     return files
 
 

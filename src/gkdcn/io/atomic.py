@@ -79,19 +79,22 @@ def check_writable(
     *,
     inputs: Iterable[str | Path] = (),
     folder: bool = False,
+    own: bool = False,
 ) -> None:
     """Fail early (before any work) if ``target`` may not be written.
 
     ``folder``: the output is a whole folder (replaced only if empty or marked with
     :data:`MARKER`); otherwise a file. ``inputs``: the paths the command reads, which its outputs
-    must never replace or lie inside. Also refuses a target whose folder is unwritable.
+    must never replace or lie inside. ``own``: the caller recognised the folder as its own output
+    by an older sign (a comparison's ``run.json``, written before markers existed). Also refuses
+    a target whose folder is unwritable.
     """
     target = Path(target)
     check_not_input(target, inputs)
     if target.exists() or target.is_symlink():
         if not overwrite:
             raise OutputExistsError(target)
-        _check_replaceable(target, folder)
+        _check_replaceable(target, folder, own)
     parent = target.parent if str(target.parent) else Path(".")
     probe = parent
     while not probe.exists():
@@ -102,7 +105,7 @@ def check_writable(
         raise GkdcnError(f"{parent}: folder is not writable")
 
 
-def _check_replaceable(target: Path, folder: bool) -> None:
+def _check_replaceable(target: Path, folder: bool, own: bool = False) -> None:
     """What ``--overwrite`` may replace: see the module docstring."""
     resolved = target.resolve()
     if resolved == Path.cwd().resolve() or _inside(Path.cwd().resolve(), resolved):
@@ -115,7 +118,7 @@ def _check_replaceable(target: Path, folder: bool) -> None:
         return
     if not target.is_dir():
         raise GkdcnError(f"{target}: is a file, not a folder; choose another output")
-    if (target / MARKER).is_file() or not any(target.iterdir()):
+    if own or (target / MARKER).is_file() or not any(target.iterdir()):
         return
     raise GkdcnError(
         f"{target}: folder holds files gkdcn did not write (no {MARKER} marker); "
