@@ -626,6 +626,40 @@ def test_a_model_picks_its_layers_from_a_larger_grid_with_a_note(
     assert f"1 unused: {bundle.channels[-1]}" in out
 
 
+def test_explain_follows_the_same_channel_rule(base: Base, tmp_path: Path) -> None:
+    bundle = ModelBundle.load(base.root / "model.pt")
+    keep = bundle.channels[1:]
+    spec = ModelSpec(kind="cnn", in_channels=len(keep), window=9, width=4)
+    values = np.random.default_rng(2).lognormal(size=(500, len(keep)))
+    small = ModelBundle(
+        spec,
+        build_network(spec).state_dict(),
+        keep,
+        ChannelTransform.fit(values, "log", "standard"),
+    )
+    small.save(tmp_path / "small.pt")
+    out = _ok("explain", f"{tmp_path}/small.pt", f"{base.root}/d/study.toml", "--out",
+              f"{tmp_path}/x", "--no-maps", "--top-k", "1")  # fmt: skip
+    assert f"1 unused: {bundle.channels[0]}" in out
+
+
+def test_train_says_it_fits_one_fold_of_lodo(
+    base: Base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gkdcn.train
+
+    def stop(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # the note is what matters, not the training
+
+    monkeypatch.setattr(gkdcn.train, "train_study", stop)
+    argv = ["train", f"{base.root}/d/study.toml", "-m", "cnn", "--out", f"{tmp_path}/t"]
+    result = runner.invoke(app, [*argv, "--split", "lodo"])
+    assert result.exit_code == 130
+    text = " ".join(result.output.split())
+    assert f"note: the lodo split has {SPEC.n_deposits} folds; train fits the first" in text
+    assert not (tmp_path / "t").exists()
+
+
 def test_values_far_outside_the_training_range_warn_by_layer(base: Base, tmp_path: Path) -> None:
     import rasterio
 
