@@ -706,6 +706,7 @@ def test_interrupt_message_belongs_to_the_command(
     result = runner.invoke(app, argv)
     assert result.exit_code == 130
     assert "interrupted" in result.output and "comparison" not in result.output
+    assert "no partial output was kept" in result.output
 
 
 def test_a_failed_model_write_names_the_file_and_leaves_no_folder(

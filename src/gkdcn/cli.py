@@ -80,7 +80,11 @@ def _friendly(func: F) -> F:
     GDAL's own error lines are silenced (rasterio turns them into exceptions that name the file),
     so the one ``error:`` line is all a user sees.
     """
-    resumes = " (a comparison resumes when run again)" if func.__name__ == "compare" else ""
+    interrupted = (
+        "interrupted; finished jobs are kept and the comparison resumes when run again"
+        if func.__name__ == "compare"
+        else "interrupted; no partial output was kept"
+    )
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -96,7 +100,7 @@ def _friendly(func: F) -> F:
                 err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
                 raise typer.Exit(2) from None
             except KeyboardInterrupt:
-                err_console.print(f"interrupted{resumes}; no partial output was kept")
+                err_console.print(interrupted)
                 raise typer.Exit(130) from None
             except OSError as exc:
                 where = f"{exc.filename}: " if exc.filename else ""
