@@ -96,3 +96,11 @@ def test_a_failed_write_removes_the_folders_it_created(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), atomic_path(target):
         raise RuntimeError("disk full")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_error_naming_the_temporary_file_names_the_output(tmp_path: Path) -> None:
+    target = tmp_path / "map.tif"
+    with pytest.raises(GkdcnError) as info, atomic_path(target) as tmp:
+        raise OSError(f"{tmp}: No space left on device")  # how GDAL words a full disk
+    assert str(info.value) == f"{target}: cannot write: No space left on device"
+    assert list(tmp_path.iterdir()) == []

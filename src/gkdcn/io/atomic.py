@@ -157,6 +157,11 @@ def _renamed_error(exc: OSError, tmp: Path, target: Path) -> OSError | GkdcnErro
         if path == tmp or path.is_relative_to(tmp):
             where = target / path.relative_to(tmp) if path != tmp else target
             return InputError(where, f"cannot write: {exc.strerror or exc}")
+    text = str(exc)
+    if str(tmp) in text or tmp.name in text:  # e.g. GDAL's messages name the file it wrote
+        plain = text.replace(str(tmp), str(target)).replace(tmp.name, target.name)
+        plain = plain.splitlines()[0].removeprefix(f"{target}: ")
+        return InputError(target, f"cannot write: {plain}")
     return exc
 
 
