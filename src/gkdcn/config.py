@@ -31,6 +31,11 @@ class ElementsConfig(_Section):
         default_factory=list, description="explicit channel order; empty = sorted layer names"
     )
     exclude: list[str] = Field(default_factory=list, description="layer names to leave out")
+    nodata: float | dict[str, float] | None = Field(
+        None,
+        description="no-value code besides each file's own nodata: one number for every layer, "
+        "or a table by layer name (key 'default' for the others), e.g. { Au = -1, Te = -1 }",
+    )
 
 
 class RasterSitesConfig(_Section):

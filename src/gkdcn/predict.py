@@ -540,7 +540,9 @@ def open_prediction_source(
     align = align or cfg.align
     wants_knowledge = KNOWLEDGE_CHANNEL in channels
     layers = [c for c in channels if c != KNOWLEDGE_CHANNEL] if wants_knowledge else list(channels)
-    source = open_elements(cfg.resolve(cfg.elements.path), layers=layers, align=align)
+    source = open_elements(
+        cfg.resolve(cfg.elements.path), layers=layers, align=align, nodata=cfg.elements.nodata
+    )
     if not wants_knowledge:
         return source, cfg.predict
     try:

@@ -51,6 +51,16 @@ class AlignmentWarning(UserWarning):
     """A raster was lined up by array index although its georeferenced header says otherwise."""
 
 
+class NodataWarning(UserWarning):
+    """A layer holds float sentinels (|value| >= 1e30) that no nodata declares; read as nodata."""
+
+
+#: Values this large are "no value" markers in float rasters, never data (e.g. -3.4e38).
+SENTINEL = 1e30
+#: Key of a per-layer nodata table that applies to the layers it does not name.
+NODATA_DEFAULT_KEY = "default"
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -106,9 +116,12 @@ class _FileReader:
         align: Align,
         resampling: ResamplingName,
         check_overlap: bool = True,
+        codes: Mapping[int, float] | None = None,
     ) -> None:
         self.path = Path(path)
         self.grid = grid
+        # Declared no-value codes by band, on top of the file's own nodata.
+        self.codes = dict(codes or {})
         self.ds = _open(self.path)
         self.vrt: WarpedVRT | None = None
         try:
@@ -165,6 +178,9 @@ class _FileReader:
         if own.crs is None:
             kwargs["src_crs"] = dst_crs
             kwargs["src_transform"] = own.transform
+        if self.ds.count == 1 and 1 in self.codes:
+            # Declared codes must not be blended into their neighbours by the resampling.
+            kwargs["src_nodata"] = self.codes[1]
         try:
             return WarpedVRT(
                 self.ds,
@@ -207,8 +223,38 @@ class _FileReader:
                     self._read_native(bands, r0, c0, hh, ww, out[:, :hh, :ww])
         except (RasterioError, OSError) as exc:
             raise InputError(self.path, f"cannot read ({_first_line(exc)})") from None
-        out[~np.isfinite(out)] = np.nan
+        for i, band in enumerate(bands):
+            if band in self.codes:
+                out[i][out[i] == out.dtype.type(self.codes[band])] = np.nan
+        with np.errstate(invalid="ignore"):
+            out[~np.isfinite(out) | (np.abs(out) >= SENTINEL)] = np.nan
         return out
+
+    def count_sentinels(self, band: int, step: int = 512) -> tuple[int, float]:
+        """(cells of ``band`` holding |value| >= 1e30 that no nodata declares, one such value).
+
+        One pass over the file's own cells (a float band only; no integer type holds 1e30).
+        """
+        if not np.issubdtype(np.dtype(self.ds.dtypes[band - 1]), np.floating):
+            return 0, math.nan
+        declared = [c for c in (self.ds.nodata, self.codes.get(band)) if c is not None]
+        count, example = 0, math.nan
+        for r0 in range(0, self.ds.height, step):
+            win = Window(0, r0, self.ds.width, min(step, self.ds.height - r0))
+            try:
+                data = self.ds.read(band, window=win)
+            except (RasterioError, OSError) as exc:
+                raise InputError(self.path, f"cannot read ({_first_line(exc)})") from None
+            with np.errstate(invalid="ignore"):
+                hit = np.isfinite(data) & (np.abs(data) >= SENTINEL)
+            for code in declared:
+                if not math.isnan(code):
+                    hit &= data != data.dtype.type(code)
+            n = int(hit.sum())
+            if n:
+                count += n
+                example = float(data[hit][0]) if math.isnan(example) else example
+        return count, example
 
     def _read_native(
         self, bands: Sequence[int], r0: int, c0: int, h: int, w: int, out: np.ndarray
@@ -456,17 +502,58 @@ def _check_not_empty(reader: _FileReader, band: int, name: str, grid: Grid) -> N
     )
 
 
+def layer_nodata(
+    nodata: float | Mapping[str, float] | None, available: Sequence[str], where: Path
+) -> dict[str, float]:
+    """Declared no-value code per layer name from a config's ``elements.nodata``.
+
+    ``nodata`` is one number for every layer, or a table by layer name whose key ``"default"``
+    applies to the layers it does not name. A name that is no layer is a one-line error.
+    """
+    if nodata is None:
+        return {}
+    if not isinstance(nodata, Mapping):
+        return {name: float(nodata) for name in available}
+    unknown = [k for k in nodata if k != NODATA_DEFAULT_KEY and k not in available]
+    if unknown:
+        raise InputError(
+            where,
+            f"elements.nodata names unknown layers: {', '.join(unknown)} "
+            f"(available: {', '.join(sorted(available))})",
+        )
+    default = nodata.get(NODATA_DEFAULT_KEY)
+    codes = {name: float(nodata[name]) for name in available if name in nodata}
+    if default is not None:
+        codes = {name: codes.get(name, float(default)) for name in available}
+    return codes
+
+
+def _warn_sentinels(reader: _FileReader, band: int, name: str) -> None:
+    count, example = reader.count_sentinels(band)
+    if count:
+        warnings.warn(
+            f"{reader.path}: layer '{name}': {count} cells hold {example:.3g} "
+            "(|value| >= 1e30, a float no-value marker) that no nodata declares; read as nodata",
+            NodataWarning,
+            stacklevel=3,
+        )
+
+
 def open_elements(
     path: str | Path,
     layers: Sequence[str] = (),
     exclude: Sequence[str] = (),
     align: Align = "strict",
+    nodata: float | Mapping[str, float] | None = None,
 ) -> ElementSource:
     """Open element layers: a folder of single-band GeoTIFFs (name = file stem) or one multi-band
     GeoTIFF whose band descriptions name the layers.
 
     Channel order is ``layers`` when given, else the sorted names. The first layer in that order
     defines the element grid; others are aligned to it by ``align`` (see the module docstring).
+    ``nodata`` declares no-value codes besides each file's own (see :func:`layer_nodata`); float
+    sentinels (|value| >= 1e30) are always nodata, with a :class:`NodataWarning` naming the layer
+    and the count where nothing declares them.
     """
     path = Path(path)
     layers = list(layers)
@@ -478,12 +565,14 @@ def open_elements(
         if path.is_dir():
             files = _layer_files(path)
             order = _order(list(files), layers, exclude, path)
+            codes = layer_nodata(nodata, list(files), path)
             first = _open(files[order[0]])
             grid = _grid_of_dataset(first)
             first.close()
             readers: list[tuple[_FileReader, list[int], list[int]]] = []
             for pos, name in enumerate(order):
-                reader = _FileReader(files[name], grid, align, "bilinear")
+                band_codes = {1: codes[name]} if name in codes else None
+                reader = _FileReader(files[name], grid, align, "bilinear", codes=band_codes)
                 opened.append(reader)
                 if reader.count != 1:
                     raise InputError(
@@ -510,11 +599,14 @@ def open_elements(
             if dupes:
                 raise InputError(path, f"band descriptions repeat: {', '.join(dupes)}")
             order = _order(descriptions, layers, exclude, path)
+            codes = layer_nodata(nodata, descriptions, path)
+            reader.codes = {descriptions.index(n) + 1: code for n, code in codes.items()}
             bands = [descriptions.index(name) + 1 for name in order]
             readers = [(reader, bands, list(range(len(order))))]
             paths = [path] * len(order)
         for reader, bands, positions in readers:
             for band, pos in zip(bands, positions, strict=True):
+                _warn_sentinels(reader, band, order[pos])
                 _check_not_empty(reader, band, order[pos], grid)
     except BaseException:
         for reader in opened:
