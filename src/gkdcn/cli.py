@@ -296,6 +296,7 @@ def predict(
         int | None, typer.Option(help="Rows per streamed block (default: the config's [predict]).")
     ] = None,
     device: Device = "auto",
+    cog: Annotated[bool, typer.Option(help="Write a Cloud-Optimized GeoTIFF.")] = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Map the anomaly probability of every valid cell onto the element grid (GeoTIFF)."""
@@ -305,10 +306,11 @@ def predict(
         written = predict_to_file(
             models, data, out, csv_path=csv, data_dir=data_dir, mc_dropout=mc_dropout,
             batch_size=batch_size, block_rows=block_rows, device=_device(device),
-            overwrite=overwrite, progress=progress,
+            overwrite=overwrite, progress=progress, cog=cog,
         )  # fmt: skip
     for path in written:
         console.print(f"wrote {path}")
+    console.print(f"wrote {written[0].with_suffix('.qml')} (QGIS style)")
 
 
 @app.command()

@@ -44,6 +44,7 @@ from gkdcn.data.transforms import ChannelTransform
 from gkdcn.errors import GkdcnError, InputError
 from gkdcn.io.atomic import atomic_path, check_writable
 from gkdcn.io.grid import Grid
+from gkdcn.io.qml import QmlStyle, qml_path
 from gkdcn.io.rasters import ElementSource, open_elements, write_geotiff
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.models.deform import DeformConv2d
@@ -451,11 +452,13 @@ def write_prediction(
     *,
     overwrite: bool = False,
     csv_path: str | Path | None = None,
+    cog: bool = False,
 ) -> Path:
     """Write the map as a tiled, DEFLATE-compressed float32 GeoTIFF (and optionally a CSV).
 
     Band 1 is "probability", band 2 "std" when the result has uncertainty; invalid cells hold
-    nodata -9999. The CSV (the authors' format) has one row per valid cell: ``x, y`` of the cell
+    nodata -9999. Internal overviews (``cog``: a Cloud-Optimized GeoTIFF) and a QGIS style
+    ``<map>.qml`` beside it (band 1 on a 0-1 ramp, nodata transparent) open it ready in QGIS. The CSV (the authors' format) has one row per valid cell: ``x, y`` of the cell
     centre in the grid's CRS, ``probability`` (and ``std``). Both files are written atomically;
     if the CSV fails, the new GeoTIFF is removed again.
     """
@@ -474,13 +477,15 @@ def write_prediction(
     stack = np.stack(bands).astype(np.float32)
     stack[:, ~result.valid] = NODATA
     write_geotiff(
-        out_path, stack, result.grid, nodata=NODATA, descriptions=names, overwrite=overwrite
-    )
+        out_path, stack, result.grid, nodata=NODATA, descriptions=names, overwrite=overwrite,
+        overviews=True, cog=cog, style=QmlStyle("probability", 0.0, 1.0),
+    )  # fmt: skip
     if csv_path is not None:
         try:
             write_prediction_csv(result, csv_path, overwrite=overwrite)
         except BaseException:
             out_path.unlink(missing_ok=True)
+            qml_path(out_path).unlink(missing_ok=True)
             raise
     return out_path
 
@@ -602,6 +607,7 @@ def predict_to_file(
     data_dir: str | Path | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    cog: bool = False,
 ) -> list[Path]:
     """Check the outputs can be written, load the model(s), predict, write; the written paths.
 
@@ -611,13 +617,14 @@ def predict_to_file(
     ``block_rows`` default to the config's ``[predict]`` settings). Every check that can fail
     (outputs writable, models readable and compatible, channels present, grid large enough)
     happens before the long computation; on any error no output file is left behind. Returns
-    ``[GeoTIFF]`` or ``[GeoTIFF, CSV]``; use :func:`predict_map` and :func:`write_prediction` to
+    ``[GeoTIFF]`` or ``[GeoTIFF, CSV]`` (the QGIS style beside the GeoTIFF is not listed); use :func:`predict_map` and :func:`write_prediction` to
     keep the :class:`PredictionResult` in memory as well.
     """
     items = [models] if isinstance(models, str | Path | ModelBundle) else list(models)
     if not items:
         raise GkdcnError("no model file given")
     check_output(out, overwrite)
+    check_output(qml_path(out), overwrite)
     if csv_path is not None:
         check_output(csv_path, overwrite)
         if Path(csv_path).resolve() == Path(out).resolve():
@@ -647,7 +654,7 @@ def predict_to_file(
     finally:
         if opened is not None:
             opened.close()
-    write_prediction(result, out, overwrite=overwrite, csv_path=csv_path)
+    write_prediction(result, out, overwrite=overwrite, csv_path=csv_path, cog=cog)
     return [Path(out)] + ([Path(csv_path)] if csv_path is not None else [])
 
 

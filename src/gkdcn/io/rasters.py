@@ -29,14 +29,16 @@ from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
+from rasterio.shutil import copy as rio_copy
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from gkdcn.config import Align
 from gkdcn.errors import GkdcnError, InputError
-from gkdcn.io.atomic import atomic_path
+from gkdcn.io.atomic import atomic_path, check_writable
 from gkdcn.io.grid import Grid
+from gkdcn.io.qml import QmlStyle, qml_path, write_qml
 
 ResamplingName = Literal["nearest", "bilinear"]
 
@@ -625,14 +627,23 @@ def write_geotiff(
     tags: Sequence[Mapping[str, str]] | None = None,
     overwrite: bool = False,
     dtype: str = "float32",
+    overviews: bool = False,
+    cog: bool = False,
+    style: QmlStyle | None = None,
 ) -> None:
     """Write ``(B, H, W)`` or ``(H, W)`` bands on ``grid`` as a GeoTIFF, atomically.
 
     DEFLATE-compressed, tiled in 256-cell blocks when the raster is big enough, band descriptions,
     per-band metadata ``tags`` (e.g. ``{"unit": "ppm"}``) and nodata set. Non-finite cells are
     written as ``nodata`` whenever it is a number, so GIS tools see one nodata value.
+
+    ``overviews`` adds internal overviews (averages, halving until under 256 cells) to rasters
+    larger than 256 cells, so large maps pan fast; ``cog`` writes a Cloud-Optimized GeoTIFF
+    (GDAL's COG driver, overviews included); ``style`` also writes a QGIS ``.qml`` beside it.
     """
     path = Path(path)
+    if style is not None:
+        check_writable(qml_path(path), overwrite)
     data = np.asarray(bands)
     if data.ndim == 2:
         data = data[np.newaxis]
@@ -669,9 +680,11 @@ def write_geotiff(
     }
     if grid.height >= 256 and grid.width >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
+    factors = _overview_factors(grid) if overviews and not cog else []
     with atomic_path(path, overwrite) as tmp:
+        plain = tmp.with_name(f"{tmp.stem}.plain.tif") if cog else tmp
         try:
-            with rasterio.open(tmp, "w", **profile) as dst:
+            with rasterio.open(plain, "w", **profile) as dst:
                 dst.write(data.astype(target, copy=False))
                 if descriptions is not None:
                     for i, text in enumerate(descriptions, start=1):
@@ -680,5 +693,32 @@ def write_geotiff(
                     for i, band_tags in enumerate(tags, start=1):
                         if band_tags:
                             dst.update_tags(i, **band_tags)
+                if factors:
+                    dst.build_overviews(factors, Resampling.average)
+                    dst.update_tags(ns="rio_overview", resampling="average")
+            if cog:
+                rio_copy(
+                    plain, tmp, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=256,
+                    OVERVIEWS="IF_NEEDED", RESAMPLING="AVERAGE", BIGTIFF="IF_SAFER",
+                )  # fmt: skip
         except (RasterioError, OSError) as exc:
             raise GkdcnError(f"{path}: cannot write ({_first_line(exc)})") from None
+        finally:
+            if cog:
+                plain.unlink(missing_ok=True)
+    if style is not None:
+        try:
+            write_qml(path, style, overwrite=overwrite)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+
+def _overview_factors(grid: Grid, smallest: int = 256) -> list[int]:
+    """Overview decimation factors 2, 4, 8, ... until the overview fits in ``smallest`` cells."""
+    factors: list[int] = []
+    factor = 2
+    while max(grid.height, grid.width) / (factor / 2) > smallest:
+        factors.append(factor)
+        factor *= 2
+    return factors
