@@ -298,9 +298,8 @@ def discover(folder: str | Path) -> Discovery:
                 "prospect or showing in its name)",
             )
         chosen = None
-        sites_section["deposits"] = {"raster": _rel(label[0], folder), "value": 1}
-        comments["sites.deposits"].append(
-            f"guessed: {_rel(label[0], folder)} marks deposits with value 1 (check the value)"
+        sites_section["deposits"] = _raster_section(
+            label[0], folder, grid, rasters, comments["sites.deposits"], "deposits"
         )
     if chosen is not None:
         sites_section["deposits"] = _points_section(
@@ -313,8 +312,15 @@ def discover(folder: str | Path) -> Discovery:
         sites_section["non_deposits"] = _points_section(
             non_deposits[0], folder, grid, comments["sites.non_deposits"]
         )
+    negative_rasters = [p for p in rasters if _NON_DEPOSIT.search(p.stem)]
+    if not non_deposits and negative_rasters:
+        comments["sites.non_deposits"] = []
+        sites_section["non_deposits"] = _raster_section(
+            negative_rasters[0], folder, grid, rasters, comments["sites.non_deposits"],
+            "non-deposits",
+        )  # fmt: skip
     cell = min(grid.cell_size)
-    if not non_deposits:
+    if "non_deposits" not in sites_section:
         sites_section["negatives"] = {"min_distance": 3 * cell, "seed": 0}
         comments["sites.negatives"] = [
             "no non-deposit file found: as many non-deposit cells as deposits are drawn at "
@@ -346,6 +352,7 @@ def discover(folder: str | Path) -> Discovery:
         if weights:
             knowledge["weights"] = _rel(weights[0], folder)
             comments["knowledge"].append(f"guessed: {knowledge['weights']} is the fault weight")
+            comments["knowledge"] += _grid_warning(rasters[weights[0]][0], grid)
         else:
             comments["knowledge"].append(
                 'no fault file found: GK-CNN and GK-DCN need faults = "..." or weights = "..."'
@@ -362,6 +369,49 @@ def discover(folder: str | Path) -> Discovery:
     config["transform"] = {"method": "clr", "scaling": "standard"}
     comments["transform"] = ["centred log-ratio then standard scaling, fitted on training windows"]
     return Discovery(folder=folder, config=config, comments=comments, notes=notes)
+
+
+def _marker(path: Path) -> tuple[float, int] | None:
+    """The rarest value of a label raster (its site marker) and how many cells hold it."""
+    import numpy as np
+
+    try:
+        with rasterio.open(path) as ds:
+            data = ds.read(1, masked=True)
+    except (RasterioError, OSError):
+        return None
+    values, counts = np.unique(data.compressed(), return_counts=True)
+    if values.size < 2:
+        return None
+    i = int(np.argmin(counts))
+    return float(values[i]), int(counts[i])
+
+
+def _grid_warning(own: Grid, grid: Grid) -> list[str]:
+    differences = grid.differences(own)
+    if not differences:
+        return []
+    return [
+        f"its grid differs from the element grid ({'; '.join(differences)}): prepare refuses "
+        'it until you set align = "resample" (warp) or "index" (line up by array index) above'
+    ]
+
+
+def _raster_section(
+    path: Path,
+    folder: Path,
+    grid: Grid,
+    rasters: dict[Path, tuple[Grid, int, list[str], str]],
+    comment: list[str],
+    what: str,
+) -> dict[str, Any]:
+    marker = _marker(path)
+    value = marker[0] if marker is not None else 1.0
+    value_out: float | int = int(value) if float(value).is_integer() else value
+    how = f"its rarest value, on {marker[1]} cells" if marker is not None else "the default value"
+    comment.append(f"guessed: {_rel(path, folder)} marks {what} with value {value_out:g} ({how})")
+    comment += _grid_warning(rasters[path][0], grid)
+    return {"raster": _rel(path, folder), "value": value_out}
 
 
 def _points_section(
