@@ -591,7 +591,9 @@ def init(
     for note in found.notes:
         console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     path = write_study(found, out, overwrite=overwrite)
-    console.print(f"wrote {path}; check it, then run: gkdcn prepare {path}", highlight=False)
+    console.print(
+        f"wrote {path}; check it, then run: gkdcn prepare {path}", highlight=False, soft_wrap=True
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point
