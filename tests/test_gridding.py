@@ -311,3 +311,24 @@ def test_synth_samples_writes_a_survey_and_refuses_too_few(tmp_path: Path) -> No
         make_district(SyntheticSpec(height=32, width=32, n_layers=5, n_deposits=4)), 50, 0
     )
     pd.testing.assert_frame_equal(table, again, check_dtype=False)  # seeded: the same survey
+
+
+def test_like_reprojects_samples_to_the_raster_crs(tmp_path: Path) -> None:
+    from pyproj import Transformer
+
+    transform = Affine(1000.0, 0.0, 500_000.0, 0.0, -1000.0, 4_600_000.0)
+    like = write_raster(tmp_path / "like.tif", np.zeros((10, 10), np.float32), transform=transform)
+    rng = np.random.default_rng(6)
+    x, y = rng.uniform(500_000, 510_000, 100), rng.uniform(4_590_000, 4_600_000, 100)
+    lon, lat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(x, y)
+    frame = pd.DataFrame({"lon": lon, "lat": lat, "Cu": 10 + (x - 500_000) / 1000})
+    path = _csv(tmp_path / "s.csv", frame)
+    code, out = _cli(
+        "grid", str(path), "--out", str(tmp_path / "el"), "--x", "lon", "--y", "lat",
+        "--crs", "EPSG:4326", "--like", str(like),
+    )  # fmt: skip
+    assert code == 0, out
+    with rasterio.open(tmp_path / "el" / "Cu.tif") as ds:
+        cu = ds.read(1, masked=True)
+    # The east-west trend lands in the right columns: the samples were reprojected, not shifted.
+    assert cu[:, 0].mean() < 12 and cu[:, -1].mean() > 18

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -670,6 +670,11 @@ def grid_file(
             f"--below-detection must be one of {', '.join(BELOW_DETECTION)}, "
             f"not {options.below_detection!r}"
         )
+    if options.like is not None and options.to_crs is None:
+        like_crs = grid_of(options.like).crs
+        if like_crs is not None:
+            # Samples go onto the given grid: reproject them to its CRS (a no-op when they match).
+            options = replace(options, to_crs=like_crs.to_wkt())
     samples = read_samples(samples_path, options)
     say(f"{len(samples)} sample locations, {len(samples.values)} element column(s)")
     for note in samples.notes:
