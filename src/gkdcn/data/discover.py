@@ -259,9 +259,10 @@ def discover(folder: str | Path) -> Discovery:
     if elements is None:
         hint = ""
         if samples:
-            s = _rel(samples[0].path, folder)
+            first = _rel(samples[0].path, folder)
             hint = (
-                f"; {s} looks like point samples: grid them first (gkdcn grid {s} --out elements)"
+                f"; {first} looks like point samples: grid them first "
+                f"(gkdcn grid {first} --out elements)"
             )
         raise InputError(folder, f"no element grids found (two or more GeoTIFFs on one grid){hint}")
     elements_section, grid, comments["elements"] = elements

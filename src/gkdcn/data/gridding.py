@@ -118,7 +118,7 @@ class SampleTable:
         """Median distance from a sample to its nearest neighbour (map units)."""
         tree = cKDTree(np.column_stack([self.x, self.y]))
         d, _ = tree.query(np.column_stack([self.x, self.y]), k=2)
-        return float(np.median(d[:, 1]))
+        return float(np.median(np.asarray(d)[:, 1]))
 
 
 @dataclass
@@ -419,7 +419,8 @@ def idw(
     out = np.full(qx.shape, np.nan)
     for start in range(0, qx.size, chunk):
         q = np.column_stack([qx[start : start + chunk], qy[start : start + chunk]])
-        d, idx = tree.query(q, k=k, distance_upper_bound=max_distance)
+        found = tree.query(q, k=k, distance_upper_bound=max_distance)
+        d, idx = np.asarray(found[0]), np.asarray(found[1])
         if k == 1:
             d, idx = d[:, None], idx[:, None]
         near = np.isfinite(d)

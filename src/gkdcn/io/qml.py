@@ -95,9 +95,9 @@ def qml_text(style: QmlStyle) -> str:
     ):
         ET.SubElement(gopts, "Option", name=key, type="QString", value=value)
     for i, colour in enumerate(_VIRIDIS):
-        value = low + (high - low) * i / (len(_VIRIDIS) - 1)
+        at = low + (high - low) * i / (len(_VIRIDIS) - 1)
         ET.SubElement(
-            ramp, "item", alpha="255", value=f"{value:.10g}", label=f"{value:.3g}", color=colour
+            ramp, "item", alpha="255", value=f"{at:.10g}", label=f"{at:.3g}", color=colour
         )
     ET.SubElement(pipe, "brightnesscontrast", brightness="0", contrast="0", gamma="1")
     ET.SubElement(pipe, "huesaturation", saturation="0", grayscaleMode="0", colorizeOn="0")
