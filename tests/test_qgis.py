@@ -61,3 +61,35 @@ def test_write_geotiff_style_overviews_and_cog(tmp_path: Path) -> None:
     write_geotiff(small, band[:50, :50], _grid(50), nodata=-9999, overviews=True)
     with rasterio.open(small) as ds:
         assert ds.overviews(1) == []
+
+
+def test_predict_cli_writes_style_and_cog(tmp_path: Path, tiny_study: object) -> None:
+    from typer.testing import CliRunner
+
+    from conftest import random_state
+    from gkdcn.cli import app
+    from gkdcn.data.transforms import ChannelTransform
+    from gkdcn.models.bundle import ModelBundle
+    from gkdcn.models.nets import ModelSpec, build_network
+
+    cfg = tiny_study
+    channels = ["As", "Au", "Cu", "Zn"]
+    spec = ModelSpec(kind="cnn", in_channels=4, window=5, width=8)
+    values = np.random.default_rng(0).lognormal(1.0, 0.5, size=(100, 4))
+    bundle = ModelBundle(
+        spec=spec, state=random_state(build_network(spec), 0), channels=channels,
+        transform=ChannelTransform.fit(values, "log", "standard"), padding="zero",
+    )  # fmt: skip
+    bundle.save(tmp_path / "m.pt")
+    elements = cfg.resolve(cfg.elements.path)  # type: ignore[attr-defined]
+    result = CliRunner().invoke(
+        app, ["predict", str(tmp_path / "m.pt"), str(elements), "--out", str(tmp_path / "p.tif"),
+              "--cog", "--device", "cpu"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "p.qml" in result.output
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert ds.descriptions[0] == "probability"
+    root = ET.parse(tmp_path / "p.qml").getroot()
+    assert root.find("pipe/rasterrenderer").get("band") == "1"  # type: ignore[union-attr]
