@@ -104,3 +104,22 @@ def test_multiband_file_codes(tmp_path: Path) -> None:
         values = src.read()
     assert np.isnan(values[src.names.index("Au"), 0, 0])
     assert np.isfinite(values[src.names.index("Cu")]).all()
+
+
+def test_valid_ranges_turn_values_outside_into_nodata(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with open_elements(folder, valid_range={"Cu": (20.0, 40.0)}) as src:
+            cu = src.read()[src.names.index("Cu")]
+    outside = [str(w.message) for w in caught if "valid range" in str(w.message)]
+    assert len(outside) == 1 and "layer 'Cu'" in outside[0]
+    assert np.isnan(cu).sum() == int(outside[0].split(": ")[2].split()[0])
+    assert np.nanmin(cu) >= 20 and np.nanmax(cu) <= 40
+    with pytest.raises(InputError, match="unknown layers: pH"):
+        open_elements(folder, valid_range={"pH": (0.0, 14.0)})
+    with pytest.raises(InputError, match="must be below high"):
+        config_from_dict(
+            {"elements": {"path": "el", "valid_range": {"Cu": [5, 1]}},
+             "sites": {"deposits": {"raster": "d.tif"}}}, tmp_path,
+        )  # fmt: skip

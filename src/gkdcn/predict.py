@@ -546,8 +546,9 @@ def open_prediction_source(
     wants_knowledge = KNOWLEDGE_CHANNEL in channels
     layers = [c for c in channels if c != KNOWLEDGE_CHANNEL] if wants_knowledge else list(channels)
     source = open_elements(
-        cfg.resolve(cfg.elements.path), layers=layers, align=align, nodata=cfg.elements.nodata
-    )
+        cfg.resolve(cfg.elements.path), layers=layers, align=align, nodata=cfg.elements.nodata,
+        valid_range=cfg.elements.valid_range,
+    )  # fmt: skip
     if not wants_knowledge:
         return source, cfg.predict
     try:

@@ -129,7 +129,7 @@ def load_study(config: StudyConfig) -> Study:
         elements_path = config.resolve(config.elements.path)
         with open_elements(
             elements_path, config.elements.layers, config.elements.exclude, config.align,
-            nodata=config.elements.nodata,
+            nodata=config.elements.nodata, valid_range=config.elements.valid_range,
         ) as source:  # fmt: skip
             names = list(source.names)
             grid = source.grid

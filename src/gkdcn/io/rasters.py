@@ -119,11 +119,13 @@ class _FileReader:
         resampling: ResamplingName,
         check_overlap: bool = True,
         codes: Mapping[int, float] | None = None,
+        ranges: Mapping[int, tuple[float, float]] | None = None,
     ) -> None:
         self.path = Path(path)
         self.grid = grid
-        # Declared no-value codes by band, on top of the file's own nodata.
+        # Declared no-value codes and valid ranges by band, on top of the file's own nodata.
         self.codes = dict(codes or {})
+        self.ranges = dict(ranges or {})
         self.ds = _open(self.path)
         self.vrt: WarpedVRT | None = None
         try:
@@ -228,9 +230,30 @@ class _FileReader:
         for i, band in enumerate(bands):
             if band in self.codes:
                 out[i][out[i] == out.dtype.type(self.codes[band])] = np.nan
+            if band in self.ranges:
+                low, high = self.ranges[band]
+                with np.errstate(invalid="ignore"):
+                    out[i][(out[i] < low) | (out[i] > high)] = np.nan
         with np.errstate(invalid="ignore"):
             out[~np.isfinite(out) | (np.abs(out) >= SENTINEL)] = np.nan
         return out
+
+    def count_outside(self, band: int, step: int = 512) -> int:
+        """Valid cells of ``band`` outside its declared valid range (0 when none is declared)."""
+        if band not in self.ranges:
+            return 0
+        low, high = self.ranges[band]
+        saved, self.ranges = self.ranges, {}
+        count = 0
+        try:
+            for r0 in range(0, self.grid.height, step):
+                win = Window(0, r0, self.grid.width, min(step, self.grid.height - r0))
+                data = self.read([band], win)[0]
+                with np.errstate(invalid="ignore"):
+                    count += int(((data < low) | (data > high)).sum())
+        finally:
+            self.ranges = saved
+        return count
 
     def count_sentinels(self, band: int, step: int = 512) -> tuple[int, float]:
         """(cells of ``band`` holding |value| >= 1e30 that no nodata declares, one such value).
@@ -539,6 +562,36 @@ def _warn_sentinels(reader: _FileReader, band: int, name: str) -> None:
             NodataWarning,
             stacklevel=3,
         )
+    outside = reader.count_outside(band)
+    if outside:
+        low, high = reader.ranges[band]
+        warnings.warn(
+            f"{reader.path}: layer '{name}': {outside} cells outside its valid range "
+            f"[{low:g}, {high:g}]; read as nodata",
+            NodataWarning,
+            stacklevel=3,
+        )
+
+
+def layer_ranges(
+    ranges: Mapping[str, tuple[float, float]] | None, available: Sequence[str], where: Path
+) -> dict[str, tuple[float, float]]:
+    """Valid range per layer name from a config's ``elements.valid_range`` (key ``"default"``
+    for the layers it does not name); a name that is no layer is a one-line error."""
+    if not ranges:
+        return {}
+    unknown = [k for k in ranges if k != NODATA_DEFAULT_KEY and k not in available]
+    if unknown:
+        raise InputError(
+            where,
+            f"elements.valid_range names unknown layers: {', '.join(unknown)} "
+            f"(available: {', '.join(sorted(available))})",
+        )
+    default = ranges.get(NODATA_DEFAULT_KEY)
+    out = {name: tuple(ranges[name]) for name in available if name in ranges}
+    if default is not None:
+        out = {name: out.get(name, tuple(default)) for name in available}
+    return {name: (float(r[0]), float(r[1])) for name, r in out.items()}
 
 
 def open_elements(
@@ -547,6 +600,7 @@ def open_elements(
     exclude: Sequence[str] = (),
     align: Align = "strict",
     nodata: float | Mapping[str, float] | None = None,
+    valid_range: Mapping[str, tuple[float, float]] | None = None,
 ) -> ElementSource:
     """Open element layers: a folder of single-band GeoTIFFs (name = file stem) or one multi-band
     GeoTIFF whose band descriptions name the layers.
@@ -555,7 +609,8 @@ def open_elements(
     defines the element grid; others are aligned to it by ``align`` (see the module docstring).
     ``nodata`` declares no-value codes besides each file's own (see :func:`layer_nodata`); float
     sentinels (|value| >= 1e30) are always nodata, with a :class:`NodataWarning` naming the layer
-    and the count where nothing declares them.
+    and the count where nothing declares them; values outside a layer's ``valid_range``
+    (see :func:`layer_ranges`) are nodata too, with a warning giving the count.
     """
     path = Path(path)
     layers = list(layers)
@@ -568,13 +623,17 @@ def open_elements(
             files = _layer_files(path)
             order = _order(list(files), layers, exclude, path)
             codes = layer_nodata(nodata, list(files), path)
+            limits = layer_ranges(valid_range, list(files), path)
             first = _open(files[order[0]])
             grid = _grid_of_dataset(first)
             first.close()
             readers: list[tuple[_FileReader, list[int], list[int]]] = []
             for pos, name in enumerate(order):
-                band_codes = {1: codes[name]} if name in codes else None
-                reader = _FileReader(files[name], grid, align, "bilinear", codes=band_codes)
+                reader = _FileReader(
+                    files[name], grid, align, "bilinear",
+                    codes={1: codes[name]} if name in codes else None,
+                    ranges={1: limits[name]} if name in limits else None,
+                )  # fmt: skip
                 opened.append(reader)
                 if reader.count != 1:
                     raise InputError(
@@ -603,6 +662,8 @@ def open_elements(
             order = _order(descriptions, layers, exclude, path)
             codes = layer_nodata(nodata, descriptions, path)
             reader.codes = {descriptions.index(n) + 1: code for n, code in codes.items()}
+            limits = layer_ranges(valid_range, descriptions, path)
+            reader.ranges = {descriptions.index(n) + 1: r for n, r in limits.items()}
             bands = [descriptions.index(name) + 1 for name in order]
             readers = [(reader, bands, list(range(len(order))))]
             paths = [path] * len(order)
