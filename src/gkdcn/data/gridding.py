@@ -559,7 +559,10 @@ def grid_samples(
                     f"for verde-spline (at most {_SPLINE_MAX_SAMPLES}); use --method idw"
                 )
         if not log:
-            notes.append(f"{name}: has zero or negative values, interpolated in linear space")
+            notes.append(
+                f"{name}: has zero or negative values, interpolated in linear space (if it is "
+                "not a concentration, list it in [elements] auxiliary)"
+            )
         if progress is not None:
             progress(name)
         est = interpolate(xs, ys, space, qx, qy).reshape(grid.shape)
