@@ -510,7 +510,7 @@ def grid(
     samples: Annotated[
         Path, typer.Argument(help="Point samples: CSV with coordinate columns, or a vector file.")
     ],
-    out: Annotated[Path, typer.Option(help="Folder for <element>.tif (an [elements] folder).")],
+    out: Annotated[Path, typer.Option(help="Folder for <element>.tif: a study's elements folder.")],
     x: Annotated[str, typer.Option(help="CSV x column.")] = "x",
     y: Annotated[str, typer.Option(help="CSV y column.")] = "y",
     crs: Annotated[
