@@ -13,7 +13,7 @@ from rasterio.crs import CRS
 
 from gkdcn.errors import OutputExistsError
 from gkdcn.io.grid import Grid
-from gkdcn.io.qml import QmlStyle, qml_path, qml_text
+from gkdcn.io.qml import QmlStyle, qml_path, qml_text, style_for_values
 from gkdcn.io.rasters import write_geotiff
 
 
@@ -93,3 +93,9 @@ def test_predict_cli_writes_style_and_cog(tmp_path: Path, tiny_study: object) ->
         assert ds.descriptions[0] == "probability"
     root = ET.parse(tmp_path / "p.qml").getroot()
     assert root.find("pipe/rasterrenderer").get("band") == "1"  # type: ignore[union-attr]
+
+
+def test_style_for_values_spans_the_finite_values() -> None:
+    style = style_for_values("gradcam", np.array([[np.nan, -2.0], [3.5, 1.0]]))
+    assert (style.minimum, style.maximum, style.band_name) == (-2.0, 3.5, "gradcam")
+    assert style_for_values("x", np.full(3, np.nan)) == QmlStyle("x", 0.0, 1.0)

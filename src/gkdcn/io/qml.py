@@ -31,6 +31,17 @@ class QmlStyle:
     band: int = 1
 
 
+def style_for_values(band_name: str, values: object, band: int = 1) -> QmlStyle:
+    """A style whose ramp spans the finite values of ``values`` (e.g. a Grad-CAM band)."""
+    import numpy as np
+
+    data = np.asarray(values, dtype=float)
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return QmlStyle(band_name, 0.0, 1.0, band)
+    return QmlStyle(band_name, float(finite.min()), float(finite.max()), band)
+
+
 def qml_path(tif_path: str | Path) -> Path:
     """Where QGIS looks for the default style of ``tif_path``."""
     return Path(tif_path).with_suffix(".qml")
