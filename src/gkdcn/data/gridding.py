@@ -68,7 +68,7 @@ _ID_NAMES = {
 _MISSING_TEXT = {"", "na", "n/a", "n.a.", "nan", "nd", "n.d.", "-", "--", "null", "none"}
 _MAX_CELLS = 50_000_000
 # verde's spline solves a dense N x N system: beyond this many samples use IDW.
-_SPLINE_MAX_SAMPLES = 3000
+_SPLINE_MAX_SAMPLES = 2000
 
 
 @dataclass(frozen=True)
