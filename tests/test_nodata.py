@@ -41,15 +41,19 @@ def test_declared_codes_and_sentinels_become_nodata(tmp_path: Path) -> None:
     plain, notes = _read(folder)
     assert (plain["Au"] == -1).sum() == 24  # undeclared -1 is data: it must be declared
     assert np.isnan(plain["Te"]).sum() == 7
-    assert len(notes) == 1 and "layer 'Te'" in notes[0] and "7 cells" in notes[0]
-    declared, _ = _read(folder, {"Au": -1})
+    assert len(notes) == 2
+    # The -1 stays data (nothing declares it) but the note says what to write.
+    assert "layer 'Au': 24 cells hold -1" in notes[0] and "nodata = { Au = -1 }" in notes[0]
+    assert "layer 'Te'" in notes[1] and "7 cells" in notes[1]
+    declared, notes = _read(folder, {"Au": -1})
     assert np.isnan(declared["Au"]).sum() == 24 and np.isfinite(declared["Cu"]).all()
+    assert len(notes) == 1 and "layer 'Te'" in notes[0]
     declared, _ = _read(folder, {"default": -1, "Cu": 0})
     assert np.isnan(declared["Au"]).sum() == 24
     declared, _ = _read(folder, -1.0)
     assert np.isnan(declared["Au"]).sum() == 24
     # A declared sentinel needs no note.
-    _, notes = _read(folder, {"Te": float(SENTINEL)})
+    _, notes = _read(folder, {"Te": float(SENTINEL), "Au": -1})
     assert notes == []
 
 

@@ -255,31 +255,49 @@ class _FileReader:
             self.ranges = saved
         return count
 
-    def count_sentinels(self, band: int, step: int = 512) -> tuple[int, float]:
-        """(cells of ``band`` holding |value| >= 1e30 that no nodata declares, one such value).
+    def scan(self, band: int, step: int = 512) -> tuple[int, float, float, int]:
+        """One pass over the file's own cells of ``band``, for the notes at open time.
 
-        One pass over the file's own cells (a float band only; no integer type holds 1e30).
+        Returns ``(sentinels, example, code, code_count)``: the cells holding |value| >= 1e30
+        that no nodata declares (float bands only) and one such value; and the most common
+        undeclared negative value with its count when it looks like a no-value code (one value
+        on at least 10 cells and 0.5 % of the layer, and most of its negative cells), else NaN, 0.
         """
-        if not np.issubdtype(np.dtype(self.ds.dtypes[band - 1]), np.floating):
-            return 0, math.nan
+        floating = np.issubdtype(np.dtype(self.ds.dtypes[band - 1]), np.floating)
         declared = [c for c in (self.ds.nodata, self.codes.get(band)) if c is not None]
         count, example = 0, math.nan
+        negatives: dict[float, int] = {}
         for r0 in range(0, self.ds.height, step):
             win = Window(0, r0, self.ds.width, min(step, self.ds.height - r0))
             try:
                 data = self.ds.read(band, window=win)
             except (RasterioError, OSError) as exc:
                 raise InputError(self.path, f"cannot read ({_first_line(exc)})") from None
-            with np.errstate(invalid="ignore"):
-                hit = np.isfinite(data) & (np.abs(data) >= SENTINEL)
+            keep = np.ones(data.shape, dtype=bool)
             for code in declared:
                 if not math.isnan(code):
-                    hit &= data != data.dtype.type(code)
+                    native = _native_nodata(code, data.dtype)
+                    if native is not None:
+                        keep &= data != native
+            with np.errstate(invalid="ignore"):
+                big = np.abs(data) >= SENTINEL if floating else np.zeros(data.shape, bool)
+                hit = keep & np.isfinite(data) & big
+                negative = keep & (data < 0) & ~big
             n = int(hit.sum())
             if n:
                 count += n
                 example = float(data[hit][0]) if math.isnan(example) else example
-        return count, example
+            if negative.any() and len(negatives) < 10_000:
+                values, counts = np.unique(data[negative], return_counts=True)
+                for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+                    negatives[v] = negatives.get(v, 0) + c
+        code, code_count = math.nan, 0
+        if negatives:
+            value, top = max(negatives.items(), key=lambda item: item[1])
+            cells = self.ds.height * self.ds.width
+            if top >= max(10, 0.005 * cells) and top > 0.5 * sum(negatives.values()):
+                code, code_count = float(value), int(top)
+        return count, example, code, code_count
 
     def _read_native(
         self, bands: Sequence[int], r0: int, c0: int, h: int, w: int, out: np.ndarray
@@ -554,7 +572,14 @@ def layer_nodata(
 
 
 def _warn_sentinels(reader: _FileReader, band: int, name: str) -> None:
-    count, example = reader.count_sentinels(band)
+    count, example, code, code_count = reader.scan(band)
+    if code_count:
+        warnings.warn(
+            f"{reader.path}: layer '{name}': {code_count} cells hold {code:g}, which looks like a "
+            f"no-value code; if it is one, declare it: [elements] nodata = {{ {name} = {code:g} }}",
+            NodataWarning,
+            stacklevel=3,
+        )
     if count:
         warnings.warn(
             f"{reader.path}: layer '{name}': {count} cells hold {example:.3g} "
