@@ -808,3 +808,36 @@ def _overview_factors(grid: Grid, smallest: int = 256) -> list[int]:
         factors.append(factor)
         factor *= 2
     return factors
+
+
+#: The nodata value of every probability GeoTIFF gkdcn writes (in memory: NaN).
+PROBABILITY_NODATA = -9999.0
+
+
+def write_probability_map(
+    path: str | Path,
+    bands: np.ndarray,
+    grid: Grid,
+    *,
+    descriptions: Sequence[str] = ("probability",),
+    overwrite: bool = False,
+    cog: bool = False,
+) -> Path:
+    """Write probability bands (``(H, W)`` or ``(B, H, W)``, NaN = no data) as float32 GeoTIFF
+    with nodata :data:`PROBABILITY_NODATA`: the one convention of every probability map.
+
+    QGIS-ready: internal overviews (``cog``: a Cloud-Optimized GeoTIFF instead) and a ``.qml``
+    style beside it (band 1 on a 0-1 ramp, nodata transparent).
+    """
+    write_geotiff(
+        path,
+        np.asarray(bands, dtype=np.float32),
+        grid,
+        nodata=PROBABILITY_NODATA,
+        descriptions=list(descriptions),
+        overwrite=overwrite,
+        overviews=True,
+        cog=cog,
+        style=QmlStyle(str(descriptions[0]), 0.0, 1.0),
+    )
+    return Path(path)
