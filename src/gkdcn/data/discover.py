@@ -24,13 +24,14 @@ from typing import Any
 
 import pandas as pd
 import rasterio
-import tomli_w
 from rasterio.errors import RasterioError
 
+from gkdcn.compare.layout import RunLayout
 from gkdcn.config import load_config
 from gkdcn.errors import GkdcnError, InputError
 from gkdcn.io.atomic import atomic_path, check_writable
 from gkdcn.io.grid import Grid
+from gkdcn.io.toml import to_toml
 
 _RASTER = (".tif", ".tiff")
 _TABLE = (".csv", ".txt", ".tsv")
@@ -103,7 +104,7 @@ def _files(folder: Path, depth: int = 3) -> list[Path]:
                     and entry.name not in _SKIP_DIRS
                     and (
                         not (entry / "metadata.json").exists()
-                        and not (entry / "summary.json").exists()
+                        and not (entry / RunLayout.SUMMARY).exists()
                     )
                 ):
                     walk(entry, level + 1)
@@ -442,11 +443,12 @@ _HEADER = """\
 
 
 def render_toml(discovery: Discovery, file_name: str = "study.toml") -> str:
-    """The commented TOML text of a discovery (tomli_w for the values, comments around them)."""
+    """The commented TOML text of a discovery (:func:`gkdcn.io.toml.to_toml` for the values,
+    comments around them)."""
     config = discovery.config
     parts = [_HEADER.format(name=file_name)]
     scalars = {k: v for k, v in config.items() if not isinstance(v, dict)}
-    parts.append(tomli_w.dumps(scalars))
+    parts.append(to_toml(scalars))
     for key, value in config.items():
         if not isinstance(value, dict):
             continue
@@ -460,7 +462,7 @@ def render_toml(discovery: Discovery, file_name: str = "study.toml") -> str:
 
 def _block(key: str, data: dict[str, Any], discovery: Discovery) -> str:
     lines = [f"# {line}" for line in discovery.comments.get(key, [])]
-    return "\n".join([*lines, tomli_w.dumps(data).strip("\n")])
+    return "\n".join([*lines, to_toml(data).strip("\n")])
 
 
 def write_study(
