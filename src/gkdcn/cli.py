@@ -522,9 +522,9 @@ def grid(
 
     options = GriddingOptions(
         x=x, y=y, crs=crs, columns=parse_columns(columns), cell=cell, like=like, to_crs=to_crs,
-        method=method,  # type: ignore[arg-type]  # checked by grid_file
+        method=method,  # checked by grid_file
         max_distance=max_distance, nodata=tuple(nodata or ()),
-        below_detection=below_detection,  # type: ignore[arg-type]
+        below_detection=below_detection,
     )  # fmt: skip
     say = lambda text: console.print(f"note: {text}", highlight=False, soft_wrap=True)  # noqa: E731
     result = grid_file(samples, out, options, overwrite=overwrite, log=say)
