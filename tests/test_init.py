@@ -144,6 +144,7 @@ def test_from_point_samples_to_compare(tmp_path: Path) -> None:
     assert "below detection" in out and "exact duplicate" in out
     code, out = _cli("init", str(user))
     assert code == 0, out
+    assert "gridded from point samples" in (user / "study.toml").read_text()
     code, out = _cli("prepare", str(user / "study.toml"))
     assert code == 0, out
     assert "5 deposits" in out
@@ -169,3 +170,16 @@ def test_init_guesses_the_tianshan_release_like_the_example_config() -> None:
     assert found.config["knowledge"]["weights"] == example["knowledge"]["weights"]
     # The release's label rasters sit on other grids: the file says so and how to proceed.
     assert any('align = "resample"' in line for line in found.comments["sites.deposits"])
+
+
+def test_init_names_poorly_gridded_elements(district: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "copy"
+    shutil.copytree(district, folder)
+    (folder / "study.toml").unlink()
+    (folder / "elements" / "cross_validation.csv").write_text(
+        "element,samples,space,cv_rmse,cv_mae,cv_r,cv_r2\nAu,90,log10,0.4,0.3,0.4,0.16\n"
+        "Cu,90,log10,0.1,0.1,0.9,0.81\n"
+    )
+    found = discover(folder)
+    assert any("mapped poorly (R² < 0.5): Au 0.16" in c for c in found.comments["elements"])
+    assert load_config(write_study(found)).elements.path == Path("elements")

@@ -267,6 +267,7 @@ def discover(folder: str | Path) -> Discovery:
             )
         raise InputError(folder, f"no element grids found (two or more GeoTIFFs on one grid){hint}")
     elements_section, grid, comments["elements"] = elements
+    comments["elements"] += _gridding_quality(folder / elements_section["path"])
     for s in samples:
         notes.append(
             f"{_rel(s.path, folder)} has {s.numeric} numeric columns: a sample table, not sites "
@@ -371,6 +372,26 @@ def discover(folder: str | Path) -> Discovery:
     config["transform"] = {"method": "clr", "scaling": "standard"}
     comments["transform"] = ["centred log-ratio then standard scaling, fitted on training windows"]
     return Discovery(folder=folder, config=config, comments=comments, notes=notes)
+
+
+def _gridding_quality(elements: Path, poor: float = 0.5) -> list[str]:
+    """Comments on a folder written by ``gkdcn grid``: which elements its cross-validation
+    says are mapped poorly (R² below ``poor``), so the user can decide to exclude them."""
+    from gkdcn.data.gridding import CV_FILE
+
+    table_path = elements / CV_FILE
+    if not elements.is_dir() or not table_path.exists():
+        return []
+    try:
+        table = pd.read_csv(table_path)
+        r2 = dict(zip(table["element"].astype(str), table["cv_r2"].astype(float), strict=True))
+    except (OSError, KeyError, ValueError, pd.errors.ParserError):
+        return []
+    text = f"gridded from point samples ({CV_FILE}: cross-validated R² per element)"
+    weak = [f"{name} {value:.2f}" for name, value in r2.items() if not value >= poor]
+    if weak:
+        text += f"; mapped poorly (R² < {poor:g}): {', '.join(weak)}; consider exclude = [...]"
+    return [text]
 
 
 def _marker(path: Path) -> tuple[float, int] | None:
