@@ -531,9 +531,11 @@ def grid(
     console.print(format_cross_validation(result.cross_validation), highlight=False)
     console.print(
         f"wrote {len(result.layers)} element grids ({result.grid.height} x {result.grid.width}) "
-        f'and {CV_FILE} to {out}; use it as [elements] path = "{out}"',
+        f'and {CV_FILE} to {out}; use it as [elements] path = "{out}", or run '
+        f"gkdcn init {out.parent} with the deposits and faults there",
         highlight=False,
         markup=False,
+        soft_wrap=True,
     )
 
 
