@@ -23,12 +23,9 @@ from gkdcn.evaluate import (
     _bootstrap_auc,
     evaluate_map,
     evaluate_scores,
-    plot_pr,
-    plot_prediction_area,
-    plot_roc,
-    plot_success_rate,
     write_evaluation,
 )
+from gkdcn.figures import plot_pr, plot_prediction_area, plot_roc, plot_success_rate
 
 
 def _random_map(
@@ -336,7 +333,8 @@ def test_prediction_area_figure(two_evaluations: dict[str, Evaluation]) -> None:
 
 
 def test_plot_needs_curves() -> None:
-    with pytest.raises(GkdcnError):
+    # Calling a plot with nothing is a programming error, not a user error.
+    with pytest.raises(ValueError, match="nothing to plot"):
         plot_roc({})
 
 

@@ -12,11 +12,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gkdcn.errors import InputError
+from gkdcn.errors import InputError, validation_message
 
 Align = Literal["strict", "resample", "index"]
 ModelKind = Literal["cnn", "dcn", "gk-cnn", "gk-dcn"]
 MODEL_KINDS: tuple[ModelKind, ...] = ("cnn", "dcn", "gk-cnn", "gk-dcn")
+#: Display name of each model kind (figures, tables, the report).
+MODEL_LABELS = {"cnn": "CNN", "dcn": "DCN", "gk-cnn": "GK-CNN", "gk-dcn": "GK-DCN"}
 
 
 class _Section(BaseModel):
@@ -240,10 +242,4 @@ def config_from_dict(
     try:
         return StudyConfig.model_validate({**raw, "base_dir": Path(base_dir)})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(part) for part in first["loc"])
-        message = first["msg"]
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise InputError(source or "config", f"key '{key}': {message}{extra}") from None
+        raise InputError(source or "config", validation_message(exc)) from None

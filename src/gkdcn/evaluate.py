@@ -19,15 +19,12 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
     accuracy_score,
@@ -42,7 +39,13 @@ from sklearn.metrics import (
 from sklearn.metrics import auc as sk_auc
 
 from gkdcn.errors import GkdcnError
-from gkdcn.figures import save_figure
+from gkdcn.figures import (
+    plot_pr,
+    plot_prediction_area,
+    plot_roc,
+    plot_success_rate,
+    save_figure,
+)
 from gkdcn.io.atomic import atomic_path, check_writable
 
 __all__ = [
@@ -547,144 +550,6 @@ def _percentile_ci(boot: np.ndarray) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------- figures
-
-
-def _ci_text(ci: tuple[float, float]) -> str:
-    if any(math.isnan(v) for v in ci):
-        return ""
-    return f", 95% CI {ci[0]:.3f}–{ci[1]:.3f}"
-
-
-def _new_axes(title: str) -> tuple[Figure, Axes]:
-    fig = Figure(figsize=(6.0, 5.0), layout="constrained")
-    ax = fig.add_subplot()
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    return fig, ax
-
-
-def _check_curves(curves: Mapping[str, Evaluation]) -> None:
-    if not curves:
-        raise GkdcnError("nothing to plot: no evaluations given")
-
-
-def _curves_against_diagonal(
-    title: str, xlabel: str, ylabel: str, series: list[tuple[str, np.ndarray, np.ndarray]]
-) -> Figure:
-    """Curves in % on both axes over the dashed diagonal of a random ranking."""
-    fig, ax = _new_axes(title)
-    ax.plot([0, 100], [0, 100], ls="--", color="0.5", lw=1, label="random (AUC 0.500)")
-    for label, x, y in series:
-        ax.plot(100 * x, 100 * y, lw=1.8, label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_xlim(0, 100)
-    ax.set_ylim(0, 101)
-    ax.legend(loc="lower right", fontsize="small")
-    return fig
-
-
-def plot_roc(curves: Mapping[str, Evaluation]) -> Figure:
-    """ROC curves of one or more evaluations (legend: AUC and its bootstrap CI)."""
-    _check_curves(curves)
-    return _curves_against_diagonal(
-        "ROC curve",
-        "False positive rate (% of background cells)",
-        "True positive rate (% of deposit cells)",
-        [
-            (f"{name} (AUC {ev.auc:.3f}{_ci_text(ev.auc_ci)})", ev.roc.fpr, ev.roc.tpr)
-            for name, ev in curves.items()
-        ],
-    )
-
-
-def plot_pr(curves: Mapping[str, Evaluation]) -> Figure:
-    """Precision-recall curves (legend: average precision); dotted lines show no-skill precision."""
-    _check_curves(curves)
-    fig, ax = _new_axes("Precision–recall curve")
-    for name, ev in curves.items():
-        (line,) = ax.plot(
-            100 * ev.pr.recall,
-            100 * ev.pr.precision,
-            lw=1.8,
-            label=f"{name} (AP {ev.pr_auc:.3f})",
-        )
-        ax.axhline(100 * ev.prevalence, ls=":", lw=1, color=line.get_color())
-    ax.plot([], [], ls=":", color="0.5", label="no skill (deposit share of cells)")
-    ax.set_xlabel("Recall (% of deposit cells)")
-    ylabel = "Precision (% of selected cells that are deposits)"
-    ax.set_xlim(0, 100)
-    low = min(ev.prevalence for ev in curves.values())
-    if low < 0.05:
-        # On a map deposits are a tiny share of cells, so precision spans orders of magnitude.
-        ax.set_yscale("log")
-        ax.set_ylim(50 * low, 110)
-        ylabel += ", log scale"
-    else:
-        ax.set_ylim(0, 101)
-    ax.set_ylabel(ylabel)
-    ax.legend(loc="upper right", fontsize="small")
-    return fig
-
-
-def plot_success_rate(curves: Mapping[str, Evaluation]) -> Figure:
-    """Success-rate curves: deposits captured against share of valid area, highest prob first."""
-    _check_curves(curves)
-    return _curves_against_diagonal(
-        "Success-rate curve",
-        "Cumulative area, highest probability first (% of valid area)",
-        "Deposits captured (% of deposits)",
-        [
-            (
-                f"{name} (AUC {ev.success_auc:.3f}{_ci_text(ev.success_auc_ci)})",
-                ev.success.area,
-                ev.success.captured,
-            )
-            for name, ev in curves.items()
-        ],
-    )
-
-
-def plot_prediction_area(ev: Evaluation, title: str = "") -> Figure:
-    """Prediction-area plot: prediction rate (left axis) and occupied area (right axis, inverted)
-    against threshold; the curves cross where prediction rate = 100 - occupied area %."""
-    full = "Prediction–area plot" + (f": {title}" if title else "")
-    fig, ax = _new_axes(full)
-    pa = ev.pa
-    ax.plot(
-        pa.threshold,
-        100 * pa.prediction_rate,
-        color="tab:blue",
-        lw=1.8,
-        label="prediction rate (% of deposits)",
-    )
-    # Plot 100 - area on the left scale and relabel the right axis inverted, so the right axis
-    # reads occupied area while the crossing stays a true intersection of the two lines.
-    ax.plot(
-        pa.threshold,
-        100 * (1 - pa.area_share),
-        color="tab:red",
-        lw=1.8,
-        label="occupied area (% of valid area, right axis)",
-    )
-    right = ax.secondary_yaxis("right", functions=(lambda v: 100 - v, lambda v: 100 - v))
-    right.set_ylabel("Occupied area (% of valid area)", color="tab:red")
-    ax.set_ylabel("Prediction rate (% of deposits)", color="tab:blue")
-    ax.set_xlabel("Probability threshold")
-    ax.set_ylim(0, 101)
-    t, rate, area = ev.pa_intersection
-    if not math.isnan(t):
-        ax.plot(
-            [t],
-            [100 * rate],
-            "ko",
-            ms=6,
-            label=f"intersection: t = {t:.3g}, {100 * rate:.1f}% of deposits "
-            f"in {100 * area:.1f}% of area",
-        )
-        ax.axvline(t, color="k", ls=":", lw=1)
-    ax.legend(loc="lower left", fontsize="small")
-    return fig
 
 
 # --------------------------------------------------------------------------- output

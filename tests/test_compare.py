@@ -10,19 +10,19 @@ import pandas as pd
 import pytest
 
 from conftest import write_tiny_study
-from gkdcn.config import config_from_dict
-from gkdcn.data.study import build_samples, load_study
-from gkdcn.errors import GkdcnError
-from gkdcn.experiments import (
-    _jobs,
+from gkdcn.compare import (
     background_cells,
     heldout_metrics,
+    make_jobs,
     make_plan,
     mean_ci,
     paired_differences,
     run_comparison,
     summarize_over_seeds,
 )
+from gkdcn.config import config_from_dict
+from gkdcn.data.study import build_samples, load_study
+from gkdcn.errors import GkdcnError
 
 
 def _study(tmp_path: Path, **compare):
@@ -96,7 +96,7 @@ def test_lodo_jobs_never_train_on_the_held_out_deposit(tmp_path: Path) -> None:
     study = _study(tmp_path)
     samples, _ = build_samples(study)
     plan = make_plan(study.config)
-    lodo = [job for job in _jobs(study, samples, plan) if job.protocol == "lodo"]
+    lodo = [job for job in make_jobs(study, samples, plan) if job.protocol == "lodo"]
     deposits = np.flatnonzero(study.sites.labels == 1)
     assert {job.fold for job in lodo} == {f"lodo-{study.sites.ids[d]}" for d in deposits}
     cell = study.grid.cell_size[0]
