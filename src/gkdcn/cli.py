@@ -23,7 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from gkdcn.config import MODEL_KINDS, StudyConfig, load_config
+from gkdcn.config import NETWORK_KINDS, StudyConfig, is_baseline, load_config
 from gkdcn.errors import GkdcnError
 from gkdcn.explain import defaults as explain_defaults
 
@@ -236,8 +236,13 @@ def train(
     from gkdcn.io.atomic import check_writable
     from gkdcn.train import train_study, write_training_outputs
 
-    if model not in MODEL_KINDS:
-        raise GkdcnError(f"--model must be one of {', '.join(MODEL_KINDS)}, not {model!r}")
+    if is_baseline(model):
+        raise GkdcnError(
+            f"--model {model} is a baseline, not a network: baselines have no model file and "
+            f"are fitted and scored inside a comparison (gkdcn compare CONFIG --models {model})"
+        )
+    if model not in NETWORK_KINDS:
+        raise GkdcnError(f"--model must be one of {', '.join(NETWORK_KINDS)}, not {model!r}")
     for name in ("model.pt", "history.csv", "training_curve.png"):
         check_writable(out / name, overwrite)
     study = _study(config, data_dir)

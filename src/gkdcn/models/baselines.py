@@ -28,7 +28,7 @@ the weight for ``knowledge``, and a logistic squashing of the signed, standardis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import numpy as np
 from scipy.ndimage import uniform_filter
@@ -38,13 +38,12 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from gkdcn.config import TransformConfig
+from gkdcn.config import BASELINE_KINDS, BaselineKind, TransformConfig
 from gkdcn.data.samples import SampleSet, Split
 from gkdcn.data.transforms import ChannelTransform, cells_in_windows
 from gkdcn.errors import GkdcnError
 
-BaselineKind = Literal["knowledge", "element", "logistic", "random-forest"]
-BASELINES: tuple[BaselineKind, ...] = ("knowledge", "element", "logistic", "random-forest")
+BASELINES = BASELINE_KINDS
 RANDOM_FOREST_TREES = 300
 
 
