@@ -214,7 +214,12 @@ def prepare(
 @_friendly
 def train(
     config: Annotated[Path, typer.Argument(help="Study config (TOML) or prepared folder.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="cnn, dcn, gk-cnn or gk-dcn.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="cnn, dcn, gk-cnn or gk-dcn (baselines run inside compare)."
+        ),
+    ],
     out: Annotated[
         Path, typer.Option(help="Folder for model.pt, history.csv, training_curve.png.")
     ],
@@ -370,7 +375,11 @@ def compare(
     quick: Annotated[bool, typer.Option(help="Small version: 2 seeds, short training.")] = False,
     seeds: Annotated[int | None, typer.Option(help="Number of seeds.")] = None,
     models: Annotated[
-        str | None, typer.Option(help="Comma-separated subset of cnn,dcn,gk-cnn,gk-dcn.")
+        str | None,
+        typer.Option(
+            help="Comma-separated subset of the networks cnn,dcn,gk-cnn,gk-dcn and the "
+            "baselines knowledge,element,logistic,random-forest (default: all eight)."
+        ),
     ] = None,
     protocols: Annotated[
         str | None, typer.Option(help="Comma-separated: authors, lodo, blocks.")
@@ -380,7 +389,7 @@ def compare(
     device: Device = "cpu",
     overwrite: Overwrite = False,
 ) -> None:
-    """Train CNN, DCN, GK-CNN and GK-DCN over seeds under the authors' and honest protocols."""
+    """Train CNN, DCN, GK-CNN and GK-DCN and fit four baselines over seeds, in-sample and held out."""
     from gkdcn.compare import make_plan, run_comparison
     from gkdcn.console import comparison_tables
     from gkdcn.data.study import load_study
