@@ -32,7 +32,7 @@ from gkdcn.io.rasters import ArraySource
 from gkdcn.models import baselines
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.predict import predict_cells, predict_map
-from gkdcn.train import TrainResult, train_study, write_training_outputs
+from gkdcn.train import TrainResult, prepare_windows, train_study, write_training_outputs
 
 BASELINE_FILE = "baseline.json"
 
@@ -171,11 +171,16 @@ def fit_model(
         )
         return FittedNetwork(trained, study, device)
     if kind in BASELINE_KINDS:
-        cfg_samples = study.config.samples
-        features, _ = baselines.fold_features(
+        window, padding = study.config.samples.window, study.config.samples.padding
+        # The very transform a network of this fold is trained with (fitted on the fold's
+        # training windows only), so baselines and networks see the same stack.
+        transform = prepare_windows(
             study.raw, study.names, study.knowledge, samples, split,
-            study.config.transform, cfg_samples.window, cfg_samples.padding,
-        )  # fmt: skip
+            study.config.transform, window, padding,
+        ).transform  # fmt: skip
+        features = baselines.fold_features(
+            study.raw, study.names, study.knowledge, transform, window, padding
+        )
         model = baselines.fit_fold_baseline(
             kind, features, samples, split, seed=seed, has_knowledge=study.knowledge is not None
         )

@@ -38,12 +38,12 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from gkdcn.config import BASELINE_KINDS, BaselineKind, TransformConfig
+from gkdcn.config import BASELINE_KINDS, BaselineKind
 from gkdcn.data.samples import SampleSet, Split
-from gkdcn.data.transforms import ChannelTransform, cells_in_windows
+from gkdcn.data.transforms import ChannelTransform
 from gkdcn.errors import GkdcnError
 
-BASELINES = BASELINE_KINDS
+BASELINES = BASELINE_KINDS  # the names, in table order
 RANDOM_FOREST_TREES = 300
 
 
@@ -218,20 +218,17 @@ def fold_features(
     raw: np.ndarray,
     names: list[str],
     knowledge: np.ndarray | None,
-    samples: SampleSet,
-    split: Split,
-    transform_cfg: TransformConfig,
+    transform: ChannelTransform,
     window: int,
     padding: str,
-) -> tuple[CellFeatures, ChannelTransform]:
-    """Fit the transform on the fold's training windows' cells (as the networks do), then features."""
-    train = np.asarray(split.train, dtype=np.int64)
-    if len(train) == 0:
-        raise GkdcnError(f"split '{split.name}' has no training windows")
-    cells = cells_in_windows(raw.shape[1:], samples.rows[train], samples.cols[train], window)
-    values = raw.reshape(raw.shape[0], -1)[:, cells].T
-    transform = ChannelTransform.fit(values, transform_cfg.method, transform_cfg.scaling)
-    return cell_features(transform.apply(raw), names, knowledge, window, padding), transform
+) -> CellFeatures:
+    """Per-cell features of ``raw`` under a fold's fitted ``transform``.
+
+    Pass the transform the networks of the fold are trained with
+    (:func:`gkdcn.train.prepare_windows` fits it on the training windows' cells), so baselines
+    and networks see the same stack.
+    """
+    return cell_features(transform.apply(raw), names, knowledge, window, padding)
 
 
 def fit_fold_baseline(
