@@ -125,3 +125,32 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 def test_leaves_stay_leaves(leaf: str, allowed: set[str]) -> None:
     """The plotting module and the run-folder layout import nothing above the bottom floor."""
     assert _graph()[leaf] <= allowed
+
+
+RUN_FOLDER_NAMES = {
+    "run.json",
+    "summary.json",
+    "result.json",
+    "probability.tif",
+    "report.html",
+    "maps.png",
+    "_mean_probability.tif",
+    "index.json",
+    "sampling_summary.json",
+    "element_ranking.png",
+    "element_attribution.csv",
+    "gradcam_map.tif",
+}
+LAYOUTS = {"gkdcn.compare.layout", "gkdcn.explain.layout"}
+
+
+def test_run_folder_names_live_in_the_layouts() -> None:
+    """Only RunLayout / ExplainLayout spell the file names of a run folder (no hidden names)."""
+    found = []
+    for module, path in _modules().items():
+        if module in LAYOUTS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in RUN_FOLDER_NAMES:
+                found.append(f"{module}:{node.lineno}: {node.value!r}")
+    assert not found, "run-folder names outside the layouts:\n" + "\n".join(found)

@@ -29,7 +29,7 @@ CompareModel = Literal[
 ]
 MODEL_KINDS: tuple[CompareModel, ...] = (*NETWORK_KINDS, *BASELINE_KINDS)
 #: Display name of each model kind (figures, tables, the report); baselines keep their names.
-MODEL_LABELS = {
+MODEL_LABELS: dict[str, str] = {
     "cnn": "CNN",
     "dcn": "DCN",
     "gk-cnn": "GK-CNN",
@@ -55,6 +55,11 @@ class ElementsConfig(_Section):
         default_factory=list, description="explicit channel order; empty = sorted layer names"
     )
     exclude: list[str] = Field(default_factory=list, description="layer names to leave out")
+    auxiliary: list[str] = Field(
+        default_factory=list,
+        description="layers that are not concentrations (magnetics, a distance raster): only "
+        "scaled, left out of the log / centred log-ratio",
+    )
 
 
 class RasterSitesConfig(_Section):
@@ -196,15 +201,17 @@ class PredictConfig(_Section):
     block_rows: int = Field(64, ge=1)
 
 
+ProtocolName = Literal["authors", "lodo", "blocks"]
+DEFAULT_PROTOCOLS: tuple[ProtocolName, ...] = ("authors", "lodo")
+
+
 class CompareConfig(_Section):
     seeds: int = Field(5, ge=1)
     models: list[CompareModel] = Field(
         default_factory=lambda: list(MODEL_KINDS),
         description="networks and baselines to compare (default: the four of each)",
     )
-    protocols: list[Literal["authors", "lodo", "blocks"]] = Field(
-        default_factory=lambda: ["authors", "lodo"]
-    )
+    protocols: list[ProtocolName] = Field(default_factory=lambda: list(DEFAULT_PROTOCOLS))
     bootstrap: int = Field(1000, ge=0)
     heldout_background: int = Field(
         5000,
@@ -234,6 +241,7 @@ class StudyConfig(_Section):
     predict: PredictConfig = PredictConfig()
     compare: CompareConfig = CompareConfig()
     base_dir: Annotated[Path, Field(exclude=True)] = Path(".")
+    source: Annotated[str | None, Field(exclude=True)] = None  # the config file, for errors
 
     def resolve(self, path: Path) -> Path:
         """Absolute path for a config path (relative ones resolve against ``base_dir``)."""
@@ -265,6 +273,8 @@ def config_from_dict(
 ) -> StudyConfig:
     """Validate a config given as a dict (used by tests, the demo and the synthetic district)."""
     try:
-        return StudyConfig.model_validate({**raw, "base_dir": Path(base_dir)})
+        return StudyConfig.model_validate(
+            {**raw, "base_dir": Path(base_dir), "source": None if source is None else str(source)}
+        )
     except ValidationError as exc:
         raise InputError(source or "config", validation_message(exc)) from None

@@ -18,6 +18,24 @@ from gkdcn.config import MODEL_LABELS, is_baseline
 from gkdcn.report.texts import baseline_sentence
 
 
+def _shorten(names: list[str], limit: int = 12) -> str:
+    return ", ".join(names) if len(names) <= limit else ", ".join(names[:limit]) + ", ..."
+
+
+def _transform_line(t: dict[str, Any]) -> str:
+    """Which layers go through the log / CLR and which are only scaled."""
+    scaling = "no scaling" if t["scaling"] == "none" else f"{t['scaling']} scaling"
+    if t["method"] == "none":
+        return f"  transform  none, {scaling} of every layer"
+    parts, others = t["log_ratio"], t["scaled_only"]
+    if not others:
+        return f"  transform  {t['method']} on all {len(parts)} layers, then {scaling}"
+    return (
+        f"  transform  {t['method']} on {len(parts)} layers ({_shorten(parts)}); "
+        f"{scaling} only: {', '.join(others)}"
+    )
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """Readable multi-line text of :func:`gkdcn.data.study.summarize`'s dict (what ``gkdcn prepare`` prints)."""
     layers = summary["layers"]
@@ -39,6 +57,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     else:
         lines.append("  knowledge  none")
+    if summary.get("transform"):  # absent in summaries written before it existed
+        lines.append(_transform_line(summary["transform"]))
     s = summary.get("samples")
     if s:
         lines.append(f"  samples    {s['total']} windows ({s['positive']} +, {s['negative']} -)")

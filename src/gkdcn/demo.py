@@ -109,4 +109,4 @@ def run_demo(
     )
 
     log("7/7 writing the report")
-    return build_report(run_dir, out / "report.html")
+    return build_report(run_dir, out / RunLayout.REPORT)

@@ -47,6 +47,7 @@ from gkdcn.figures import (
     save_figure,
 )
 from gkdcn.io.atomic import atomic_path, check_writable
+from gkdcn.io.jsonsafe import json_safe
 
 __all__ = [
     "CAPTURE_LEVELS",
@@ -161,25 +162,29 @@ class Evaluation:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable scalars (NaN becomes ``None``); curves are in :meth:`curve_tables`."""
         metrics = {
-            name: _num(getattr(self, name))
+            name: json_safe(float(getattr(self, name)))
             for name in ("accuracy", "auc", "kappa", "mcc", "precision", "recall", "f1")
         }
         return {
             **metrics,
-            "threshold": _num(self.threshold),
+            "threshold": json_safe(float(self.threshold)),
             "n_positive": int(self.n_positive),
             "n_negative": int(self.n_negative),
-            "pr_auc": _num(self.pr_auc),
-            "success_auc": _num(self.success_auc),
-            "auc_ci": [_num(v) for v in self.auc_ci],
-            "success_auc_ci": [_num(v) for v in self.success_auc_ci],
+            "pr_auc": json_safe(float(self.pr_auc)),
+            "success_auc": json_safe(float(self.success_auc)),
+            "auc_ci": [json_safe(float(v)) for v in self.auc_ci],
+            "success_auc_ci": [json_safe(float(v)) for v in self.success_auc_ci],
             "ci_level": CI_LEVEL,
             "n_boot": int(self.n_boot),
             "seed": int(self.seed),
-            "area_for_capture": {str(k): _num(v) for k, v in self.area_for_capture.items()},
-            "pa_intersection": {k: _num(v) for k, v in self.pa_intersection._asdict().items()},
-            "cell_area": _num(self.cell_area),
-            "valid_area": _num(self.n_cells * self.cell_area),
+            "area_for_capture": {
+                str(k): json_safe(float(v)) for k, v in self.area_for_capture.items()
+            },
+            "pa_intersection": {
+                k: json_safe(float(v)) for k, v in self.pa_intersection._asdict().items()
+            },
+            "cell_area": json_safe(float(self.cell_area)),
+            "valid_area": json_safe(float(self.n_cells * self.cell_area)),
             "n_deposits_off_valid": int(self.n_deposits_off_valid),
             "n_deposits_duplicate": int(self.n_deposits_duplicate),
         }
@@ -206,14 +211,12 @@ class Evaluation:
         }
 
 
-def _num(value: float) -> float | None:
-    value = float(value)
-    return None if math.isnan(value) else value
-
-
 # --------------------------------------------------------------------------- computation
 
 
+# Arguments no user input can produce (shapes, dtypes, indices built by gkdcn itself) raise
+# ValueError: a programming error, not a user's. Problems of the map or the deposits the user
+# gave raise GkdcnError.
 def evaluate_map(
     prob: np.ndarray,
     valid: np.ndarray,
@@ -234,15 +237,15 @@ def evaluate_map(
     prob = np.asarray(prob)
     valid = np.asarray(valid)
     if prob.ndim != 2:
-        raise GkdcnError(f"probability map must be 2-D (rows, cols), got shape {prob.shape}")
+        raise ValueError(f"probability map must be 2-D (rows, cols), got shape {prob.shape}")
     if valid.shape != prob.shape:
-        raise GkdcnError(
+        raise ValueError(
             f"valid mask shape {valid.shape} does not match probability map shape {prob.shape}"
         )
     if not np.issubdtype(prob.dtype, np.number) or np.iscomplexobj(prob):
-        raise GkdcnError(f"probability map must be real numbers, got dtype {prob.dtype}")
+        raise ValueError(f"probability map must be real numbers, got dtype {prob.dtype}")
     if not (cell_area > 0 and math.isfinite(cell_area)):
-        raise GkdcnError(f"cell_area must be a positive number, got {cell_area}")
+        raise ValueError(f"cell_area must be a positive number, got {cell_area}")
     valid = valid.astype(bool)
     rows, cols = _deposit_cells(deposit_rows, deposit_cols, prob.shape)
 
@@ -277,14 +280,14 @@ def _deposit_cells(
     rows = np.asarray(deposit_rows).ravel()
     cols = np.asarray(deposit_cols).ravel()
     if rows.shape != cols.shape:
-        raise GkdcnError(f"got {rows.size} deposit rows but {cols.size} deposit cols")
+        raise ValueError(f"got {rows.size} deposit rows but {cols.size} deposit cols")
     if rows.size == 0:
         raise GkdcnError("no deposits given")
     for name, arr in (("rows", rows), ("cols", cols)):
         if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)):
-            raise GkdcnError(f"deposit {name} must be finite numbers")
+            raise ValueError(f"deposit {name} must be finite numbers")
         if not np.all(arr == np.round(arr)):
-            raise GkdcnError(f"deposit {name} must be whole cell indices")
+            raise ValueError(f"deposit {name} must be whole cell indices")
     rows = rows.astype(np.int64)
     cols = cols.astype(np.int64)
     outside = (rows < 0) | (rows >= shape[0]) | (cols < 0) | (cols >= shape[1])
@@ -314,18 +317,18 @@ def evaluate_scores(
     scores = np.asarray(scores)
     labels = np.asarray(labels)
     if scores.ndim != 1 or labels.ndim != 1:
-        raise GkdcnError(
+        raise ValueError(
             f"scores and labels must be 1-D, got shapes {scores.shape} and {labels.shape}"
         )
     if scores.shape != labels.shape:
-        raise GkdcnError(f"{scores.size} scores but {labels.size} labels")
+        raise ValueError(f"{scores.size} scores but {labels.size} labels")
     if not np.issubdtype(scores.dtype, np.number) or np.iscomplexobj(scores):
-        raise GkdcnError(f"scores must be real numbers, got dtype {scores.dtype}")
+        raise ValueError(f"scores must be real numbers, got dtype {scores.dtype}")
     if not np.all(np.isfinite(scores)):
         raise GkdcnError(f"{int((~np.isfinite(scores)).sum())} score(s) are NaN or infinite")
     if labels.dtype != bool:
         if not np.issubdtype(labels.dtype, np.number) or not np.all(np.isin(labels, (0, 1))):
-            raise GkdcnError("labels must be 0/1 or boolean")
+            raise ValueError("labels must be 0/1 or boolean")
         labels = labels.astype(bool)
     if n_boot < 0:
         raise GkdcnError(f"n_boot must be >= 0, got {n_boot}")
@@ -351,7 +354,8 @@ def evaluate_scores(
     precision, recall, pr_thr = precision_recall_curve(y_asc, asc)
     pr_auc = float(-np.sum(np.diff(recall) * precision[:-1]))  # sklearn's average precision
     threshold = _f1_threshold(precision, recall, pr_thr)
-    point = _point_metrics(y_asc, asc >= threshold)
+    # dict[str, Any]: the metrics fill float fields of Evaluation by name.
+    point: dict[str, Any] = dict(_point_metrics(y_asc, asc >= threshold))
     pr_recall, pr_precision, pr_thr_kept = _thin_pr(recall, precision, pr_thr)
 
     pos_asc = y_asc.astype(bool)

@@ -269,7 +269,9 @@ def plot_prediction_area(ev: CurveSource, title: str = "") -> Figure:
         lw=1.8,
         label="occupied area (% of valid area, right axis)",
     )
-    right = ax.secondary_yaxis("right", functions=(lambda v: 100 - v, lambda v: 100 - v))
+    right = ax.secondary_yaxis(
+        "right", functions=(lambda v: np.subtract(100, v), lambda v: np.subtract(100, v))
+    )
     right.set_ylabel("Occupied area (% of valid area)", color="tab:red")
     ax.set_ylabel("Prediction rate (% of deposits)", color="tab:blue")
     ax.set_xlabel("Probability threshold")

@@ -38,6 +38,7 @@ from rich.progress import Progress
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from gkdcn.config import Align, PredictConfig, StudyConfig, load_config
+from gkdcn.data.knowledge import knowledge_channel
 from gkdcn.data.samples import padded_index
 from gkdcn.data.transforms import ChannelTransform
 from gkdcn.errors import GkdcnError, InputError
@@ -153,7 +154,7 @@ def _channel_order(bundle: ModelBundle, source: ElementSource) -> list[int]:
     """
     names = list(source.names)
     if any(c not in names for c in bundle.channels):
-        from gkdcn.data.study import KNOWLEDGE_CHANNEL
+        from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL
 
         try:
             bundle.channel_order(names, _source_label(source))  # raises, naming the missing layers
@@ -509,7 +510,7 @@ def open_prediction_source(
     model's ``channels`` are opened, in the model's order; other layers are ignored and a missing
     one is a one-line error naming it. ``align`` overrides the config's (default ``"strict"``).
     """
-    from gkdcn.data.study import KNOWLEDGE_CHANNEL
+    from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL
 
     path = Path(data)
     if path.suffix.lower() != ".toml":
@@ -556,7 +557,7 @@ class _KnowledgeChannelSource(ElementSource):
         else:
             r0, c0 = round(window.row_off), round(window.col_off)
             extra = self._weight[r0 : r0 + data.shape[1], c0 : c0 + data.shape[2]]
-        return np.concatenate([data, extra[np.newaxis].astype(np.float32)], axis=0)
+        return np.concatenate([data, knowledge_channel(extra)], axis=0)
 
     def close(self) -> None:
         self._source.close()

@@ -160,7 +160,7 @@ def fit_model(
     if kind in NETWORK_KINDS:
         trained = train_study(
             study,
-            kind,  # type: ignore[arg-type]
+            kind,
             samples=samples,
             split=split,
             cfg=cfg,
@@ -176,7 +176,7 @@ def fit_model(
         # training windows only), so baselines and networks see the same stack.
         transform = prepare_windows(
             study.raw, study.names, study.knowledge, samples, split,
-            study.config.transform, window, padding,
+            study.config.transform, window, padding, compositional=study.compositional,
         ).transform  # fmt: skip
         features = baselines.fold_features(
             study.raw, study.names, study.knowledge, transform, window, padding

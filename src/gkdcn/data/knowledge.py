@@ -120,6 +120,18 @@ def weights_from_faults(
     return proximity_weight(distance, decay), distance
 
 
+#: Name of the knowledge weight when it is also fed to a network as a channel
+#: (``[knowledge] as_channel``); training and prediction use this one rule.
+KNOWLEDGE_CHANNEL = "fault_proximity"
+
+
+def knowledge_channel(weight: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """The knowledge weight ``(H, W)`` as one more input channel ``(1, H, W)`` float32, NaN off
+    ``valid`` (when given) like every raw channel; appended after the element layers."""
+    channel = weight if valid is None else np.where(valid, weight, np.nan)
+    return np.asarray(channel, dtype=np.float32)[np.newaxis]
+
+
 def load_knowledge_weight(
     config: StudyConfig, grid: Grid, valid: np.ndarray, notes: list[str] | None = None
 ) -> tuple[np.ndarray | None, gpd.GeoDataFrame | None]:

@@ -28,7 +28,7 @@ from gkdcn.config import (
     StudyConfig,
     config_from_dict,
 )
-from gkdcn.data.knowledge import load_knowledge_weight
+from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL, knowledge_channel, load_knowledge_weight
 from gkdcn.data.samples import SampleSet, Split, make_samples, make_splits
 from gkdcn.data.sites import (
     DEPOSIT,
@@ -45,7 +45,6 @@ from gkdcn.io.grid import Grid
 from gkdcn.io.rasters import AlignmentWarning, open_elements, write_geotiff
 from gkdcn.io.vectors import read_points
 
-KNOWLEDGE_CHANNEL = "fault_proximity"
 PREPARED_FORMAT = 1
 
 
@@ -68,6 +67,46 @@ class Study:
     faults: gpd.GeoDataFrame | None = None
     notes: list[str] = field(default_factory=list)
     skipped: int = 0
+
+    @property
+    def compositional(self) -> list[bool]:
+        """Per channel: does the log / CLR apply? Not for ``[elements] auxiliary`` layers nor
+        the knowledge channel, which are only scaled (they are not parts of the composition)."""
+        return compositional_mask(self.names, self.config)
+
+
+def compositional_mask(names: list[str], config: StudyConfig) -> list[bool]:
+    """Per channel of ``names``: True for a concentration, False for an auxiliary layer or the
+    knowledge channel (``knowledge.as_channel``)."""
+    aux = set(config.elements.auxiliary)
+    knowledge = KNOWLEDGE_CHANNEL if config.knowledge.as_channel else None
+    return [n not in aux and n != knowledge for n in names]
+
+
+def _check_auxiliary(config: StudyConfig, names: list[str]) -> None:
+    """Every auxiliary layer must be a layer read; a CLR needs two compositional ones."""
+    source = config.source or "config"
+    aux = config.elements.auxiliary
+    # Naming the knowledge channel is harmless: it is never in the log-ratio anyway.
+    known = [*names, KNOWLEDGE_CHANNEL] if config.knowledge.as_channel else names
+    unknown = [n for n in aux if n not in known]
+    if unknown:
+        raise InputError(
+            source,
+            f"key 'elements.auxiliary': unknown layers: {', '.join(unknown)} "
+            f"(the {len(names)} layers read are {_shorten(names)})",
+        )
+    parts = [n for n in names if n not in aux]
+    if config.transform.method == "clr" and len(parts) < 2:
+        raise InputError(
+            source,
+            f"key 'elements.auxiliary': the centred log-ratio needs at least 2 compositional "
+            f"layers, {len(parts)} left",
+        )
+
+
+def _shorten(names: list[str], limit: int = 12) -> str:
+    return ", ".join(names) if len(names) <= limit else ", ".join(names[:limit]) + ", ..."
 
 
 def _warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
@@ -129,6 +168,7 @@ def load_study(config: StudyConfig) -> Study:
         valid = np.isfinite(raw).all(axis=0)
         if not valid.any():
             raise InputError(elements_path, "no cell has a value in every layer")
+        _check_auxiliary(config, names)
         if KNOWLEDGE_CHANNEL in names and config.knowledge.as_channel:
             raise InputError(
                 elements_path,
@@ -172,8 +212,7 @@ def load_study(config: StudyConfig) -> Study:
 
     deposits, negatives = _unique_ids(deposits, negatives, notes)
     if knowledge is not None and config.knowledge.as_channel:
-        channel = np.where(valid, knowledge, np.nan).astype(np.float32)
-        raw = np.concatenate([raw, channel[np.newaxis]], axis=0)
+        raw = np.concatenate([raw, knowledge_channel(knowledge, valid)], axis=0)
         names.append(KNOWLEDGE_CHANNEL)
     return Study(
         config=config,
@@ -254,6 +293,7 @@ def summarize(
         "non_deposits": int((study.sites.labels == NON_DEPOSIT).sum()),
         "skipped_sites": int(study.skipped),
         "knowledge": None,
+        "transform": _transform_summary(study),
         "notes": list(study.notes),
     }
     if study.knowledge is not None:
@@ -286,6 +326,17 @@ def summarize(
             for s in splits
         ]
     return summary
+
+
+def _transform_summary(study: Study) -> dict[str, Any]:
+    cfg = study.config.transform
+    mask = study.compositional
+    return {
+        "method": cfg.method,
+        "scaling": cfg.scaling,
+        "log_ratio": [n for n, c in zip(study.names, mask, strict=True) if c],
+        "scaled_only": [n for n, c in zip(study.names, mask, strict=True) if not c],
+    }
 
 
 def save_prepared(
@@ -349,6 +400,7 @@ def save_prepared(
             "gkdcn_version": gkdcn.__version__,
             "config": study.config.to_toml_dict(),
             "base_dir": str(study.config.base_dir),
+            "config_source": study.config.source,
             "grid": _grid_dict(study.grid),
             "names": list(study.names),
             "skipped": study.skipped,
@@ -374,6 +426,8 @@ def load_prepared(path: str | Path) -> Study:
     if meta.get("format") != PREPARED_FORMAT:
         raise InputError(meta_path, f"unknown prepared-study format {meta.get('format')!r}")
     config = config_from_dict(meta["config"], base_dir=meta.get("base_dir", "."), source=meta_path)
+    # The file the study came from, named by errors about its keys (None in older folders).
+    config = config.model_copy(update={"source": meta.get("config_source")})
     for name in ("stack.tif", "valid.tif", "sites.csv"):
         if not (path / name).exists():
             raise InputError(path / name, "missing from the prepared study")

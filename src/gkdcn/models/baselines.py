@@ -28,7 +28,7 @@ the weight for ``knowledge``, and a logistic squashing of the signed, standardis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 from scipy.ndimage import uniform_filter
@@ -45,6 +45,8 @@ from gkdcn.errors import GkdcnError
 
 BASELINES = BASELINE_KINDS  # the names, in table order
 RANDOM_FOREST_TREES = 300
+# Box-filter edge modes that pad like the network windows (gkdcn.data.samples.padded_index).
+_FILTER_MODE: dict[str, Literal["constant", "mirror"]] = {"zero": "constant", "reflect": "mirror"}
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def cell_features(
     stack = np.asarray(transformed, dtype=np.float32)
     if stack.ndim != 3 or stack.shape[0] != len(names):
         raise GkdcnError(f"expected ({len(names)}, H, W) transformed layers, got {stack.shape}")
-    mode = {"zero": "constant", "reflect": "mirror"}.get(padding)
+    mode = _FILTER_MODE.get(padding)
     if mode is None:
         raise GkdcnError(f"unknown padding {padding!r} (use 'zero' or 'reflect')")
     # float64 accumulation: uniform_filter sums in the input dtype.
@@ -158,7 +160,7 @@ def fit_baseline(
     """
     if kind not in BASELINES:
         raise GkdcnError(f"unknown baseline {kind!r} (choose from {', '.join(BASELINES)})")
-    baseline = cast(BaselineKind, kind)
+    baseline: BaselineKind = kind
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
     y = np.asarray(labels).astype(np.int64).reshape(-1)
