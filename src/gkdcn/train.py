@@ -73,8 +73,13 @@ def prepare_windows(
     transform_cfg: TransformConfig,
     window: int,
     padding: str,
+    compositional: list[bool] | None = None,
 ) -> PreparedWindows:
-    """Fit the transform on the training windows' cells, then cut and label both sides' windows."""
+    """Fit the transform on the training windows' cells, then cut and label both sides' windows.
+
+    ``compositional`` (one bool per channel, default all) marks the channels the log / CLR applies
+    to; the others (knowledge channel, auxiliary layers) are only scaled.
+    """
     train_idx = np.asarray(split.train, dtype=np.int64)
     val_idx = np.asarray(split.val, dtype=np.int64)
     if len(train_idx) == 0:
@@ -83,7 +88,9 @@ def prepare_windows(
         raw.shape[1:], samples.rows[train_idx], samples.cols[train_idx], window
     )
     values = raw.reshape(raw.shape[0], -1)[:, cells].T
-    transform = ChannelTransform.fit(values, transform_cfg.method, transform_cfg.scaling)
+    transform = ChannelTransform.fit(
+        values, transform_cfg.method, transform_cfg.scaling, compositional=compositional
+    )
     features = transform.apply(raw)
     weight = knowledge if knowledge is not None else np.zeros(raw.shape[1:], dtype=np.float32)
 
@@ -322,6 +329,7 @@ def train_study(
         study.config.transform,
         study.config.samples.window,
         study.config.samples.padding,
+        compositional=study.compositional,
     )
     result = fit_network(
         kind,
