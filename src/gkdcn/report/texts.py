@@ -222,7 +222,7 @@ def baselines_intro(models: Sequence[str]) -> str:
         return ""
     parts = "; ".join(f"<b>{m}</b>: {BASELINE_TEXT[m]}" for m in bases)
     return (
-        "Next to the networks, baselines a network has to beat to be worth its training, "
+        "Next to the networks come baselines that a network has to beat to be worth its training, "
         f"fitted on the same folds, windows and seeds and scored on the same cells: {parts}."
     )
 
@@ -243,17 +243,19 @@ def baseline_sentence(check: Mapping[str, Any] | None, in_sample: bool = False) 
         f"{net} ({metric.label} {float(check['network_mean']):.3f}) against {base} "
         f"({float(check['baseline_mean']):.3f})"
     )
-    seeds = f"{check.get('seeds_first_better', 0)} of {n} seeds favour {net}" if n else ""
+    seeds = f"; {check.get('seeds_first_better', 0)} of {n} seeds favour {net}" if n else ""
     if check.get("beats") and check.get("clear"):
         return (
-            f"A network beat the best baseline{where}: {means}, paired difference {diff}; {seeds}."
+            f"A network beat the best baseline{where}: the best network, {means}, paired "
+            f"difference {diff}{seeds}."
         )
     if check.get("beats"):
         return (
-            f"No network has been shown to beat the best baseline{where}: the best, {means}, "
-            f"is ahead by {diff}, an interval that includes 0; {seeds}."
+            f"No network has been shown to beat the best baseline{where}: the best network, "
+            f"{means}, is ahead on average, paired difference {diff}, an interval that "
+            f"includes 0{seeds}."
         )
     return (
-        f"No network beat the best baseline{where}: the best network, {means}, "
-        f"trails it by {diff}; {seeds}."
+        f"No network beat the best baseline{where}: the best network, {means}, paired "
+        f"difference {diff}{seeds}."
     )
