@@ -23,7 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from gkdcn.config import MODEL_KINDS, StudyConfig, load_config
+from gkdcn.config import NETWORK_KINDS, StudyConfig, is_baseline, load_config
 from gkdcn.errors import GkdcnError, Note
 from gkdcn.explain import defaults as explain_defaults
 
@@ -173,6 +173,17 @@ def synth(
     width: Annotated[int, typer.Option(help="Columns of the grid.")] = 128,
     layers: Annotated[int, typer.Option(help="Number of element layers.")] = 12,
     deposits: Annotated[int, typer.Option(help="Number of deposits.")] = 10,
+    systems: Annotated[
+        int | None,
+        typer.Option(
+            help="Fault-controlled anomaly systems (0: bodies scattered along the faults; "
+            "default: 0 up to 12 deposits, else one per 10 deposits)."
+        ),
+    ] = None,
+    undiscovered: Annotated[
+        float | None,
+        typer.Option(help="With systems: share of mineralised bodies without a known deposit."),
+    ] = None,
     samples: Annotated[
         int, typer.Option(help="Also write samples.csv: a survey of this many point samples.")
     ] = 0,
@@ -185,7 +196,15 @@ def synth(
         raise GkdcnError(f"--samples must be at least 3 (or 0 for none), not {samples}")
     # Validated like a spec file, so a bad value is one line, not a traceback.
     spec = spec_from_dict(
-        {"seed": seed, "height": height, "width": width, "n_layers": layers, "n_deposits": deposits}
+        {
+            "seed": seed,
+            "height": height,
+            "width": width,
+            "n_layers": layers,
+            "n_deposits": deposits,
+            "n_systems": systems,
+            "undiscovered": undiscovered,
+        }
     )
     config_path = generate_district(out_dir, spec, overwrite=overwrite)
     console.print(f"wrote synthetic district to {out_dir} (study config: {config_path})")
@@ -228,7 +247,12 @@ def prepare(
 @_friendly
 def train(
     config: Annotated[Path, typer.Argument(help="Study config (TOML) or prepared folder.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="cnn, dcn, gk-cnn or gk-dcn.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="cnn, dcn, gk-cnn or gk-dcn (baselines run inside compare)."
+        ),
+    ],
     out: Annotated[
         Path, typer.Option(help="Folder for model.pt, history.csv, training_curve.png.")
     ],
@@ -250,8 +274,13 @@ def train(
     from gkdcn.io.atomic import check_writable
     from gkdcn.train import train_study, write_training_outputs
 
-    if model not in MODEL_KINDS:
-        raise GkdcnError(f"--model must be one of {', '.join(MODEL_KINDS)}, not {model!r}")
+    if is_baseline(model):
+        raise GkdcnError(
+            f"--model {model} is a baseline, not a network: baselines have no model file and "
+            f"are fitted and scored inside a comparison (gkdcn compare CONFIG --models {model})"
+        )
+    if model not in NETWORK_KINDS:
+        raise GkdcnError(f"--model must be one of {', '.join(NETWORK_KINDS)}, not {model!r}")
     inputs = _inputs(config, data_dir)
     for name in ("model.pt", "history.csv", "training_curve.png"):
         check_writable(out / name, overwrite, inputs=inputs)
@@ -399,7 +428,11 @@ def compare(
     quick: Annotated[bool, typer.Option(help="Small version: 2 seeds, short training.")] = False,
     seeds: Annotated[int | None, typer.Option(help="Number of seeds.")] = None,
     models: Annotated[
-        str | None, typer.Option(help="Comma-separated subset of cnn,dcn,gk-cnn,gk-dcn.")
+        str | None,
+        typer.Option(
+            help="Comma-separated subset of the networks cnn,dcn,gk-cnn,gk-dcn and the "
+            "baselines knowledge,element,logistic,random-forest (default: all eight)."
+        ),
     ] = None,
     protocols: Annotated[
         str | None, typer.Option(help="Comma-separated: authors, lodo, blocks.")
@@ -409,7 +442,7 @@ def compare(
     device: Device = "cpu",
     overwrite: Overwrite = False,
 ) -> None:
-    """Train CNN, DCN, GK-CNN and GK-DCN over seeds under the authors' and honest protocols."""
+    """Train CNN, DCN, GK-CNN and GK-DCN and fit four baselines over seeds, in-sample and held out."""
     from gkdcn.compare import make_plan, run_comparison
     from gkdcn.console import comparison_tables
     from gkdcn.data.study import load_study
