@@ -40,6 +40,7 @@ from gkdcn.explain.offsets import (
     sampling_summary,
 )
 from gkdcn.explain.run import explain_model, select_sites
+from gkdcn.io.atomic import MARKER
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.models.deform import DeformConv2d
 from gkdcn.models.nets import AnomalyNet, ModelSpec, build_network
@@ -496,7 +497,7 @@ def test_explain_model_writes_what_index_lists(
     assert on_disk["files"] == index["files"]
     listed = {f["path"] for f in on_disk["files"]}
     written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    assert written - {"index.json"} == listed
+    assert written - {"index.json", MARKER} == listed
     assert all(f["description"] for f in on_disk["files"])
     n_deposits = int((study.sites.labels == 1).sum())
     ids = [s["id"] for s in on_disk["sites"]]
@@ -521,6 +522,10 @@ def test_explain_model_map_geotiffs_sit_on_the_input_grid(
         centre = ds.read(1)
     expected = gradcam_map(bundle, features, study.valid, layer="conv2")
     np.testing.assert_allclose(centre, expected, rtol=1e-5, atol=1e-7)
+    # It opens styled in QGIS: band 1 named, ramp over its values.
+    qml = (out / "gradcam_map.qml").read_text()
+    assert 'value="gradcam_conv2_centre"' in qml
+    assert f'classificationMax="{np.nanmax(centre):.10g}"' in qml
     # Top-2 elements by mean contribution at the deposits, plus the requested element.
     table = pd.read_csv(out / "element_attribution.csv", index_col="id")
     deposits = table[table["label"] == "deposit"][bundle.channels]
@@ -568,6 +573,7 @@ def test_explain_model_refuses_to_overwrite(
 def test_explain_cnn_without_maps(study: Study, tmp_path: Path) -> None:
     out = tmp_path / "cnn"
     out.mkdir()
+    (out / MARKER).write_text("written by gkdcn explain\n")  # an earlier explanation ...
     (out / "old.txt").write_text("x")
     index = explain_model(
         study_bundle(study, "cnn"),

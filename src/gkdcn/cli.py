@@ -25,8 +25,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from gkdcn.config import MODEL_KINDS, StudyConfig, load_config
-from gkdcn.errors import GkdcnError
+from gkdcn.config import NETWORK_KINDS, StudyConfig, is_baseline, load_config
+from gkdcn.errors import GkdcnError, Note
 from gkdcn.explain import defaults as explain_defaults
 
 app = typer.Typer(
@@ -85,11 +85,22 @@ def _main(
 
 
 def _friendly(func: F) -> F:
-    """Print GkdcnError as one line (exit 2) and warnings as one line each."""
+    """Print GkdcnError as one line (exit 2) and warnings as one line each.
+
+    GDAL's own error lines are silenced (rasterio turns them into exceptions that name the file),
+    so the one ``error:`` line is all a user sees.
+    """
+    interrupted = (
+        "interrupted; finished jobs are kept and the comparison resumes when run again"
+        if func.__name__ == "compare"
+        else "interrupted; no partial output was kept"
+    )
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with warnings.catch_warnings(record=True) as caught:
+        from gkdcn.io.rasters import quiet_gdal
+
+        with warnings.catch_warnings(record=True) as caught, quiet_gdal():
             warnings.simplefilter("always")
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)
@@ -102,7 +113,7 @@ def _friendly(func: F) -> F:
                 )
                 raise typer.Exit(2) from None
             except KeyboardInterrupt:
-                err_console.print("interrupted (a comparison resumes when run again)")
+                err_console.print(interrupted)
                 raise typer.Exit(130) from None
             except OSError as exc:
                 where = f"{exc.filename}: " if exc.filename else ""
@@ -114,7 +125,11 @@ def _friendly(func: F) -> F:
                 raise typer.Exit(2) from None
             finally:
                 for w in caught:
-                    if issubclass(w.category, UserWarning):
+                    if issubclass(w.category, Note):
+                        err_console.print(
+                            f"[cyan]note:[/] {w.message}", highlight=False, soft_wrap=True
+                        )
+                    elif issubclass(w.category, UserWarning):
                         err_console.print(
                             f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True
                         )
@@ -146,6 +161,13 @@ def _config(path: Path, data_dir: Path | None) -> StudyConfig:
     return load_config(path, data_dir=data_dir)
 
 
+def _inputs(config_or_prepared: Path, data_dir: Path | None) -> list[Path]:
+    """The paths a command reads from a config (its file and every path in it) or a folder."""
+    if config_or_prepared.suffix.lower() == ".toml" and config_or_prepared.is_file():
+        return [config_or_prepared, *_config(config_or_prepared, data_dir).input_paths()]
+    return [config_or_prepared]
+
+
 def _study(config_or_prepared: Path, data_dir: Path | None) -> Any:
     """A study from a config file, or from a folder written by ``gkdcn prepare``."""
     from gkdcn.data.study import load_prepared, load_study
@@ -164,17 +186,46 @@ def synth(
     width: Annotated[int, typer.Option(help="Columns of the grid.")] = 128,
     layers: Annotated[int, typer.Option(help="Number of element layers.")] = 12,
     deposits: Annotated[int, typer.Option(help="Number of deposits.")] = 10,
+    systems: Annotated[
+        int | None,
+        typer.Option(
+            help="Fault-controlled anomaly systems (0: bodies scattered along the faults; "
+            "default: 0 up to 12 deposits, else one per 10 deposits)."
+        ),
+    ] = None,
+    undiscovered: Annotated[
+        float | None,
+        typer.Option(help="With systems: share of mineralised bodies without a known deposit."),
+    ] = None,
+    samples: Annotated[
+        int, typer.Option(help="Also write samples.csv: a survey of this many point samples.")
+    ] = 0,
     overwrite: Overwrite = False,
 ) -> None:
     """Generate a synthetic district (GeoTIFFs, deposits, faults, study.toml)."""
     from gkdcn.data.synthetic import generate_district, spec_from_dict
 
+    if samples and samples < 3:
+        raise GkdcnError(f"--samples must be at least 3 (or 0 for none), not {samples}")
     # Validated like a spec file, so a bad value is one line, not a traceback.
     spec = spec_from_dict(
-        {"seed": seed, "height": height, "width": width, "n_layers": layers, "n_deposits": deposits}
+        {
+            "seed": seed,
+            "height": height,
+            "width": width,
+            "n_layers": layers,
+            "n_deposits": deposits,
+            "n_systems": systems,
+            "undiscovered": undiscovered,
+        }
     )
     config_path = generate_district(out_dir, spec, overwrite=overwrite)
     console.print(f"wrote synthetic district to {out_dir} (study config: {config_path})")
+    if samples:
+        from gkdcn.data.survey import write_survey
+
+        path = write_survey(out_dir / "samples.csv", spec, samples)
+        console.print(f"wrote a survey of {samples} samples: {path}")
 
 
 @app.command()
@@ -189,18 +240,19 @@ def prepare(
 ) -> None:
     """Read and align the inputs, place the sites, cut the samples; print a summary."""
     from gkdcn.console import format_summary
-    from gkdcn.data.study import build_samples, load_study, save_prepared, summarize
+    from gkdcn.data.study import build_samples, check_window, load_study, save_prepared, summarize
 
     cfg = _config(config, data_dir)
     if out is not None:
         from gkdcn.io.atomic import check_writable
 
-        check_writable(out, overwrite)
+        check_writable(out, overwrite, inputs=[config, *cfg.input_paths()], folder=True)
     study = load_study(cfg)
+    check_window(study, config)
     samples, splits = build_samples(study)
     console.print(format_summary(summarize(study, samples, splits)), highlight=False)
     if out is not None:
-        save_prepared(study, out, overwrite=overwrite)
+        save_prepared(study, out, overwrite=overwrite, inputs=[config])
         console.print(f"wrote prepared dataset to {out}")
 
 
@@ -208,7 +260,12 @@ def prepare(
 @_friendly
 def train(
     config: Annotated[Path, typer.Argument(help="Study config (TOML) or prepared folder.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="cnn, dcn, gk-cnn or gk-dcn.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="cnn, dcn, gk-cnn or gk-dcn (baselines run inside compare)."
+        ),
+    ],
     out: Annotated[
         Path, typer.Option(help="Folder for model.pt, history.csv, training_curve.png.")
     ],
@@ -226,14 +283,20 @@ def train(
 ) -> None:
     """Train one of the four models and write its model file, history and training curve."""
     from gkdcn.compare.plan import override_training
-    from gkdcn.data.study import build_samples
+    from gkdcn.data.study import build_samples, check_window
     from gkdcn.io.atomic import check_writable
     from gkdcn.train import train_study, write_training_outputs
 
-    if model not in MODEL_KINDS:
-        raise GkdcnError(f"--model must be one of {', '.join(MODEL_KINDS)}, not {model!r}")
+    if is_baseline(model):
+        raise GkdcnError(
+            f"--model {model} is a baseline, not a network: baselines have no model file and "
+            f"are fitted and scored inside a comparison (gkdcn compare CONFIG --models {model})"
+        )
+    if model not in NETWORK_KINDS:
+        raise GkdcnError(f"--model must be one of {', '.join(NETWORK_KINDS)}, not {model!r}")
+    inputs = _inputs(config, data_dir)
     for name in ("model.pt", "history.csv", "training_curve.png"):
-        check_writable(out / name, overwrite)
+        check_writable(out / name, overwrite, inputs=inputs)
     study = _study(config, data_dir)
     updates: dict[str, Any] = {}
     if split is not None:
@@ -245,7 +308,15 @@ def train(
         what="training option",
     )
     study.config = study.config.model_copy(update=updates)
+    check_window(study, config)
     samples, splits = build_samples(study)
+    if len(splits) > 1:
+        err_console.print(
+            f"[cyan]note:[/] the {study.config.split.method} split has {len(splits)} folds; train "
+            f"fits the first ({splits[0].name}); `gkdcn compare` runs every fold",
+            highlight=False,
+            soft_wrap=True,
+        )
     with progress_bar() as progress:
         result = train_study(
             study, model, samples=samples, split=splits[0], seed=seed, device=_device(device),
@@ -296,12 +367,16 @@ def predict(
         int | None, typer.Option(help="Rows per streamed block (default: the config's [predict]).")
     ] = None,
     device: Device = "auto",
+    cog: Annotated[bool, typer.Option(help="Write a Cloud-Optimized GeoTIFF.")] = False,
     overwrite: Overwrite = False,
     scheduler: SchedulerOption = None,
 ) -> None:
     """Map the anomaly probability of every valid cell onto the element grid (GeoTIFF)."""
     from gkdcn.io.atomic import check_writable
-    from gkdcn.predict import predict_to_file
+    from gkdcn.predict import MAX_MC_DROPOUT, predict_to_file
+
+    if not 0 <= mc_dropout <= MAX_MC_DROPOUT:
+        raise GkdcnError(f"--mc-dropout must be between 0 and {MAX_MC_DROPOUT}, not {mc_dropout}")
 
     with contextlib.ExitStack() as stack:
         engine = None
@@ -315,10 +390,11 @@ def predict(
         written = predict_to_file(
             models, data, out, csv_path=csv, data_dir=data_dir, mc_dropout=mc_dropout,
             batch_size=batch_size, block_rows=block_rows, device=_device(device),
-            overwrite=overwrite, progress=progress, engine=engine,
+            overwrite=overwrite, progress=progress, cog=cog, engine=engine,
         )  # fmt: skip
     for path in written:
         console.print(f"wrote {path}")
+    console.print(f"wrote {written[0].with_suffix('.qml')} (QGIS style)")
 
 
 @app.command()
@@ -340,9 +416,13 @@ def evaluate(
 ) -> None:
     """Score a probability map against deposits: metrics, ROC/PR, success-rate, P-A, CIs."""
     from gkdcn.data.sites import deposit_cells
-    from gkdcn.evaluate import evaluate_map, write_evaluation
+    from gkdcn.evaluate import check_evaluation_outputs, evaluate_map, write_evaluation
     from gkdcn.io.rasters import read_probability_map
 
+    if bootstrap < 0:
+        raise GkdcnError(f"--bootstrap must be 0 (no CI) or more, not {bootstrap}")
+    inputs = [map_path, *_inputs(sites, data_dir)]
+    check_evaluation_outputs(out, overwrite, inputs=inputs)
     prob, valid, grid = read_probability_map(map_path)
     rows, cols, notes = deposit_cells(
         sites, grid, valid, data_dir=data_dir, x=x, y=y, crs=crs, value=value
@@ -350,10 +430,12 @@ def evaluate(
     for note in notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     ev = evaluate_map(prob, valid, rows, cols, n_boot=bootstrap, seed=seed)
-    written = write_evaluation(ev, out, overwrite=overwrite, title=map_path.stem)
+    written = write_evaluation(ev, out, overwrite=overwrite, title=map_path.stem, inputs=inputs)
     m = ev.to_dict()
+    low, high = m["auc_ci"]
+    ci = "no CI" if low is None or high is None else f"95% CI {low:.3f}-{high:.3f}"
     console.print(
-        f"AUC {m['auc']:.3f} (95% CI {m['auc_ci'][0]:.3f}-{m['auc_ci'][1]:.3f}), "
+        f"AUC {m['auc']:.3f} ({ci}), "
         f"success-rate AUC {m['success_auc']:.3f}, F1 {m['f1']:.3f} at threshold {m['threshold']:.3f}; "
         f"{len(rows)} deposits, {int(valid.sum())} valid cells"
     )
@@ -369,7 +451,11 @@ def compare(
     quick: Annotated[bool, typer.Option(help="Small version: 2 seeds, short training.")] = False,
     seeds: Annotated[int | None, typer.Option(help="Number of seeds.")] = None,
     models: Annotated[
-        str | None, typer.Option(help="Comma-separated subset of cnn,dcn,gk-cnn,gk-dcn.")
+        str | None,
+        typer.Option(
+            help="Comma-separated subset of the networks cnn,dcn,gk-cnn,gk-dcn and the "
+            "baselines knowledge,element,logistic,random-forest (default: all eight)."
+        ),
     ] = None,
     protocols: Annotated[
         str | None, typer.Option(help="Comma-separated: authors, lodo, blocks.")
@@ -380,7 +466,7 @@ def compare(
     overwrite: Overwrite = False,
     scheduler: SchedulerOption = None,
 ) -> None:
-    """Train CNN, DCN, GK-CNN and GK-DCN over seeds under the authors' and honest protocols."""
+    """Train CNN, DCN, GK-CNN and GK-DCN and fit four baselines over seeds, in-sample and held out."""
     from gkdcn.compare import make_plan, run_comparison
     from gkdcn.console import comparison_tables
     from gkdcn.data.study import load_study
@@ -395,7 +481,7 @@ def compare(
     with progress_bar() as progress:
         comparison = run_comparison(
             study, out, plan, overwrite=overwrite, progress=progress, device=_device(device),
-            workers=_workers(jobs), scheduler=scheduler,
+            workers=_workers(jobs), inputs=[config], scheduler=scheduler,
         )  # fmt: skip
     # soft_wrap: wide tables stay one row per line in logs and narrow terminals
     for table in comparison_tables(comparison):
@@ -432,7 +518,7 @@ def explain(
     from gkdcn.io.atomic import check_writable
     from gkdcn.models.bundle import ModelBundle
 
-    check_writable(out, overwrite)
+    check_writable(out, overwrite, inputs=[model, *_inputs(config, data_dir)], folder=True)
     bundle = ModelBundle.load(model)
     study = _study(config, data_dir)
     with progress_bar() as progress:
@@ -479,6 +565,100 @@ def demo(
             log=lambda text: console.print(text, highlight=False, soft_wrap=True),
         )  # fmt: skip
     console.print(f"\n[bold green]done.[/] Open the report: {report_path.resolve()}")
+
+
+@app.command()
+@_friendly
+def grid(
+    samples: Annotated[
+        Path, typer.Argument(help="Point samples: CSV with coordinate columns, or a vector file.")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for <element>.tif: a study's elements folder.")],
+    x: Annotated[str, typer.Option(help="CSV x column.")] = "x",
+    y: Annotated[str, typer.Option(help="CSV y column.")] = "y",
+    crs: Annotated[
+        str | None, typer.Option(help="CRS of CSV coordinates, e.g. EPSG:32645.")
+    ] = None,
+    columns: Annotated[
+        str | None, typer.Option(help="Comma-separated columns to grid (default: all numeric).")
+    ] = None,
+    cell: Annotated[
+        float | None, typer.Option(help="Cell size in map units (default: from the spacing).")
+    ] = None,
+    like: Annotated[
+        Path | None, typer.Option(help="Grid onto the grid of this raster instead.")
+    ] = None,
+    to_crs: Annotated[
+        str | None,
+        typer.Option(help="Projected CRS to grid in (default for lon/lat: the UTM zone)."),
+    ] = None,
+    method: Annotated[str, typer.Option(help="idw or verde-spline.")] = "idw",
+    max_distance: Annotated[
+        float | None,
+        typer.Option(help="Cells farther than this from every sample are nodata (map units)."),
+    ] = None,
+    nodata: Annotated[
+        list[float] | None, typer.Option(help="Missing-value code in the samples (repeatable).")
+    ] = None,
+    below_detection: Annotated[
+        str,
+        typer.Option(
+            help="Values below detection (negative -d or text <d): half (d/2), nodata, or keep "
+            "(negative numbers kept as they are)."
+        ),
+    ] = "half",
+    overwrite: Overwrite = False,
+) -> None:
+    """Grid point geochemistry into one GeoTIFF per element, with a cross-validated error."""
+    from gkdcn.data.gridding import (
+        CV_FILE,
+        GriddingOptions,
+        format_cross_validation,
+        grid_file,
+        parse_columns,
+    )
+
+    options = GriddingOptions(
+        x=x, y=y, crs=crs, columns=parse_columns(columns), cell=cell, like=like, to_crs=to_crs,
+        method=method,  # checked by grid_file
+        max_distance=max_distance, nodata=tuple(nodata or ()),
+        below_detection=below_detection,
+    )  # fmt: skip
+    say = lambda text: console.print(f"note: {text}", highlight=False, soft_wrap=True)  # noqa: E731
+    result = grid_file(samples, out, options, overwrite=overwrite, log=say)
+    console.print(format_cross_validation(result.cross_validation), highlight=False)
+    console.print(
+        f"wrote {len(result.layers)} element grids ({result.grid.height} x {result.grid.width}) "
+        f'and {CV_FILE} to {out}; use it as [elements] path = "{out}", or run '
+        f"gkdcn init {out.parent} with the deposits and faults there",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+@_friendly
+def init(
+    data_dir: Annotated[Path, typer.Argument(help="Folder with element grids, deposits, faults.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Config to write (default DATA_DIR/study.toml).")
+    ] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Write a commented study.toml from the files found in a folder (every guess stated)."""
+    from gkdcn.data.discover import discover, write_study
+
+    found = discover(data_dir)
+    for key, lines in found.comments.items():
+        for line in lines:
+            console.print(f"{key}: {line}", highlight=False, markup=False, soft_wrap=True)
+    for note in found.notes:
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    path = write_study(found, out, overwrite=overwrite)
+    console.print(
+        f"wrote {path}; check it, then run: gkdcn prepare {path}", highlight=False, soft_wrap=True
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point

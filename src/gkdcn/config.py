@@ -15,14 +15,38 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gkdcn.errors import InputError, validation_message
 
 Align = Literal["strict", "resample", "index"]
+#: The four networks (``gkdcn train -m``, the model file).
 ModelKind = Literal["cnn", "dcn", "gk-cnn", "gk-dcn"]
-MODEL_KINDS: tuple[ModelKind, ...] = ("cnn", "dcn", "gk-cnn", "gk-dcn")
-#: Display name of each model kind (figures, tables, the report).
-MODEL_LABELS = {"cnn": "CNN", "dcn": "DCN", "gk-cnn": "GK-CNN", "gk-dcn": "GK-DCN"}
+NetworkKind = ModelKind
+NETWORK_KINDS: tuple[NetworkKind, ...] = ("cnn", "dcn", "gk-cnn", "gk-dcn")
+#: Baselines a network must beat (gkdcn.models.baselines): fitted and scored only inside
+#: ``gkdcn compare``, on the same folds as the networks; they have no model file.
+BaselineKind = Literal["knowledge", "element", "logistic", "random-forest"]
+BASELINE_KINDS: tuple[BaselineKind, ...] = ("knowledge", "element", "logistic", "random-forest")
+#: Every model ``gkdcn compare --models`` accepts: the networks, then the baselines.
+CompareModel = Literal[
+    "cnn", "dcn", "gk-cnn", "gk-dcn", "knowledge", "element", "logistic", "random-forest"
+]
+MODEL_KINDS: tuple[CompareModel, ...] = (*NETWORK_KINDS, *BASELINE_KINDS)
+#: Display name of each model kind (figures, tables, the report); baselines keep their names.
+MODEL_LABELS: dict[str, str] = {
+    "cnn": "CNN",
+    "dcn": "DCN",
+    "gk-cnn": "GK-CNN",
+    "gk-dcn": "GK-DCN",
+    **{kind: kind for kind in BASELINE_KINDS},
+}
+
+
+def is_baseline(model: str) -> bool:
+    """Whether ``model`` is a baseline (not a network)."""
+    return model in BASELINE_KINDS
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: an infinite lr or weight decay is a typo, not a setting (it would only
+    # surface later as "Input contains NaN")
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ElementsConfig(_Section):
@@ -38,6 +62,26 @@ class ElementsConfig(_Section):
         description="layers that are not concentrations (magnetics, a distance raster): only "
         "scaled, left out of the log / centred log-ratio",
     )
+    nodata: float | dict[str, float] | None = Field(
+        None,
+        description="no-value code besides each file's own nodata: one number for every layer, "
+        "or a table by layer name (key 'default' for the others), e.g. { Au = -1, Te = -1 }",
+    )
+    valid_range: dict[str, tuple[float, float]] | None = Field(
+        None,
+        description="[low, high] per layer name (key 'default' for the others): values outside "
+        "are nodata, e.g. { pH = [0, 14] }",
+    )
+
+    @field_validator("valid_range")
+    @classmethod
+    def _ordered(
+        cls, value: dict[str, tuple[float, float]] | None
+    ) -> dict[str, tuple[float, float]] | None:
+        for name, (low, high) in (value or {}).items():
+            if not low < high:
+                raise ValueError(f"{name}: low {low:g} must be below high {high:g}")
+        return value
 
 
 class RasterSitesConfig(_Section):
@@ -185,7 +229,10 @@ DEFAULT_PROTOCOLS: tuple[ProtocolName, ...] = ("authors", "lodo")
 
 class CompareConfig(_Section):
     seeds: int = Field(5, ge=1)
-    models: list[ModelKind] = Field(default_factory=lambda: list(MODEL_KINDS))
+    models: list[CompareModel] = Field(
+        default_factory=lambda: list(MODEL_KINDS),
+        description="networks and baselines to compare (default: the four of each)",
+    )
     protocols: list[ProtocolName] = Field(default_factory=lambda: list(DEFAULT_PROTOCOLS))
     bootstrap: int = Field(1000, ge=0)
     heldout_background: int = Field(
@@ -222,6 +269,13 @@ class StudyConfig(_Section):
         """Absolute path for a config path (relative ones resolve against ``base_dir``)."""
         path = Path(path).expanduser()
         return path if path.is_absolute() else (self.base_dir / path)
+
+    def input_paths(self) -> list[Path]:
+        """Every file or folder the study reads (resolved), so no output may replace one."""
+        sources = [self.sites.deposits, self.sites.non_deposits]
+        paths = [self.elements.path, self.knowledge.faults, self.knowledge.weights]
+        paths += [s.raster if isinstance(s, RasterSitesConfig) else s.points for s in sources if s]
+        return [self.resolve(p) for p in paths if p is not None]
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The config as plain data (paths as strings), for recording next to results."""

@@ -14,8 +14,9 @@ import numpy as np
 from gkdcn.compare.heldout import heldout_shares
 from gkdcn.compare.layout import MAPS_FIGURE, RunLayout, curve_figure_name
 from gkdcn.compare.plan import Plan
-from gkdcn.compare.protocols import PROTOCOL_TITLES, is_heldout
+from gkdcn.compare.protocols import PROTOCOL_TITLES, fold_scheme, is_heldout
 from gkdcn.compare.results import Comparison
+from gkdcn.compare.stats import best_network_against_best_baseline
 from gkdcn.config import MODEL_LABELS
 from gkdcn.data.study import Study, build_samples, summarize
 from gkdcn.evaluate import evaluate_map
@@ -65,16 +66,21 @@ def write_outputs(comparison: Comparison, study: Study) -> None:
             overwrite=True,
         )
     comparison_figures(comparison, study, maps)
+    samples, splits = build_samples(study)
     summary = {
         "finished": now_iso(),
         "seconds": round(comparison.seconds, 1),
         "plan": comparison.plan.to_dict(),
-        "data": summarize(study, *build_samples(study)),
+        "data": summarize(study, samples, splits),
         "protocols": {
             p: {
                 "title": PROTOCOL_TITLES[p],
+                "folds": fold_scheme(p, study, samples),
                 "summary": comparison.summary[p].to_dict(orient="records"),
                 "paired": comparison.paired[p].to_dict(orient="records"),
+                "baseline_check": best_network_against_best_baseline(
+                    comparison.summary[p], comparison.paired[p]
+                ),
             }
             for p in comparison.plan.protocols
         },
@@ -91,7 +97,13 @@ def comparison_figures(
     deposits = study.sites.deposits()
     dep_xy = study.grid.xy(deposits.rows, deposits.cols)
     if maps:
-        fig = map_panels(maps, study.grid, deposits_xy=dep_xy, faults=study.faults)
+        fig = map_panels(
+            maps,
+            study.grid,
+            deposits_xy=dep_xy,
+            faults=study.faults,
+            ncols=4 if len(maps) > 4 else None,  # networks on one row, baselines on the next
+        )
         fig.suptitle("Mean probability over seeds (authors' protocol)")
         written["maps"] = save_figure(fig, layout.figure(MAPS_FIGURE))
         evaluations = {

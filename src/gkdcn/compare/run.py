@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,16 @@ def run_comparison(
     progress: Progress | None = None,
     device: str = "cpu",
     workers: int = 1,
+    inputs: Sequence[str | Path] = (),
     scheduler: str | Any | None = None,
 ) -> Comparison:
     """Run (or resume) the comparison into ``out_dir`` and write tables, maps and figures.
 
     Every training runs on one CPU thread, ``workers`` of them at once in worker processes
     (see :mod:`gkdcn.runner`; the command line uses the available cores, at most 4), so results
-    do not depend on ``workers``. On a GPU the jobs run one after another. ``scheduler``
+    do not depend on ``workers``. On a GPU the jobs run one after another. ``inputs``: paths the
+    caller read besides the study's own (e.g. its config file), which the run folder may never
+    replace or hold. ``scheduler``
     (``"tcp://HOST:PORT"``, ``"local:N"`` or a connected :class:`distributed.Client`) sends the
     trainings to a Dask cluster instead (:mod:`gkdcn.cluster`), with the same results; each
     job's files come back to this process, which writes them as they arrive.
@@ -49,10 +53,12 @@ def run_comparison(
     layout = RunLayout(Path(out_dir))
     started = time.perf_counter()
     check_workers(workers)
-    if study.knowledge is None and any(m.startswith("gk-") for m in plan.models):
+    needs_knowledge = [m for m in plan.models if m.startswith("gk-") or m == "knowledge"]
+    if study.knowledge is None and needs_knowledge:
         raise GkdcnError(
-            "GK-CNN and GK-DCN need geological knowledge: set [knowledge] faults or weights in "
-            "the config, or leave them out with --models cnn,dcn"
+            f"{', '.join(needs_knowledge)} need geological knowledge: set [knowledge] faults or "
+            "weights in the config, or leave them out with --models "
+            "cnn,dcn,element,logistic,random-forest"
         )
     with contextlib.ExitStack() as stack:
         client = scheduler
@@ -60,7 +66,7 @@ def run_comparison(
             from gkdcn.cluster import open_client
 
             client = stack.enter_context(open_client(scheduler))  # unreachable: error now
-        comparison = _run(study, layout, plan, overwrite, progress, device, workers, client)
+        comparison = _run(study, layout, plan, overwrite, progress, device, workers, client, inputs)
     comparison.seconds = time.perf_counter() - started
     write_outputs(comparison, study)
     return comparison
@@ -75,8 +81,9 @@ def _run(
     device: str,
     workers: int,
     client: Any,
+    inputs: Sequence[str | Path],
 ) -> Comparison:
-    claim_run_dir(layout, study, plan, overwrite)
+    claim_run_dir(layout, study, plan, overwrite, inputs)
     samples = study_samples(study)
     jobs = list(make_jobs(study, samples, plan))
     todo = [job for job in jobs if not job.done(layout)]

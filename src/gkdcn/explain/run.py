@@ -41,6 +41,7 @@ from gkdcn.explain.offsets import (
 from gkdcn.figures import save_figure
 from gkdcn.io.atomic import atomic_dir
 from gkdcn.io.jsonsafe import json_safe
+from gkdcn.io.qml import qml_path, style_for_values
 from gkdcn.io.rasters import write_geotiff
 
 if TYPE_CHECKING:
@@ -192,7 +193,10 @@ def explain_model(
     def record(path: Path, root: Path, description: str) -> None:
         files.append({"path": path.relative_to(root).as_posix(), "description": description})
 
-    with atomic_dir(out_dir, overwrite) as tmp:
+    config = getattr(study, "config", None)  # a Study has one; a bare StudyLike may not
+    inputs = config.input_paths() if config is not None else []
+    inputs += [Path(model_file)] if model_file is not None else []
+    with atomic_dir(out_dir, overwrite, inputs=inputs, command="explain") as tmp:
         features = bundle.transform.apply(np.asarray(study.raw)[order])
         windows = extract_windows(features, rows, cols, bundle.window, bundle.padding)
         site_files: list[list[str]] = [[] for _ in ids]
@@ -334,6 +338,8 @@ def explain_model(
                 grid,
                 nodata=math.nan,
                 descriptions=[f"gradcam_{cam_layer}_centre", f"gradcam_{cam_layer}_mean"],
+                overviews=True,
+                style=style_for_values(f"gradcam_{cam_layer}_centre", cam_maps["centre"]),
             )
             record(
                 path,
@@ -341,6 +347,7 @@ def explain_model(
                 f"Grad-CAM at {cam_layer} of the window centred on each cell ({CAM_UNITS}): "
                 "band 1 at the window centre, band 2 the window mean; NaN off the data",
             )
+            record(qml_path(path), tmp, "QGIS style of the Grad-CAM map (band 1, its value range)")
             mapped = ranking[:top_k]
             if shown not in mapped:
                 mapped.append(shown)

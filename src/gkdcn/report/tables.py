@@ -7,8 +7,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gkdcn.compare.layout import RunLayout
+from gkdcn.config import BASELINE_KINDS
 from gkdcn.report.formatting import TIE, as_float, coord, fmt_interval, fmt_number, model_label
-from gkdcn.report.texts import METRICS, PROTOCOL_TEXT, MetricInfo, knowledge_text
+from gkdcn.report.texts import (
+    METRICS,
+    PROTOCOL_TEXT,
+    MetricInfo,
+    baseline_sentence,
+    knowledge_text,
+)
 
 HELDOUT_PROTOCOLS = ("lodo", "blocks")
 
@@ -73,8 +80,15 @@ def _protocol(
         "anchor": f"protocol-{re.sub(r'[^a-z0-9]+', '-', name.lower())}",
         "title": str(block.get("title") or name),
         "in_sample": name == "authors",
-        "text": PROTOCOL_TEXT.get(name, ""),
+        # The fold scheme used (e.g. grouped deposit folds for many deposits), from summary.json.
+        "text": " ".join(
+            t for t in (PROTOCOL_TEXT.get(name, ""), str(block.get("folds") or "")) if t
+        ),
         "models": [model_label(str(r.get("model"))) for r in records],
+        "baseline_columns": [str(r.get("model")) in BASELINE_KINDS for r in records],
+        "baseline_sentence": baseline_sentence(
+            block.get("baseline_check"), in_sample=name == "authors"
+        ),
         "seeds": n_seeds,
         "rows": rows,
         "paired": paired_rows(block.get("paired") or []),
