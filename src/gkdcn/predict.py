@@ -238,7 +238,8 @@ def _inference_network(bundle: ModelBundle, device: torch.device) -> AnomalyNet:
             # Every ReLU follows a layer whose output nothing else reads; in place avoids a new
             # (batch, 64, w, w) buffer per call (out-of-place ReLU on channels-last is also slow).
             module.inplace = True
-    return net.to(memory_format=torch.channels_last).eval()
+    # Module.to accepts memory_format at run time; torch's overloads for it omit the keyword.
+    return net.to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
 
 
 def _set_mc_dropout(net: AnomalyNet) -> None:

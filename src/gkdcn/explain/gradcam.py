@@ -163,7 +163,9 @@ def gradcam_maps(
     features = np.asarray(features)
     valid = check_map_inputs(bundle, features, valid)
     rows, cols = np.nonzero(valid)
-    maps = {r: np.full(valid.shape, np.nan, dtype=np.float32) for r in reduce}
+    maps: dict[str, np.ndarray] = {
+        r: np.full(valid.shape, np.nan, dtype=np.float32) for r in reduce
+    }
     net = bundle.network()
     half = bundle.window // 2
     batches = map_windows(
