@@ -19,10 +19,12 @@ from gkdcn.data.synthetic import (
     ELEMENTS,
     NODATA,
     PATHFINDERS,
+    District,
     SyntheticSpec,
     generate_district,
     load_truth,
     make_district,
+    pathfinder_score,
     spec_from_dict,
 )
 from gkdcn.errors import InputError, OutputExistsError
@@ -251,3 +253,109 @@ def test_small_custom_spec() -> None:
     assert d.values.shape == (12, 40, 48)
     assert len(d.deposit_ids) == 3
     assert np.all(d.truth[d.deposit_rows, d.deposit_cols] == 1)
+
+
+# --------------------------------------------------------------------------------------------
+# systems mode: a district where a held-out comparison has something to say
+
+SYSTEMS = SyntheticSpec(n_deposits=60, seed=0)
+
+
+@pytest.fixture(scope="module")
+def systems_district() -> District:
+    return make_district(SYSTEMS)
+
+
+def _auc_against_background(score: np.ndarray, d: District) -> float:
+    """Share of valid non-deposit cells ranked below each deposit (ties half), averaged."""
+    valid = d.truth != 255
+    deposit = np.zeros(valid.shape, dtype=bool)
+    deposit[d.deposit_rows, d.deposit_cols] = True
+    background = np.sort(score[valid & ~deposit])
+    at = score[deposit]
+    below = np.searchsorted(background, at, "left")
+    ties = np.searchsorted(background, at, "right") - below
+    return float(np.mean((below + 0.5 * ties) / len(background)))
+
+
+def test_small_default_district_keeps_the_scattered_layout(district: Path) -> None:
+    assert (SPEC.systems, SPEC.barren_anomalies, SPEC.undiscovered_share) == (0, 3, 0.0)
+    assert not np.any(load_truth(district) == 3)
+    bodies = pd.read_csv(district / "bodies.csv")
+    assert list(bodies.columns) == ["body_id", "kind", "system", "deposits", "x", "y"]
+    assert set(bodies["kind"]) == {"mineralised", "barren (black shale)", "barren (mafic)"}
+    assert bodies["deposits"].sum() == SPEC.n_deposits
+    assert bodies["system"].isna().all()
+    assert "scattered along the faults" in (district / "README.md").read_text()
+
+
+def test_sixty_deposits_spread_over_several_fault_controlled_systems(
+    systems_district: District,
+) -> None:
+    d = systems_district
+    assert SYSTEMS.systems == 6 and SYSTEMS.barren_anomalies == 12
+    assert len(d.deposit_ids) == 60
+    assert np.all(d.truth[d.deposit_rows, d.deposit_cols] == 1)
+    assert np.all(d.fault_distance[d.deposit_rows, d.deposit_cols] <= 5.5 * SYSTEMS.cell_size)
+    known = d.bodies[d.bodies["kind"] == "mineralised"]
+    assert known["deposits"].sum() == 60
+    per_system = known.groupby("system")["deposits"].sum()
+    assert len(per_system) == 6 and per_system.max() <= 30  # no single system holds most
+    gap = np.maximum(
+        np.abs(d.deposit_rows[:, None] - d.deposit_rows[None, :]),
+        np.abs(d.deposit_cols[:, None] - d.deposit_cols[None, :]),
+    ) + 99 * np.eye(60, dtype=int)
+    assert gap.min() >= 2
+
+
+def test_some_mineralised_bodies_have_no_known_deposit(systems_district: District) -> None:
+    d = systems_district
+    undiscovered = d.bodies[d.bodies["kind"] == "undiscovered"]
+    mineralised = d.bodies[d.bodies["kind"].isin(["mineralised", "undiscovered"])]
+    assert 0.2 <= len(undiscovered) / len(mineralised) <= 0.4
+    assert (undiscovered["deposits"] == 0).all()
+    assert (d.truth == 3).sum() > 50
+    barren = d.bodies[d.bodies["kind"].str.startswith("barren")]
+    assert len(barren) == 12 and (barren["deposits"] == 0).all()
+    # Undiscovered bodies carry the ore signature, as strongly as the known ones on average.
+    pf = [i for i, e in enumerate(SYSTEMS.elements) if e.name in PATHFINDERS]
+    score = pathfinder_score(d.values[pf])
+    assert np.nanmean(score[d.truth == 3]) > np.nanmean(score[d.truth == 0]) + 0.5
+
+
+def test_neither_fault_proximity_nor_geochemistry_alone_finds_every_deposit(
+    systems_district: District,
+) -> None:
+    # Both carry information (well above 0.5), neither is a perfect map: room for a model.
+    d = systems_district
+    pf = [i for i, e in enumerate(SYSTEMS.elements) if e.name in PATHFINDERS]
+    score = np.nan_to_num(pathfinder_score(d.values[pf]), nan=-99.0)
+    for auc in (_auc_against_background(-d.fault_distance, d), _auc_against_background(score, d)):
+        assert 0.75 < auc < 0.97
+
+
+def test_larger_grid_and_explicit_systems() -> None:
+    spec = spec_from_dict(
+        {"height": 160, "width": 224, "n_deposits": 60, "n_systems": 4, "undiscovered": 0.5}
+    )
+    d = make_district(spec)
+    assert d.values.shape == (12, 160, 224) and len(d.deposit_ids) == 60
+    kinds = d.bodies["kind"].value_counts()
+    assert kinds["undiscovered"] == kinds["mineralised"]
+    assert d.bodies.loc[d.bodies["kind"] == "mineralised", "system"].nunique() <= 4
+
+
+def test_synth_command_makes_a_systems_district(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gkdcn.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "big"
+    result = runner.invoke(app, ["synth", str(out), "--deposits", "60", "--layers", "6"])
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(out / "deposits.csv")) == 60
+    assert (load_truth(out) == 3).any()
+    bad = runner.invoke(app, ["synth", str(tmp_path / "bad"), "--undiscovered", "1.5"])
+    assert bad.exit_code == 2 and "undiscovered" in bad.output
+    assert not (tmp_path / "bad").exists()

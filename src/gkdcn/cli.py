@@ -151,13 +151,32 @@ def synth(
     width: Annotated[int, typer.Option(help="Columns of the grid.")] = 128,
     layers: Annotated[int, typer.Option(help="Number of element layers.")] = 12,
     deposits: Annotated[int, typer.Option(help="Number of deposits.")] = 10,
+    systems: Annotated[
+        int | None,
+        typer.Option(
+            help="Fault-controlled anomaly systems (0: bodies scattered along the faults; "
+            "default: 0 up to 12 deposits, else one per 10 deposits)."
+        ),
+    ] = None,
+    undiscovered: Annotated[
+        float | None,
+        typer.Option(help="With systems: share of mineralised bodies without a known deposit."),
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Generate a synthetic district (GeoTIFFs, deposits, faults, study.toml)."""
-    from gkdcn.data.synthetic import SyntheticSpec, generate_district
+    from gkdcn.data.synthetic import generate_district, spec_from_dict
 
-    spec = SyntheticSpec(
-        seed=seed, height=height, width=width, n_layers=layers, n_deposits=deposits
+    spec = spec_from_dict(
+        {
+            "seed": seed,
+            "height": height,
+            "width": width,
+            "n_layers": layers,
+            "n_deposits": deposits,
+            "n_systems": systems,
+            "undiscovered": undiscovered,
+        }
     )
     config_path = generate_district(out_dir, spec, overwrite=overwrite)
     console.print(f"wrote synthetic district to {out_dir} (study config: {config_path})")

@@ -2,7 +2,11 @@
 
 The district mimics a stream-sediment survey over an orogenic Au(-Cu) belt: a few curved
 ore-controlling faults cross it; mineralised anomaly bodies (curved, elongated, branching) grow out
-of the faults and carry the deposits; pathfinder elements express each body with element-specific
+of the faults and carry the deposits. A small district scatters its bodies along the faults, one
+deposit or two each; a larger one (more than :data:`SCATTERED_MAX_DEPOSITS` deposits, or
+``n_systems`` set) clusters them into several fault-controlled anomaly systems, each a stretch of
+one fault with a few bodies, and leaves some mineralised bodies without any known deposit
+(undiscovered, as in real districts: a model that ranks them high is right). Pathfinder elements express each body with element-specific
 contrast, width and a lateral offset (zonation: Cu-Mo-Bi-W proximal, As-Sb-Hg-Pb-Zn distal); barren
 anomalies (black-shale or mafic signatures, some far from any fault) carry no deposit; the
 background is spatially correlated and log-normal with realistic medians; a few lakes leave holes
@@ -13,7 +17,9 @@ Layout of a generated folder::
     elements/<name>.tif   float32 GeoTIFF per element, nodata -9999
     deposits.csv          site_id, x, y (map units)
     faults.gpkg           LineString layer "faults"
-    truth.tif             uint8: 1 mineralised body, 2 barren anomaly, 0 background, 255 nodata
+    truth.tif             uint8: 1 mineralised body with known deposits, 3 mineralised body without
+                          (undiscovered), 2 barren anomaly, 0 background, 255 nodata
+    bodies.csv            body_id, kind, system, deposits, x, y (each anomaly body's strongest point)
     study.toml            a complete study config (paths relative to the folder)
     README.md             what was generated
 """
@@ -29,6 +35,7 @@ from typing import Any, Literal
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import rasterio
 from affine import Affine
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -48,6 +55,7 @@ NODATA = -9999.0
 TRUTH_BACKGROUND = 0
 TRUTH_MINERALISED = 1
 TRUTH_BARREN = 2
+TRUTH_UNDISCOVERED = 3
 TRUTH_NODATA = 255
 
 #: The ore-related pathfinders whose combined score marks the anomalies (always generated).
@@ -57,8 +65,20 @@ PATHFINDERS: tuple[str, ...] = ("Au", "As", "Sb", "Hg", "Cu")
 # that lie this close to a fault (in cells); the second pair is the fallback if too few qualify.
 _DEPOSIT_PERCENTILE = (92.0, 90.5)
 _DEPOSIT_FAULT_CELLS = (3.0, 4.0)
+# Systems mode: deposits need only a moderately anomalous cell (top 25 %, then 35 %) within 3
+# (then 5) cells of a fault, and bodies vary in strength, so the geochemistry alone does not
+# give every deposit away.
+_SYSTEM_DEPOSIT_PERCENTILE = (75.0, 65.0)
+_SYSTEM_DEPOSIT_FAULT_CELLS = (3.0, 5.0)
+_SYSTEM_BODY_SCALE = (0.35, 1.0)
 # A cell belongs to a body where its unit-amplitude footprint exceeds this (about 1.5 radii).
 _FOOTPRINT = 0.32
+#: Up to this many deposits a district scatters its bodies along the faults (the small default
+#: district, unchanged); above it, ``n_systems`` defaults to one anomaly system per 10 deposits.
+SCATTERED_MAX_DEPOSITS = 12
+# Systems mode: deposits per known body on average, and the share of undiscovered bodies.
+_DEPOSITS_PER_BODY = 3.0
+_UNDISCOVERED_SHARE = 0.3
 
 
 @dataclass(frozen=True)
@@ -142,7 +162,24 @@ class SyntheticSpec(BaseModel):
     n_layers: int = Field(12, ge=len(PATHFINDERS), le=len(ELEMENTS))
     n_faults: int = Field(4, ge=1, le=16)
     n_deposits: int = Field(10, ge=1, le=200)
-    n_barren_anomalies: int = Field(3, ge=0, le=50)
+    n_barren_anomalies: int | None = Field(
+        None, ge=0, le=100, description="default: 3, or 2 per anomaly system in systems mode"
+    )
+    n_systems: int | None = Field(
+        None,
+        ge=0,
+        le=40,
+        description="fault-controlled anomaly systems (clusters of bodies along one fault); "
+        "0 = bodies scattered along the faults; default: 0 up to 12 deposits, else one per 10 "
+        "deposits (at least 3)",
+    )
+    undiscovered: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="systems mode: share of mineralised bodies without a known deposit "
+        "(default 0.3)",
+    )
     nodata_holes: int = Field(2, ge=0, le=50)
     seed: int = Field(0, ge=0)
 
@@ -173,6 +210,29 @@ class SyntheticSpec(BaseModel):
         """The generated elements, in channel order."""
         return ELEMENTS[: self.n_layers]
 
+    @property
+    def systems(self) -> int:
+        """The number of anomaly systems (0: bodies scattered along the faults)."""
+        if self.n_systems is not None:
+            return self.n_systems
+        if self.n_deposits <= SCATTERED_MAX_DEPOSITS:
+            return 0
+        return max(3, round(self.n_deposits / 10))
+
+    @property
+    def barren_anomalies(self) -> int:
+        """The number of barren anomalies."""
+        if self.n_barren_anomalies is not None:
+            return self.n_barren_anomalies
+        return 2 * self.systems if self.systems else 3
+
+    @property
+    def undiscovered_share(self) -> float:
+        """Share of mineralised bodies left without a known deposit (0 when scattered)."""
+        if not self.systems:
+            return 0.0
+        return _UNDISCOVERED_SHARE if self.undiscovered is None else self.undiscovered
+
 
 DEFAULT_SPEC = SyntheticSpec()
 
@@ -199,6 +259,7 @@ class District:
     truth: np.ndarray  # (H, W) uint8, TRUTH_* codes
     fault_distance: np.ndarray  # (H, W) float64 map units
     faults: gpd.GeoDataFrame
+    bodies: pd.DataFrame  # body_id, kind, system, deposits, x, y (strongest point, map units)
     deposit_ids: list[str]
     deposit_rows: np.ndarray
     deposit_cols: np.ndarray
@@ -214,6 +275,8 @@ class _Body:
     zdir: np.ndarray  # (2,) unit vector towards the distal side
     barren: BarrenStyle | None  # None for a mineralised body
     scale: float  # overall amplitude
+    system: int = -1  # anomaly system (systems mode), -1 otherwise
+    undiscovered: bool = False  # a mineralised body that gets no deposit
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,7 +319,13 @@ def make_district(spec: SyntheticSpec = DEFAULT_SPEC) -> District:
     dist_cells = fault_distance / cs
 
     rng_bodies = _rng(spec.seed, 2)
-    ore = _ore_bodies(spec, [line for _, line in fault_lines], rng_bodies)
+    lines = [line for _, line in fault_lines]
+    if spec.systems:
+        # Own stream: the scattered layout's draws stay exactly as they were.
+        main = [line for kind, line in fault_lines if kind == "main"] or lines
+        ore = _system_bodies(spec, main, _rng(spec.seed, 8))
+    else:
+        ore = _ore_bodies(spec, lines, rng_bodies)
     barren = _barren_bodies(spec, dist_cells, ore, rng_bodies)
     holes = _holes(spec, [b.pts[_peak(b)] for b in ore], _rng(spec.seed, 3))
 
@@ -265,9 +334,11 @@ def make_district(spec: SyntheticSpec = DEFAULT_SPEC) -> District:
     for body, foot in zip(ore + barren, footprints, strict=True):
         if body.barren is not None:
             truth[foot >= _FOOTPRINT] = TRUTH_BARREN
-    for body, foot in zip(ore + barren, footprints, strict=True):
-        if body.barren is None:
-            truth[foot >= _FOOTPRINT] = TRUTH_MINERALISED
+    for undiscovered in (True, False):  # known bodies win where the two overlap
+        for body, foot in zip(ore, footprints, strict=False):
+            if body.undiscovered == undiscovered:
+                code = TRUTH_UNDISCOVERED if undiscovered else TRUTH_MINERALISED
+                truth[foot >= _FOOTPRINT] = code
 
     values = _element_values(spec, ore + barren)
     values[:, holes] = np.nan
@@ -276,10 +347,13 @@ def make_district(spec: SyntheticSpec = DEFAULT_SPEC) -> District:
     pf = [i for i, e in enumerate(spec.elements) if e.name in PATHFINDERS]
     # Score on the float32 values that get written, so a reader recomputes exactly this score.
     score = pathfinder_score(values[pf])
-    ore_feet = [f >= _FOOTPRINT for f in footprints[: len(ore)]]
-    rows, cols = _place_deposits(
+    known = [i for i, b in enumerate(ore) if not b.undiscovered]
+    ore_feet = [footprints[i] >= _FOOTPRINT for i in known]
+    rows, cols, picked_in = _place_deposits(
         spec, ore_feet, truth, score, dist_cells, holes, _rng(spec.seed, 4)
     )
+    per_body = np.bincount(np.asarray(known)[picked_in], minlength=len(ore) + len(barren))
+    bodies = _body_table(spec, ore + barren, per_body)
 
     jitter = _rng(spec.seed, 5).uniform(-0.35, 0.35, size=(2, len(rows))) * cs
     x, y = grid.xy(rows, cols)
@@ -295,6 +369,7 @@ def make_district(spec: SyntheticSpec = DEFAULT_SPEC) -> District:
         truth=truth,
         fault_distance=fault_distance,
         faults=faults,
+        bodies=bodies,
         deposit_ids=ids,
         deposit_rows=rows,
         deposit_cols=cols,
@@ -336,6 +411,7 @@ def generate_district(
             dtype="uint8",
         )
         (tmp / "deposits.csv").write_text(_deposits_csv(district), encoding="utf-8")
+        district.bodies.to_csv(tmp / "bodies.csv", index=False, float_format="%.1f")
         district.faults.to_file(tmp / "faults.gpkg", layer="faults", driver="GPKG")
         text = _study_toml(spec, config)
         _validate_study(text, tmp)
@@ -570,6 +646,96 @@ def _ore_bodies(
     return bodies
 
 
+def _system_bodies(
+    spec: SyntheticSpec, faults: list[np.ndarray], rng: np.random.Generator
+) -> list[_Body]:
+    """Mineralised bodies clustered into anomaly systems, each along one stretch of a fault.
+
+    System centres are drawn on the faults (weighted by length) and kept apart, so the systems
+    spread over the district; each system's bodies are seeded on its fault within
+    ``reach`` cells (along the trace) of the centre and kept a few cells apart. About
+    ``spec.undiscovered_share`` of the bodies, drawn at random, are marked undiscovered: they
+    look like the others but get no deposit.
+    """
+    n_sys = spec.systems
+    n_known = max(n_sys, math.ceil(spec.n_deposits / _DEPOSITS_PER_BODY))
+    share = spec.undiscovered_share
+    n_bodies = n_known + round(share * n_known / (1.0 - share))
+    margin = 5.0
+    lengths = np.array([len(f) for f in faults], dtype=float)
+    inside = [
+        (f[:, 0] >= margin)
+        & (f[:, 0] <= spec.width - margin)
+        & (f[:, 1] >= margin)
+        & (f[:, 1] <= spec.height - margin)
+        for f in faults
+    ]
+    # Centres: spread over the district, at least `spacing` cells apart (relaxed if crowded).
+    spacing = 0.8 * math.sqrt(spec.height * spec.width / n_sys)
+    centres: list[tuple[int, int]] = []
+    points: list[np.ndarray] = []
+    for attempt in range(2000):
+        if len(centres) == n_sys:
+            break
+        if attempt and attempt % 200 == 0:
+            spacing *= 0.8
+        fi = int(rng.choice(len(faults), p=lengths / lengths.sum()))
+        ok = np.flatnonzero(inside[fi])
+        if len(ok) == 0:
+            continue
+        i = int(rng.choice(ok))
+        p = faults[fi][i]
+        if points and min(np.hypot(*(p - q)) for q in points) < spacing:
+            continue
+        centres.append((fi, i))
+        points.append(p)
+    else:  # pragma: no cover - the spacing shrinks until the centres fit
+        raise GkdcnError("synthetic district: no room for the anomaly systems; use a larger grid")
+    # Bodies per system: an equal share each, the remainder to random systems.
+    per_system = np.full(n_sys, n_bodies // n_sys)
+    per_system[rng.choice(n_sys, n_bodies % n_sys, replace=False)] += 1
+    seeds: list[np.ndarray] = []
+    bodies: list[_Body] = []
+    for system, ((fi, ci), count) in enumerate(zip(centres, per_system, strict=True)):
+        f = faults[fi]
+        reach = rng.uniform(8.0, 14.0) + 2.0 * count  # cells along the trace from the centre
+        lo, hi = max(0, ci - int(2 * reach)), min(len(f), ci + int(2 * reach) + 1)  # 0.5-cell steps
+        stretch = np.arange(lo, hi)[inside[fi][lo:hi]]
+        gap = 5.0
+        for _ in range(count):
+            for attempt in range(200):
+                if attempt and attempt % 50 == 0:
+                    gap *= 0.75
+                i = int(rng.choice(stretch))
+                p = f[i]
+                if not seeds or min(np.hypot(*(p - q)) for q in seeds) >= gap:
+                    break
+            seeds.append(p)
+            tangent = f[min(i + 2, len(f) - 1)] - f[max(i - 2, 0)]
+            along = math.atan2(tangent[1], tangent[0]) + (math.pi if rng.random() < 0.5 else 0.0)
+            if rng.random() < 0.4:  # hugs the fault (dilational jog)
+                heading = along + math.radians(rng.uniform(-12, 12))
+            else:  # splays off it (Riedel / second-order structure)
+                heading = along + rng.choice([-1, 1]) * math.radians(rng.uniform(20, 60))
+            pts, amp, rad = _skeleton(
+                p,
+                heading,
+                forward=rng.uniform(6, 14),
+                backward=rng.uniform(2, 6),
+                n_branches=int(rng.integers(0, 2)),
+                decay=rng.uniform(4, 9),
+                r0=rng.uniform(0.9, 1.4),
+                rng=rng,
+            )
+            normal = np.array([-math.sin(along), math.cos(along)]) * rng.choice([-1.0, 1.0])
+            scale = float(rng.uniform(*_SYSTEM_BODY_SCALE))
+            bodies.append(_Body(pts, amp, rad, normal, None, scale, system=system))
+    n_undiscovered = n_bodies - n_known
+    for b in rng.choice(n_bodies, n_undiscovered, replace=False):
+        bodies[int(b)].undiscovered = True
+    return bodies
+
+
 def _barren_bodies(
     spec: SyntheticSpec,
     dist_cells: np.ndarray,
@@ -595,7 +761,7 @@ def _barren_bodies(
     styles: tuple[BarrenStyle, ...] = ("black shale", "mafic")
     others = np.concatenate([b.pts for b in ore]) if ore else np.empty((0, 2))
     bodies: list[_Body] = []
-    for k in range(spec.n_barren_anomalies):
+    for k in range(spec.barren_anomalies):
         near = k % 3 == 1
         ok = inner & ((d >= 3) & (d <= 8) if near else d >= min(12.0, float(np.quantile(d, 0.8))))
         if not ok.any():
@@ -722,8 +888,10 @@ def _place_deposits(
     dist_cells: np.ndarray,
     holes: np.ndarray,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Deposit cells: inside mineralised bodies, high pathfinder score, near a fault, not in a hole.
+
+    Returns rows, cols and, per deposit, the index (into ``ore_feet``) of the body it was placed in.
 
     Every body gets one deposit where it can; the rest go to bodies at random. Deposits are at
     more than two cells apart (so their 3 x 3 shifted windows never share a centre), at least two
@@ -733,7 +901,12 @@ def _place_deposits(
     keep_out = binary_dilation(holes, iterations=2)
     keep_out[:2] = keep_out[-2:] = True
     keep_out[:, :2] = keep_out[:, -2:] = True
-    for pct, max_d in zip(_DEPOSIT_PERCENTILE, _DEPOSIT_FAULT_CELLS, strict=True):
+    levels = (
+        zip(_SYSTEM_DEPOSIT_PERCENTILE, _SYSTEM_DEPOSIT_FAULT_CELLS, strict=True)
+        if spec.systems
+        else zip(_DEPOSIT_PERCENTILE, _DEPOSIT_FAULT_CELLS, strict=True)
+    )
+    for pct, max_d in levels:
         threshold = np.percentile(score[valid], pct)
         good = valid & (truth == TRUTH_MINERALISED) & (score >= threshold)
         good &= (dist_cells <= max_d) & ~keep_out
@@ -743,14 +916,17 @@ def _place_deposits(
     flat_score = score.ravel()
     taken = np.zeros(truth.size, dtype=bool)
     chosen: list[int] = []
+    picked_in: list[int] = []
 
-    def pick(cells: np.ndarray) -> bool:
+    def pick(body: int) -> bool:
+        cells = candidates[body]
         free = cells[~taken[cells]]
         if len(free) == 0:
             return False
         weight = flat_score[free] - threshold + 0.1
         cell = int(rng.choice(free, p=weight / weight.sum()))
         chosen.append(cell)
+        picked_in.append(body)
         r, c = divmod(cell, spec.width)
         block = np.zeros(truth.shape, dtype=bool)
         block[max(r - 2, 0) : r + 3, max(c - 2, 0) : c + 3] = True
@@ -759,7 +935,7 @@ def _place_deposits(
 
     order = rng.permutation(len(candidates))
     for b in order[: spec.n_deposits]:
-        pick(candidates[b])
+        pick(int(b))
     sizes = np.array([len(c) for c in candidates], dtype=float)
     while len(chosen) < spec.n_deposits:
         open_bodies = [b for b in range(len(candidates)) if (~taken[candidates[b]]).any()]
@@ -769,13 +945,36 @@ def _place_deposits(
                 "use a larger grid or fewer deposits"
             )
         p = sizes[open_bodies] / sizes[open_bodies].sum()
-        pick(candidates[open_bodies[int(rng.choice(len(open_bodies), p=p))]])
+        pick(open_bodies[int(rng.choice(len(open_bodies), p=p))])
     rows, cols = np.divmod(np.array(chosen, dtype=np.int64), spec.width)
-    return rows, cols
+    return rows, cols, np.array(picked_in, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------------------------
 # writing
+
+
+def _body_table(spec: SyntheticSpec, bodies: list[_Body], deposits: np.ndarray) -> pd.DataFrame:
+    """One row per anomaly body: kind, system, deposits placed in it, strongest point."""
+    records = []
+    x0, y0 = spec.origin
+    for k, (body, count) in enumerate(zip(bodies, deposits, strict=True)):
+        if body.barren is not None:
+            kind = f"barren ({body.barren})"
+        else:
+            kind = "undiscovered" if body.undiscovered else "mineralised"
+        peak = body.pts[_peak(body)]
+        records.append(
+            {
+                "body_id": f"B{k + 1:02d}",
+                "kind": kind,
+                "system": f"S{body.system + 1}" if body.system >= 0 else "",
+                "deposits": int(count),
+                "x": x0 + peak[0] * spec.cell_size,
+                "y": y0 - peak[1] * spec.cell_size,
+            }
+        )
+    return pd.DataFrame(records, columns=["body_id", "kind", "system", "deposits", "x", "y"])
 
 
 def _deposits_csv(district: District) -> str:
@@ -830,7 +1029,29 @@ def _validate_study(text: str, folder: Path) -> None:
 def _readme(district: District) -> str:
     spec = district.spec
     ore = int((district.truth == TRUTH_MINERALISED).sum())
+    undiscovered = int((district.truth == TRUTH_UNDISCOVERED).sum())
     barren = int((district.truth == TRUTH_BARREN).sum())
+    kinds = district.bodies["kind"]
+    n_undiscovered = int((kinds == "undiscovered").sum())
+    n_mineralised = int((kinds == "mineralised").sum()) + n_undiscovered
+    if spec.systems:
+        layout = (
+            f"- Layout: {spec.systems} fault-controlled anomaly systems, each a stretch of one main "
+            f"fault with a few mineralised bodies ({n_mineralised} in all); {n_undiscovered} of "
+            "them, drawn at random, carry no known deposit (undiscovered: truth code 3). Bodies "
+            f"vary in strength ({_SYSTEM_BODY_SCALE[0]:g} to {_SYSTEM_BODY_SCALE[1]:g} of the "
+            "full contrast). Deposits: cells of a known body within "
+            f"{_SYSTEM_DEPOSIT_FAULT_CELLS[0]:g} cells of a fault in the top "
+            f"{100 - _SYSTEM_DEPOSIT_PERCENTILE[0]:g} % of the pathfinder score (relaxed to "
+            f"{_SYSTEM_DEPOSIT_FAULT_CELLS[1]:g} cells and the top "
+            f"{100 - _SYSTEM_DEPOSIT_PERCENTILE[1]:g} % if too few qualify); this replaces the "
+            "deposit rule below."
+        )
+    else:
+        layout = (
+            f"- Layout: {n_mineralised} mineralised bodies scattered along the faults, each "
+            "with at least one deposit where there is room."
+        )
     holes = int((district.truth == TRUTH_NODATA).sum())
     rows = "\n".join(
         f"| {e.name} | {e.unit} | {e.median:g} | "
@@ -853,7 +1074,8 @@ and seed always give the same rasters and deposits.
 - grid: {spec.height} rows x {spec.width} columns of {spec.cell_size:g} m, {spec.crs},
   top-left corner ({spec.origin[0]:.10g}, {spec.origin[1]:.10g})
 - {spec.n_layers} element layers, {spec.n_faults} faults, {spec.n_deposits} deposits,
-  {spec.n_barren_anomalies} barren anomalies, {spec.nodata_holes} nodata holes
+  {spec.barren_anomalies} barren anomalies, {spec.nodata_holes} nodata holes
+{layout}
 
 ## Files
 | file | what |
@@ -861,7 +1083,8 @@ and seed always give the same rasters and deposits.
 | `elements/<name>.tif` | one float32 GeoTIFF per element (nodata {NODATA:g}), concentration in the unit below |
 | `deposits.csv` | `site_id, x, y`: {spec.n_deposits} deposits in map units ({spec.crs}) |
 | `faults.gpkg` | layer `faults`: {len(district.faults)} ore-controlling fault traces (LineString) |
-| `truth.tif` | uint8: 1 mineralised anomaly body ({ore} cells), 2 barren anomaly ({barren} cells), 0 background, 255 nodata ({holes} cells) |
+| `truth.tif` | uint8: 1 mineralised anomaly body with known deposits ({ore} cells), 3 mineralised body without a known deposit ({undiscovered} cells), 2 barren anomaly ({barren} cells), 0 background, 255 nodata ({holes} cells) |
+| `bodies.csv` | one row per anomaly body: `body_id, kind, system, deposits` (known deposits inside it), `x, y` of its strongest point |
 | `study.toml` | a complete gkdcn study config for this folder |
 
 ## How it was made

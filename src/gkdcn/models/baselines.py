@@ -1,0 +1,258 @@
+"""Baselines that a network must beat to be worth its training: what a geologist already has.
+
+Four of them, named as in ``gkdcn compare --models``:
+
+``knowledge``
+    The knowledge weight itself (fault proximity in [0, 1]) as the map; no training.
+``element``
+    The single transformed layer, either sign, whose cell value ranks the fold's *training*
+    deposits best against the fold's training negatives (AUC over the training window centres);
+    chosen inside each fold, so the held-out deposit never takes part in the choice.
+``logistic``
+    Logistic regression (scikit-learn, L2, standardised features) on per-cell features.
+``random-forest``
+    A random forest (scikit-learn, 300 trees, seeded) on the same features.
+
+The per-cell features are those of the stack the networks see, transformed with the transform
+fitted on the fold's training windows only: each layer's cell value, its mean over the
+``window x window`` neighbourhood (the network's receptive field, padded as the windows are),
+and the knowledge weight. They are computed for every cell at once with a box filter, once per
+fold, and the models are trained on the centres of the fold's training windows with their
+labels, exactly the samples the networks train on.
+
+Scores are in [0, 1] and increase with prospectivity: probabilities for the two fitted models,
+the weight for ``knowledge``, and a logistic squashing of the signed, standardised layer for
+``element`` (a monotone map, so ranks and AUC are those of the layer itself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+import numpy as np
+from scipy.ndimage import uniform_filter
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from gkdcn.config import TransformConfig
+from gkdcn.data.samples import SampleSet, Split
+from gkdcn.data.transforms import ChannelTransform, cells_in_windows
+from gkdcn.errors import GkdcnError
+
+BaselineKind = Literal["knowledge", "element", "logistic", "random-forest"]
+BASELINES: tuple[BaselineKind, ...] = ("knowledge", "element", "logistic", "random-forest")
+RANDOM_FOREST_TREES = 300
+
+
+@dataclass(frozen=True)
+class CellFeatures:
+    """Per-cell features of a transformed stack: ``values`` is ``(F, H, W)`` float32.
+
+    ``n_layers`` cell values come first, then their ``n_layers`` window means, then the knowledge
+    weight (0 where there is none).
+    """
+
+    values: np.ndarray
+    names: list[str]
+    n_layers: int
+
+    def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """``(N, F)`` features at the given cells."""
+        return np.ascontiguousarray(self.values[:, rows, cols].T)
+
+    def table(self) -> np.ndarray:
+        """``(H * W, F)`` features of every cell, row by row."""
+        return np.ascontiguousarray(self.values.reshape(len(self.names), -1).T)
+
+
+def cell_features(
+    transformed: np.ndarray,
+    names: list[str],
+    knowledge: np.ndarray | None,
+    window: int,
+    padding: str = "zero",
+) -> CellFeatures:
+    """Cell values, ``window``-mean of each layer and the knowledge weight, for every cell.
+
+    ``transformed`` is ``(C, H, W)`` as :meth:`ChannelTransform.apply` returns it (invalid cells
+    already 0). The window mean pads like the network windows: zeros beyond the grid for
+    ``"zero"``, the mirror image (edge not repeated) for ``"reflect"``.
+    """
+    if window < 1 or window % 2 == 0:
+        raise GkdcnError(f"window must be a positive odd number of cells, got {window}")
+    stack = np.asarray(transformed, dtype=np.float32)
+    if stack.ndim != 3 or stack.shape[0] != len(names):
+        raise GkdcnError(f"expected ({len(names)}, H, W) transformed layers, got {stack.shape}")
+    mode = {"zero": "constant", "reflect": "mirror"}.get(padding)
+    if mode is None:
+        raise GkdcnError(f"unknown padding {padding!r} (use 'zero' or 'reflect')")
+    # float64 accumulation: uniform_filter sums in the input dtype.
+    means = uniform_filter(
+        stack.astype(np.float64), size=(1, window, window), mode=mode, cval=0.0
+    ).astype(np.float32)
+    weight = (
+        np.zeros(stack.shape[1:], dtype=np.float32)
+        if knowledge is None
+        else np.nan_to_num(np.asarray(knowledge, dtype=np.float32), nan=0.0)
+    )
+    return CellFeatures(
+        values=np.concatenate([stack, means, weight[np.newaxis]], axis=0),
+        names=[*names, *(f"{n} (window mean)" for n in names), "knowledge"],
+        n_layers=len(names),
+    )
+
+
+@dataclass
+class FittedBaseline:
+    """A fitted baseline: scores cells of :class:`CellFeatures` built like its training ones.
+
+    ``trained_on`` holds the sample indices it was fitted on (empty for ``knowledge``), so a
+    caller can check that no held-out window took part; ``description`` says what was chosen.
+    """
+
+    kind: BaselineKind
+    description: str
+    trained_on: np.ndarray
+    layer: int | None = None
+    sign: float = 1.0
+    estimator: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def score(self, features: CellFeatures, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Scores in [0, 1] at the given cells (higher = more prospective)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = np.asarray(cols, dtype=np.int64)
+        if self.kind == "knowledge":
+            return features.values[-1, rows, cols].astype(np.float64)
+        if self.kind == "element":
+            assert self.layer is not None
+            z = self.sign * features.values[self.layer, rows, cols].astype(np.float64)
+            return cast(np.ndarray, 1.0 / (1.0 + np.exp(-z)))
+        return cast(np.ndarray, self.estimator.predict_proba(features.at(rows, cols))[:, 1])
+
+    def score_map(self, features: CellFeatures, valid: np.ndarray) -> np.ndarray:
+        """``(H, W)`` float32 score map, NaN off ``valid``."""
+        rows, cols = np.nonzero(valid)
+        out = np.full(valid.shape, np.nan, dtype=np.float32)
+        out[rows, cols] = self.score(features, rows, cols)
+        return out
+
+
+def fit_baseline(
+    kind: str,
+    features: CellFeatures,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    labels: np.ndarray,
+    *,
+    seed: int = 0,
+    trained_on: np.ndarray | None = None,
+    has_knowledge: bool = True,
+) -> FittedBaseline:
+    """Fit baseline ``kind`` on training cells ``(rows, cols)`` with 0/1 ``labels``.
+
+    ``trained_on`` is recorded as given (the sample indices behind the cells).
+    """
+    if kind not in BASELINES:
+        raise GkdcnError(f"unknown baseline {kind!r} (choose from {', '.join(BASELINES)})")
+    baseline = cast(BaselineKind, kind)
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    y = np.asarray(labels).astype(np.int64).reshape(-1)
+    used = np.zeros(0, np.int64) if trained_on is None else np.asarray(trained_on, np.int64)
+    if baseline == "knowledge":
+        if not has_knowledge:
+            raise GkdcnError(
+                "the knowledge baseline needs geological knowledge: set [knowledge] faults or "
+                "weights in the config, or leave it out of --models"
+            )
+        return FittedBaseline("knowledge", "knowledge weight as the score", np.zeros(0, np.int64))
+    if not (rows.shape == cols.shape == y.shape):
+        raise GkdcnError("training rows, cols and labels differ in length")
+    if not (0 < y.sum() < len(y)):
+        raise GkdcnError(f"baseline {kind}: training needs both deposits and non-deposits")
+    x = features.at(rows, cols)
+    if baseline == "element":
+        layer, sign, auc = _best_layer(x[:, : features.n_layers], y)
+        name = features.names[layer]
+        return FittedBaseline(
+            "element",
+            f"{'' if sign > 0 else '-'}{name} (training AUC {auc:.3f})",
+            used,
+            layer=layer,
+            sign=sign,
+            info={"layer": name, "sign": int(sign), "train_auc": auc},
+        )
+    if baseline == "logistic":
+        estimator = make_pipeline(
+            StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
+        )
+        description = "logistic regression (L2, C = 1) on cell values, window means, knowledge"
+    else:
+        estimator = RandomForestClassifier(
+            n_estimators=RANDOM_FOREST_TREES, min_samples_leaf=2, random_state=seed, n_jobs=1
+        )
+        description = (
+            f"random forest ({RANDOM_FOREST_TREES} trees) on cell values, window means, knowledge"
+        )
+    estimator.fit(x, y)
+    return FittedBaseline(baseline, description, used, estimator=estimator)
+
+
+def _best_layer(x: np.ndarray, y: np.ndarray) -> tuple[int, float, float]:
+    """The column and sign whose values rank ``y == 1`` highest (AUC); the first on ties."""
+    best = (0, 1.0, -1.0)
+    for j in range(x.shape[1]):
+        auc = float(roc_auc_score(y, x[:, j])) if np.ptp(x[:, j]) > 0 else 0.5
+        sign = 1.0 if auc >= 0.5 else -1.0
+        signed = max(auc, 1.0 - auc)
+        if signed > best[2] + 1e-12:
+            best = (j, sign, signed)
+    return best
+
+
+def fold_features(
+    raw: np.ndarray,
+    names: list[str],
+    knowledge: np.ndarray | None,
+    samples: SampleSet,
+    split: Split,
+    transform_cfg: TransformConfig,
+    window: int,
+    padding: str,
+) -> tuple[CellFeatures, ChannelTransform]:
+    """Fit the transform on the fold's training windows' cells (as the networks do), then features."""
+    train = np.asarray(split.train, dtype=np.int64)
+    if len(train) == 0:
+        raise GkdcnError(f"split '{split.name}' has no training windows")
+    cells = cells_in_windows(raw.shape[1:], samples.rows[train], samples.cols[train], window)
+    values = raw.reshape(raw.shape[0], -1)[:, cells].T
+    transform = ChannelTransform.fit(values, transform_cfg.method, transform_cfg.scaling)
+    return cell_features(transform.apply(raw), names, knowledge, window, padding), transform
+
+
+def fit_fold_baseline(
+    kind: str,
+    features: CellFeatures,
+    samples: SampleSet,
+    split: Split,
+    *,
+    seed: int = 0,
+    has_knowledge: bool = True,
+) -> FittedBaseline:
+    """Fit ``kind`` on the centres and labels of the fold's training windows (``split.train``)."""
+    train = np.asarray(split.train, dtype=np.int64)
+    return fit_baseline(
+        kind,
+        features,
+        samples.rows[train],
+        samples.cols[train],
+        samples.labels[train],
+        seed=seed,
+        trained_on=train,
+        has_knowledge=has_knowledge,
+    )
