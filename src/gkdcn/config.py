@@ -148,7 +148,7 @@ class TrainConfig(_Section):
     seed: int = 0
     # The recipe for held-out performance (``preset = "authors"`` switches all of it off).
     background_ratio: float = Field(
-        4.0,
+        2.0,
         ge=0,
         description="unlabelled background windows per labelled training window, redrawn each "
         "epoch from the valid area away from every deposit of the split; 0 = off",
@@ -160,10 +160,11 @@ class TrainConfig(_Section):
         "none within max(this, split.exclusion_radius) of a held-out one); "
         "default half a window",
     )
-    background_loss: Literal["nnpu", "bce"] = Field(
-        "nnpu",
+    background_loss: Literal["nnpu", "bce", "soft"] = Field(
+        "soft",
         description="how background enters: 'nnpu' non-negative positive-unlabelled risk "
-        "(Kiryo et al. 2017) with class_prior; 'bce' as negatives, weighted background_weight",
+        "(Kiryo et al. 2017) with class_prior; 'bce' as certain negatives; 'soft' as "
+        "positives with probability class_prior (soft labels)",
     )
     class_prior: float = Field(
         0.05,
@@ -177,6 +178,12 @@ class TrainConfig(_Section):
         True,
         description="GK models: apply the knowledge term to background windows too "
         "(sigmoid-mse form only), so the map follows the prior where geochemistry is silent",
+    )
+    knowledge_prior: bool = Field(
+        True,
+        description="GK models with background_loss 'soft': the background's soft label "
+        "follows the knowledge weight (class_prior * w / mean w), so the map leans on the "
+        "geological prior where the geochemistry is silent",
     )
     augment: bool = Field(
         True,
@@ -215,6 +222,7 @@ AUTHORS_TRAINING: dict[str, Any] = {
     "head": "gap",
     "background_ratio": 0.0,
     "gk_background": False,
+    "knowledge_prior": False,
     "augment": False,
     "noise": 0.0,
     "calibration": "none",

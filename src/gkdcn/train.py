@@ -43,7 +43,13 @@ from gkdcn.errors import GkdcnError
 from gkdcn.figures import save_figure
 from gkdcn.io.atomic import atomic_path, check_writable
 from gkdcn.models.bundle import ModelBundle, now_iso, package_versions
-from gkdcn.models.losses import BCELoss, GKLoss, unlabelled_risk
+from gkdcn.models.losses import (
+    BCELoss,
+    GKLoss,
+    knowledge_prior,
+    soft_label_risk,
+    unlabelled_risk,
+)
 from gkdcn.models.nets import ModelSpec, build_network
 
 
@@ -236,9 +242,15 @@ def _loop(
     # Separate seeded streams, so switching a lever on does not move the others' draws.
     bg_rng = np.random.default_rng([seed, 1])
     aug_gen = torch.Generator().manual_seed(seed + 7919)
-    gk_on_background = (
-        isinstance(criterion, GKLoss) and cfg.gk_background and criterion.applies_to_unlabelled
-    )
+    is_gk = isinstance(criterion, GKLoss)
+    gk_on_background = is_gk and cfg.gk_background and criterion.applies_to_unlabelled
+    # GK models with soft background labels: the background's prior follows the knowledge.
+    prior_follows_knowledge = is_gk and cfg.knowledge_prior and cfg.background_loss == "soft"
+    mean_weight = 0.0
+    if n_bg and prior_follows_knowledge:
+        assert data.background is not None and data.weight is not None
+        pool = data.background
+        mean_weight = float(np.nan_to_num(data.weight[pool.rows, pool.cols]).mean())
     has_val = len(data.val) > 0
     history: list[dict[str, Any]] = []
     best_loss = math.inf
@@ -281,9 +293,14 @@ def _loop(
             loss = criterion(logits, yb, kb)
             if m:
                 logits_u = all_logits[len(batch) :]
-                loss = loss + cfg.background_weight * unlabelled_risk(
-                    logits_u, logits[yb > 0.5], cfg.background_loss, cfg.class_prior
-                )
+                if prior_follows_knowledge:
+                    target = knowledge_prior(kb_u, cfg.class_prior, mean_weight)
+                    risk = soft_label_risk(logits_u, target)
+                else:
+                    risk = unlabelled_risk(
+                        logits_u, logits[yb > 0.5], cfg.background_loss, cfg.class_prior
+                    )
+                loss = loss + cfg.background_weight * risk
                 if gk_on_background:
                     assert isinstance(criterion, GKLoss)
                     loss = loss + criterion.prior_term(logits_u, kb_u)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 GKForm = Literal["sigmoid-mse", "weighted-abs"]
-BackgroundLoss = Literal["nnpu", "bce"]
+BackgroundLoss = Literal["nnpu", "bce", "soft"]
 
 
 class GKLoss(nn.Module):
@@ -78,6 +78,8 @@ def unlabelled_risk(
     """Risk of unlabelled background windows ``logits_u`` given the batch's positives ``logits_p``.
 
     ``bce``: every background window is a negative, ``mean BCE(u, 0)``.
+    ``soft``: every background window is positive with probability ``prior``,
+    ``mean BCE(u, prior)`` (:func:`soft_label_risk`).
     ``nnpu``: the background holds positives at rate ``prior`` (undiscovered deposits), so their
     share of the negative risk is subtracted using the labelled positives, and the result is
     clipped at 0 (the non-negative PU risk of Kiryo et al. 2017,
@@ -90,9 +92,28 @@ def unlabelled_risk(
     neg_u = F.softplus(logits_u).mean()  # BCE(u, 0) = -log(1 - sigmoid(u)) = softplus(u)
     if kind == "bce":
         return neg_u
+    if kind == "soft":
+        return soft_label_risk(logits_u, torch.full_like(logits_u, prior))
     if kind != "nnpu":
         raise ValueError(f"unknown background loss {kind!r}")
     if logits_p.numel() == 0:
         return neg_u
     neg_p = F.softplus(logits_p).mean()
     return torch.clamp(neg_u - prior * neg_p, min=0.0)
+
+
+def soft_label_risk(logits_u: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``mean BCE(u, t)`` with soft targets ``t`` in [0, 1]: each background window is a
+    deposit with probability ``t`` (a constant prior, or one that follows the knowledge)."""
+    if logits_u.numel() == 0:
+        return logits_u.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits_u, target)
+
+
+def knowledge_prior(knowledge: torch.Tensor, prior: float, mean_weight: float) -> torch.Tensor:
+    """Per-window prior ``prior * w / mean(w)`` clipped to [0, 1]: the background's chance of
+    holding an undiscovered deposit rises with the fault proximity ``w`` and averages ``prior``
+    over the background (``mean_weight`` is the mean weight of the background pool)."""
+    if mean_weight <= 0:
+        return torch.full_like(knowledge, prior)
+    return torch.clamp(prior * knowledge / mean_weight, 0.0, 1.0)
