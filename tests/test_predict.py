@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -499,3 +500,134 @@ def test_knowledge_channel_comes_from_the_config(
     with open_elements(elements) as src, pytest.raises(InputError) as err:
         predict_map(bundle, src)
     assert "knowledge weight as a channel" in _one_line_error(err)
+
+
+def _old_clr_features(t: dict[str, Any], raw: np.ndarray) -> np.ndarray:
+    """The pre-version-2 transform written out by hand: CLR across every channel, then scaling."""
+    shift, floor = np.asarray(t["shift"])[:, None, None], np.asarray(t["floor"])[:, None, None]
+    x = raw.astype(np.float64)
+    valid = np.isfinite(x).all(axis=0)
+    logs = np.log(np.maximum(np.where(valid, x, 1.0) + shift, floor))
+    clr = logs - logs.mean(axis=0, keepdims=True)
+    out = (clr - np.asarray(t["center"])[:, None, None]) / np.asarray(t["scale"])[:, None, None]
+    return np.where(valid, out, 0.0).astype(np.float32)
+
+
+def _knowledge_case(tmp_path: Path, raw: np.ndarray) -> tuple[Path, np.ndarray, list[str]]:
+    """Element folder + a weights raster + a config naming it; the stacked raw channels."""
+    from gkdcn.data.study import KNOWLEDGE_CHANNEL
+
+    elements = tmp_path / "elements"
+    _write_layers(elements, LAYERS)
+    weight = np.linspace(0, 1, HEIGHT * WIDTH, dtype=np.float32).reshape(HEIGHT, WIDTH)
+    weight[:4] = 0.0  # many exact zeros, like a fault-proximity weight
+    write_raster(tmp_path / "weights.tif", weight, crs=CRS, transform=TRANSFORM)
+    config = _write_config(tmp_path, elements, '[knowledge]\nweights = "weights.tif"\n')
+    stacked = np.concatenate([raw, np.where(np.isfinite(raw).all(axis=0), weight, np.nan)[None]])
+    return config, stacked, [*LAYERS, KNOWLEDGE_CHANNEL]
+
+
+def test_model_file_from_before_channel_kinds_predicts_as_before(
+    tmp_path: Path, grid_dir: tuple[Path, np.ndarray]
+) -> None:
+    """A file written before non-compositional channels: its knowledge channel stays in the CLR."""
+    from gkdcn.data.study import KNOWLEDGE_CHANNEL
+
+    _, raw = grid_dir
+    config, stacked, names = _knowledge_case(tmp_path, raw)
+    channels = [*MODEL_ORDER, KNOWLEDGE_CHANNEL]
+    spec = ModelSpec(kind="cnn", in_channels=len(channels), window=WINDOW, width=8)
+    state = random_state(build_network(spec), 21)
+    rng = np.random.default_rng(21)
+    values = np.column_stack(
+        [rng.lognormal(1.0, 0.8, size=(300, len(LAYERS))), rng.uniform(0, 1, 300)]
+    )
+    values[:100, -1] = 0.0
+    fitted = ChannelTransform.fit(values, "clr", "standard")
+    # The old format, written by hand: no "compositional" entry, both versions 1.
+    old_transform = {
+        "version": 1,
+        "method": "clr",
+        "scaling": "standard",
+        **{k: getattr(fitted, k).tolist() for k in ("shift", "center", "scale", "floor")},
+    }
+    meta = {
+        "format": "gkdcn-model",
+        "format_version": 1,
+        "spec": spec.to_dict(),
+        "channels": channels,
+        "transform": old_transform,
+        "padding": "zero",
+        "train_config": {},
+        "info": {},
+    }
+    model = tmp_path / "old.pt"
+    torch.save({"meta": json.dumps(meta), "state": state}, model)
+
+    bundle = ModelBundle.load(model)
+    assert bundle.transform.all_compositional
+    assert set(bundle.channel_kinds.values()) == {"log-ratio"}
+    ordered = stacked[[names.index(c) for c in channels]]
+    features = _old_clr_features(old_transform, ordered)
+    np.testing.assert_allclose(bundle.transform.apply(ordered), features, atol=1e-6, rtol=0)
+    valid = np.isfinite(ordered).all(axis=0)
+    rows, cols = np.nonzero(valid)
+    x = extract_windows(features, rows, cols, WINDOW, "zero")
+    with torch.no_grad():
+        expected = torch.sigmoid(bundle.network()(torch.from_numpy(x))).numpy()
+    predict_to_file(model, config, tmp_path / "old.tif")
+    assert _band(tmp_path / "old.tif", 1) == pytest.approx(expected, abs=1e-5)
+    # Saved again it is still a version 1 file (older gkdcn versions read it).
+    resaved = torch.load(bundle.save(tmp_path / "again.pt"), weights_only=True)
+    again = json.loads(resaved["meta"])
+    assert again["format_version"] == 1 and again["transform"] == old_transform
+
+
+def test_scaled_only_channels_are_recorded_and_applied_at_prediction(
+    tmp_path: Path, grid_dir: tuple[Path, np.ndarray]
+) -> None:
+    from gkdcn.data.study import KNOWLEDGE_CHANNEL
+
+    _, raw = grid_dir
+    config, stacked, names = _knowledge_case(tmp_path, raw)
+    channels = [*MODEL_ORDER, KNOWLEDGE_CHANNEL]
+    bundle = _bundle("cnn", "zero", seed=22, channels=channels)
+    rng = np.random.default_rng(22)
+    values = np.column_stack(
+        [rng.lognormal(1.0, 0.8, size=(300, len(LAYERS))), rng.uniform(0, 1, 300)]
+    )
+    mask = [True] * len(LAYERS) + [False]
+    bundle.transform = ChannelTransform.fit(values, "clr", "standard", compositional=mask)
+    model = _save(bundle, tmp_path / "m.pt")
+    meta = json.loads(torch.load(model, weights_only=True)["meta"])
+    # Version 2: an older gkdcn refuses the file instead of log-ratioing the weight.
+    assert meta["format_version"] == 2 and meta["transform"]["compositional"] == mask
+    loaded = ModelBundle.load(model)
+    assert loaded.channel_kinds[KNOWLEDGE_CHANNEL] == "scaled"
+    assert [loaded.channel_kinds[c] for c in MODEL_ORDER] == ["log-ratio"] * len(LAYERS)
+    _, _, expected, _ = _reference(loaded, stacked, names)
+    predict_to_file(model, config, tmp_path / "k.tif")
+    assert _band(tmp_path / "k.tif", 1) == pytest.approx(expected, abs=1e-5)
+    # The split matters: read as all compositional, the same weights map differently.
+    bundle.transform = ChannelTransform.fit(values, "clr", "standard")
+    _, _, as_before, _ = _reference(bundle, stacked, names)
+    assert np.abs(as_before - expected).max() > 1e-3
+
+
+def test_model_file_whose_transform_does_not_fit_its_channels(tmp_path: Path) -> None:
+    bundle = _bundle(seed=23)
+    model = _save(bundle, tmp_path / "m.pt")
+    payload = torch.load(model, weights_only=True)
+    meta = json.loads(payload["meta"])
+    meta["transform"]["compositional"] = [True, False]
+    meta["transform"]["version"] = 2
+    torch.save({"meta": json.dumps(meta), "state": payload["state"]}, model)
+    with pytest.raises(InputError) as err:
+        ModelBundle.load(model)
+    assert "model file is incomplete or inconsistent" in _one_line_error(err)
+    meta["transform"] = {**bundle.transform.to_dict(), "shift": [0.0] * 4, "center": [0.0] * 4}
+    meta["transform"].update(scale=[1.0] * 4, floor=[1.0] * 4)
+    torch.save({"meta": json.dumps(meta), "state": payload["state"]}, model)
+    with pytest.raises(InputError) as err:
+        ModelBundle.load(model)
+    assert "its transform has 4 channels, its channel list 5" in _one_line_error(err)

@@ -308,3 +308,118 @@ def test_point_ids_made_unique_and_clashing_cells_dropped(tmp_path: Path) -> Non
     assert cells(study.sites.rows, study.sites.cols) == [*TINY_DEPOSITS[:2], TINY_NON_DEPOSITS[0]]
     assert study.skipped == 1
     assert any("negs.csv" in n and "on deposit cell" in n for n in study.notes)
+
+
+def _features(study: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The study's transformed map as training sees it (transform fitted on training windows)."""
+    from gkdcn.train import prepare_windows
+
+    samples, splits = build_samples(study)
+    data = prepare_windows(
+        study.raw,
+        study.names,
+        study.knowledge,
+        samples,
+        splits[0],
+        study.config.transform,
+        study.config.samples.window,
+        study.config.samples.padding,
+        compositional=study.compositional,
+    )
+    from gkdcn.data.transforms import cells_in_windows
+
+    train = np.asarray(splits[0].train)
+    cells = cells_in_windows(
+        study.grid.shape, samples.rows[train], samples.cols[train], study.config.samples.window
+    )
+    return data.transform.apply(study.raw), cells
+
+
+@pytest.mark.parametrize("method", ["clr", "log"])
+def test_knowledge_channel_leaves_element_channels_bit_identical(
+    tmp_path: Path, method: str
+) -> None:
+    raw = write_tiny_study(tmp_path, transform={"method": method, "scaling": "standard"})
+    without = load_study(config_from_dict(raw, base_dir=tmp_path))
+    with_k = load_study(
+        config_from_dict(
+            {**raw, "knowledge": {"weights": "weights.tif", "as_channel": True}}, base_dir=tmp_path
+        )
+    )
+    assert with_k.compositional == [True] * 4 + [False]
+    f_without, _ = _features(without)
+    f_with, cells = _features(with_k)
+    np.testing.assert_array_equal(f_with[:4], f_without)
+    # The knowledge channel is its raw value, standard-scaled on the training cells: no log-ratio.
+    assert with_k.knowledge is not None
+    k = with_k.knowledge.astype(np.float64)
+    train_k = k.reshape(-1)[cells]
+    expected = ((k - train_k.mean()) / train_k.std()).astype(np.float32)
+    np.testing.assert_allclose(f_with[4], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_auxiliary_layer_is_left_out_of_the_clr(tmp_path: Path) -> None:
+    raw = write_tiny_study(tmp_path)
+    aux = load_study(
+        config_from_dict({**raw, "elements": {"path": "elements", "auxiliary": ["Au"]}}, tmp_path)
+    )
+    dropped = load_study(
+        config_from_dict({**raw, "elements": {"path": "elements", "exclude": ["Au"]}}, tmp_path)
+    )
+    assert aux.names == ["As", "Au", "Cu", "Zn"] and aux.compositional == [True, False, True, True]
+    f_aux, cells = _features(aux)
+    f_dropped, _ = _features(dropped)
+    # The other layers' log-ratios are those of the composition without Au, bit for bit ...
+    np.testing.assert_array_equal(f_aux[[0, 2, 3]], f_dropped)
+    # ... and Au is only scaled (linear in its raw value: no log).
+    au = aux.raw[1].astype(np.float64)
+    train_au = au.reshape(-1)[cells]
+    expected = (au - train_au.mean()) / train_au.std()
+    np.testing.assert_allclose(f_aux[1], expected, rtol=1e-5, atol=1e-5)
+    summary = summarize(aux)
+    assert summary["transform"]["log_ratio"] == ["As", "Cu", "Zn"]
+    assert summary["transform"]["scaled_only"] == ["Au"]
+    text = format_summary(summary)
+    assert "transform  clr on 3 layers (As, Cu, Zn); standard scaling only: Au" in text
+    assert "transform  clr on all 3 layers, then standard scaling" in format_summary(
+        summarize(dropped)
+    )
+
+
+def test_auxiliary_names_are_checked_against_the_layers(tmp_path: Path) -> None:
+    raw = write_tiny_study(tmp_path)
+    bad = {**raw, "elements": {"path": "elements", "auxiliary": ["Zn", "magnetic", "dist"]}}
+    with pytest.raises(InputError) as exc:
+        load_study(config_from_dict(bad, base_dir=tmp_path, source="study.toml"))
+    assert_one_line(exc, "study.toml: key 'elements.auxiliary': unknown layers: magnetic, dist")
+    assert "Zn," not in str(exc.value).split("unknown layers:")[1].split("(")[0]
+    # A centred log-ratio needs two parts of the composition.
+    three = {**raw, "elements": {"path": "elements", "auxiliary": ["As", "Au", "Cu"]}}
+    with pytest.raises(InputError) as exc:
+        load_study(config_from_dict(three, base_dir=tmp_path, source="study.toml"))
+    assert_one_line(exc, "study.toml: key 'elements.auxiliary'", "at least 2 compositional")
+    # With "log" one part is enough; with "none" the summary says nothing is logged.
+    for method, line in (("log", "log on 1 layers (Zn)"), ("none", "none, standard scaling")):
+        cfg = config_from_dict({**three, "transform": {"method": method}}, base_dir=tmp_path)
+        assert line in format_summary(summarize(load_study(cfg)))
+
+
+def test_trained_model_records_which_channels_are_log_ratios(tmp_path: Path) -> None:
+    from gkdcn.config import TrainConfig
+    from gkdcn.train import train_study
+
+    raw = write_tiny_study(
+        tmp_path,
+        # Naming the knowledge channel too is allowed (it is never in the log-ratio anyway).
+        elements={"path": "elements", "auxiliary": ["Zn", KNOWLEDGE_CHANNEL]},
+        knowledge={"weights": "weights.tif", "as_channel": True},
+    )
+    study = load_study(config_from_dict(raw, base_dir=tmp_path))
+    result = train_study(study, "cnn", cfg=TrainConfig(epochs=1, width=4, patience=None))
+    assert result.bundle.channel_kinds == {
+        "As": "log-ratio",
+        "Au": "log-ratio",
+        "Cu": "log-ratio",
+        "Zn": "scaled",
+        KNOWLEDGE_CHANNEL: "scaled",
+    }

@@ -244,3 +244,101 @@ def test_cells_in_windows_feeds_fit_on_training_cells_only() -> None:
     assert tf.n_channels == 2
     with pytest.raises(GkdcnError, match="odd"):
         cells_in_windows((10, 10), np.array([4]), np.array([2]), 4)
+
+
+def _with_weight(values: np.ndarray, at: int, seed: int) -> np.ndarray:
+    """``values`` with a fault-weight-like column (in [0, 1], many exact zeros) inserted at ``at``."""
+    rng = np.random.default_rng(seed)
+    weight = np.clip(rng.uniform(-0.5, 1.0, size=values.shape[0]), 0.0, 1.0)
+    return np.insert(values, at, weight, axis=1)
+
+
+@pytest.mark.parametrize("method", ["log", "clr"])
+@pytest.mark.parametrize("scaling", ["standard", "robust"])
+@pytest.mark.parametrize("at", [0, 2, 4])
+def test_non_compositional_channel_is_only_scaled_and_changes_no_other_channel(
+    method: str, scaling: str, at: int
+) -> None:
+    parts = _lognormal(300, 4, seed=11)
+    parts[7, 1] = np.nan  # an invalid cell: dropped from the fit either way
+    values = _with_weight(parts, at, seed=12)
+    mask = np.ones(5, dtype=bool)
+    mask[at] = False
+    alone = ChannelTransform.fit(parts, method, scaling)
+    mixed = ChannelTransform.fit(values, method, scaling, compositional=mask)
+    out_alone, out_mixed = alone.apply(parts.T), mixed.apply(values.T)
+    # The element channels are bit for bit those of the study without the extra channel.
+    np.testing.assert_array_equal(np.delete(out_mixed, at, axis=0), out_alone)
+    assert mixed.shift[at] == 0.0
+    # The extra channel is its raw value, scaled (fitted on the valid training cells only).
+    w = values[np.isfinite(values).all(axis=1), at]
+    if scaling == "standard":
+        center, scale = w.mean(), w.std()
+    else:
+        q25, center, q75 = np.percentile(w, [25, 50, 75])
+        scale = (q75 - q25) / 1.349
+    expected = np.where(np.isfinite(values).all(axis=1), (values[:, at] - center) / scale, 0.0)
+    np.testing.assert_allclose(out_mixed[at], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_clr_geometric_mean_over_compositional_channels_only() -> None:
+    parts = _lognormal(100, 3, seed=13)
+    values = _with_weight(parts, 3, seed=14)
+    tf = ChannelTransform.fit(values, "clr", "none", compositional=[True, True, True, False])
+    out = tf.apply(values.T).astype(np.float64)
+    logs = np.log(parts)
+    np.testing.assert_allclose(out[:3].T, logs - logs.mean(axis=1, keepdims=True), atol=1e-5)
+    np.testing.assert_allclose(out[3], values[:, 3], atol=1e-6)  # untouched: no log, no shift
+    # Moving the extra channel (e.g. the distance to a fault) does not move any element's value.
+    moved = values.copy()
+    moved[:, 3] = 1.0 - moved[:, 3]
+    np.testing.assert_array_equal(tf.apply(moved.T)[:3], tf.apply(values.T)[:3])
+
+
+def test_compositional_mask_round_trips_and_old_dicts_mean_all_compositional() -> None:
+    values = _with_weight(_lognormal(50, 3, seed=15), 1, seed=16)
+    mixed = ChannelTransform.fit(values, "clr", "standard", compositional=[True, False, True, True])
+    d = json.loads(json.dumps(mixed.to_dict()))
+    assert d["version"] == 2 and d["compositional"] == [True, False, True, True]
+    back = ChannelTransform.from_dict(d)
+    np.testing.assert_array_equal(back.compositional, mixed.compositional)
+    np.testing.assert_array_equal(back.apply(values.T), mixed.apply(values.T))
+    # All compositional: written exactly in the old (version 1) format, without the mask.
+    plain = ChannelTransform.fit(values, "clr", "standard")
+    old = plain.to_dict()
+    assert old["version"] == 1 and "compositional" not in old
+    assert set(old) == {"version", "method", "scaling", "shift", "center", "scale", "floor"}
+    assert ChannelTransform.from_dict(old).all_compositional
+    no_version = {k: v for k, v in old.items() if k != "version"}
+    assert ChannelTransform.from_dict(no_version).all_compositional
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"compositional": [True, True]}, "4 true/false"),
+        ({"compositional": [1, 0, 1, 1]}, "list of true/false"),
+        ({"compositional": "yes"}, "list of true/false"),
+        ({"compositional": []}, "list of true/false"),
+        ({"version": 1, "compositional": [True, False, True, True]}, "version 1"),
+        ({"version": 3}, "unknown version"),
+    ],
+)
+def test_from_dict_rejects_bad_masks(change: dict, message: str) -> None:
+    values = _with_weight(_lognormal(50, 3, seed=17), 1, seed=18)
+    d = ChannelTransform.fit(values, "log", "standard", compositional=[True, False, True, True])
+    with pytest.raises(GkdcnError, match=message):
+        ChannelTransform.from_dict({**d.to_dict(), **change})
+
+
+def test_fit_rejects_bad_masks_and_a_clr_of_one_part() -> None:
+    values = _with_weight(_lognormal(50, 2, seed=19), 0, seed=20)
+    with pytest.raises(GkdcnError, match="at least 2 compositional"):
+        ChannelTransform.fit(values, "clr", "standard", compositional=[False, True, False])
+    for bad in ([True, False], []):
+        with pytest.raises(GkdcnError, match="3 true/false"):
+            ChannelTransform.fit(values, "log", "standard", compositional=bad)
+    # No compositional channel at all is fine for "log" (everything only scaled) ...
+    tf = ChannelTransform.fit(values, "log", "standard", compositional=[False] * 3)
+    none = ChannelTransform.fit(values, "none", "standard")
+    np.testing.assert_array_equal(tf.apply(values.T), none.apply(values.T))

@@ -31,6 +31,11 @@ class ElementsConfig(_Section):
         default_factory=list, description="explicit channel order; empty = sorted layer names"
     )
     exclude: list[str] = Field(default_factory=list, description="layer names to leave out")
+    auxiliary: list[str] = Field(
+        default_factory=list,
+        description="layers that are not concentrations (magnetics, a distance raster): only "
+        "scaled, left out of the log / centred log-ratio",
+    )
 
 
 class RasterSitesConfig(_Section):
@@ -269,6 +274,7 @@ class StudyConfig(_Section):
     predict: PredictConfig = PredictConfig()
     compare: CompareConfig = CompareConfig()
     base_dir: Annotated[Path, Field(exclude=True)] = Path(".")
+    source: Annotated[str | None, Field(exclude=True)] = None  # the config file, for errors
 
     def resolve(self, path: Path) -> Path:
         """Absolute path for a config path (relative ones resolve against ``base_dir``)."""
@@ -300,7 +306,9 @@ def config_from_dict(
 ) -> StudyConfig:
     """Validate a config given as a dict (used by tests, the demo and the synthetic district)."""
     try:
-        return StudyConfig.model_validate({**raw, "base_dir": Path(base_dir)})
+        return StudyConfig.model_validate(
+            {**raw, "base_dir": Path(base_dir), "source": None if source is None else str(source)}
+        )
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(part) for part in first["loc"])

@@ -104,12 +104,15 @@ def prepare_windows(
     transform_cfg: TransformConfig,
     window: int,
     padding: str,
+    compositional: list[bool] | None = None,
     background: BackgroundPool | None = None,
 ) -> PreparedWindows:
     """Fit the transform on the training windows' cells, then cut and label both sides' windows.
 
-    ``background``, when given, is the pool the trainer draws unlabelled windows from each epoch
-    (cut from the same transformed stack, so the transform is fitted and applied once).
+    ``compositional`` (one bool per channel, default all) marks the channels the log / CLR applies
+    to; the others (knowledge channel, auxiliary layers) are only scaled. ``background``, when
+    given, is the pool the trainer draws unlabelled windows from each epoch (cut from the same
+    transformed stack, so the transform is fitted and applied once).
     """
     train_idx = np.asarray(split.train, dtype=np.int64)
     val_idx = np.asarray(split.val, dtype=np.int64)
@@ -119,7 +122,9 @@ def prepare_windows(
         raw.shape[1:], samples.rows[train_idx], samples.cols[train_idx], window
     )
     values = raw.reshape(raw.shape[0], -1)[:, cells].T
-    transform = ChannelTransform.fit(values, transform_cfg.method, transform_cfg.scaling)
+    transform = ChannelTransform.fit(
+        values, transform_cfg.method, transform_cfg.scaling, compositional=compositional
+    )
     features = transform.apply(raw)
     weight = knowledge if knowledge is not None else np.zeros(raw.shape[1:], dtype=np.float32)
 
@@ -483,6 +488,7 @@ def train_study(
         study.config.transform,
         study.config.samples.window,
         study.config.samples.padding,
+        compositional=study.compositional,
         background=pool,
     )
     result = fit_network(

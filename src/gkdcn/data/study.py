@@ -69,6 +69,46 @@ class Study:
     notes: list[str] = field(default_factory=list)
     skipped: int = 0
 
+    @property
+    def compositional(self) -> list[bool]:
+        """Per channel: does the log / CLR apply? Not for ``[elements] auxiliary`` layers nor
+        the knowledge channel, which are only scaled (they are not parts of the composition)."""
+        return compositional_mask(self.names, self.config)
+
+
+def compositional_mask(names: list[str], config: StudyConfig) -> list[bool]:
+    """Per channel of ``names``: True for a concentration, False for an auxiliary layer or the
+    knowledge channel (``knowledge.as_channel``)."""
+    aux = set(config.elements.auxiliary)
+    knowledge = KNOWLEDGE_CHANNEL if config.knowledge.as_channel else None
+    return [n not in aux and n != knowledge for n in names]
+
+
+def _check_auxiliary(config: StudyConfig, names: list[str]) -> None:
+    """Every auxiliary layer must be a layer read; a CLR needs two compositional ones."""
+    source = config.source or "config"
+    aux = config.elements.auxiliary
+    # Naming the knowledge channel is harmless: it is never in the log-ratio anyway.
+    known = [*names, KNOWLEDGE_CHANNEL] if config.knowledge.as_channel else names
+    unknown = [n for n in aux if n not in known]
+    if unknown:
+        raise InputError(
+            source,
+            f"key 'elements.auxiliary': unknown layers: {', '.join(unknown)} "
+            f"(the {len(names)} layers read are {_shorten(names)})",
+        )
+    parts = [n for n in names if n not in aux]
+    if config.transform.method == "clr" and len(parts) < 2:
+        raise InputError(
+            source,
+            f"key 'elements.auxiliary': the centred log-ratio needs at least 2 compositional "
+            f"layers, {len(parts)} left",
+        )
+
+
+def _shorten(names: list[str], limit: int = 12) -> str:
+    return ", ".join(names) if len(names) <= limit else ", ".join(names[:limit]) + ", ..."
+
 
 def _warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
     notes = []
@@ -129,6 +169,7 @@ def load_study(config: StudyConfig) -> Study:
         valid = np.isfinite(raw).all(axis=0)
         if not valid.any():
             raise InputError(elements_path, "no cell has a value in every layer")
+        _check_auxiliary(config, names)
         if KNOWLEDGE_CHANNEL in names and config.knowledge.as_channel:
             raise InputError(
                 elements_path,
@@ -284,6 +325,7 @@ def summarize(
         "non_deposits": int((study.sites.labels == NON_DEPOSIT).sum()),
         "skipped_sites": int(study.skipped),
         "knowledge": None,
+        "transform": _transform_summary(study),
         "notes": list(study.notes),
     }
     if study.knowledge is not None:
@@ -318,6 +360,31 @@ def summarize(
     return summary
 
 
+def _transform_summary(study: Study) -> dict[str, Any]:
+    cfg = study.config.transform
+    mask = study.compositional
+    return {
+        "method": cfg.method,
+        "scaling": cfg.scaling,
+        "log_ratio": [n for n, c in zip(study.names, mask, strict=True) if c],
+        "scaled_only": [n for n, c in zip(study.names, mask, strict=True) if not c],
+    }
+
+
+def _transform_line(t: dict[str, Any]) -> str:
+    """Which layers go through the log / CLR and which are only scaled."""
+    scaling = "no scaling" if t["scaling"] == "none" else f"{t['scaling']} scaling"
+    if t["method"] == "none":
+        return f"  transform  none, {scaling} of every layer"
+    parts, others = t["log_ratio"], t["scaled_only"]
+    if not others:
+        return f"  transform  {t['method']} on all {len(parts)} layers, then {scaling}"
+    return (
+        f"  transform  {t['method']} on {len(parts)} layers ({_shorten(parts)}); "
+        f"{scaling} only: {', '.join(others)}"
+    )
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """Readable multi-line text of :func:`summarize`'s dict (what ``gkdcn prepare`` prints)."""
     layers = summary["layers"]
@@ -339,6 +406,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     else:
         lines.append("  knowledge  none")
+    if summary.get("transform"):  # absent in summaries written before it existed
+        lines.append(_transform_line(summary["transform"]))
     s = summary.get("samples")
     if s:
         lines.append(f"  samples    {s['total']} windows ({s['positive']} +, {s['negative']} -)")
@@ -417,6 +486,7 @@ def save_prepared(
             "gkdcn_version": gkdcn.__version__,
             "config": study.config.to_toml_dict(),
             "base_dir": str(study.config.base_dir),
+            "config_source": study.config.source,
             "grid": _grid_dict(study.grid),
             "names": list(study.names),
             "skipped": study.skipped,
@@ -442,6 +512,8 @@ def load_prepared(path: str | Path) -> Study:
     if meta.get("format") != PREPARED_FORMAT:
         raise InputError(meta_path, f"unknown prepared-study format {meta.get('format')!r}")
     config = config_from_dict(meta["config"], base_dir=meta.get("base_dir", "."), source=meta_path)
+    # The file the study came from, named by errors about its keys (None in older folders).
+    config = config.model_copy(update={"source": meta.get("config_source")})
     for name in ("stack.tif", "valid.tif", "sites.csv"):
         if not (path / name).exists():
             raise InputError(path / name, "missing from the prepared study")

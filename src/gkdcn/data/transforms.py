@@ -7,9 +7,13 @@ A :class:`ChannelTransform` is fitted on the raw cell values of the **training w
 The pipeline for one cell with raw values ``x`` (one per channel) is:
 
 1. ``method = "log"``: ``log10(x + shift)``; ``"clr"``: ``ln(x + shift)`` minus the mean of
-   ``ln(x + shift)`` over the channels of the same cell (the centred log-ratio of compositional
-   data); ``"none"``: ``x``. ``x + shift`` is first clipped below at a per-channel ``floor`` so
-   a new map with smaller values than the training data never gives NaN (see ChannelTransform).
+   ``ln(x + shift)`` over the compositional channels of the same cell (the centred log-ratio of
+   compositional data); ``"none"``: ``x``. ``x + shift`` is first clipped below at a per-channel
+   ``floor`` so a new map with smaller values than the training data never gives NaN (see
+   ChannelTransform). This step applies to the **compositional** channels only (concentrations,
+   parts of one composition); the others (the knowledge channel, a magnetic or distance layer:
+   ``[elements] auxiliary``) keep their raw value and are only scaled, because a log-ratio across
+   a non-part would move every element's value with it.
 2. ``scaling = "standard"``: ``(v - mean) / std``; ``"robust"``: ``(v - median) / (IQR / 1.349)``;
    ``"none"``: unchanged.
 3. A cell where any channel is NaN (or infinite) is invalid and becomes 0 in every channel. After
@@ -19,6 +23,7 @@ The pipeline for one cell with raw values ``x`` (one per channel) is:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
@@ -33,7 +38,12 @@ SCALINGS: tuple[str, ...] = get_args(Scaling)
 
 # IQR of a standard normal distribution: IQR / 1.349 estimates the standard deviation.
 _IQR_TO_STD = 1.349
-_FORMAT_VERSION = 1
+# Version 1: every channel compositional (files written before non-compositional channels
+# existed). Version 2 adds the "compositional" mask; it is written only when some channel is not
+# compositional, so a transform without such channels saves exactly as before and an older gkdcn
+# refuses (instead of misreading) one with them.
+_FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -47,7 +57,8 @@ class ChannelTransform:
     below the training range instead of giving NaN or ``log(1e-308)``, and the clipping stays
     monotonic (a small positive value never ends up below a zero). Values within half the
     training minimum are untouched, so the fitted data are transformed exactly. ``center`` and
-    ``scale`` are applied after the log step.
+    ``scale`` are applied after the log step. ``compositional`` (bool per channel, default all
+    true) marks the channels the log step applies to; the others have shift 0 and are only scaled.
     """
 
     method: Method
@@ -56,6 +67,7 @@ class ChannelTransform:
     center: np.ndarray
     scale: np.ndarray
     floor: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    compositional: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -69,6 +81,7 @@ class ChannelTransform:
         n = self.shift.size
         if self.floor.size == 0:
             self.floor = np.full(n, np.finfo(np.float64).tiny)
+        self.compositional = _mask(self.compositional, n)
         if n == 0 or not (self.center.size == self.scale.size == self.floor.size == n):
             raise GkdcnError(
                 "channel transform arrays must be non-empty and of equal length "
@@ -86,9 +99,26 @@ class ChannelTransform:
         """Number of channels the transform was fitted on."""
         return int(self.shift.size)
 
+    @property
+    def all_compositional(self) -> bool:
+        """True when the log step applies to every channel (the only case before version 2)."""
+        return bool(self.compositional.all())
+
     @classmethod
-    def fit(cls, values: np.ndarray, method: str, scaling: str) -> ChannelTransform:
-        """Fit on raw training cell values ``(N, C)``; rows with any NaN/inf are ignored."""
+    def fit(
+        cls,
+        values: np.ndarray,
+        method: str,
+        scaling: str,
+        compositional: Sequence[bool] | np.ndarray | None = None,
+    ) -> ChannelTransform:
+        """Fit on raw training cell values ``(N, C)``; rows with any NaN/inf are ignored.
+
+        ``compositional`` is one bool per channel (default: all true): the log / CLR step uses
+        only those channels (the CLR's geometric mean is taken over them alone); the others are
+        only scaled. Each channel's scaling is fitted on that channel alone, so adding a
+        non-compositional channel leaves the other channels' numbers bit for bit unchanged.
+        """
         if method not in METHODS:
             raise GkdcnError(f"unknown transform method {method!r} (use one of {METHODS})")
         if scaling not in SCALINGS:
@@ -100,16 +130,25 @@ class ChannelTransform:
         if values.shape[0] == 0:
             raise GkdcnError("no valid training cells to fit the transform on (all contain nodata)")
         n_channels = values.shape[1]
-        if method == "clr" and n_channels < 2:
-            raise GkdcnError("the centred log-ratio (clr) needs at least 2 element channels")
+        comp = _mask(
+            np.ones(n_channels, dtype=bool) if compositional is None else compositional,
+            n_channels,
+            empty_means_all=False,
+        )
+        if method == "clr" and comp.sum() < 2:
+            raise GkdcnError(
+                "the centred log-ratio (clr) needs at least 2 compositional element channels "
+                f"(got {int(comp.sum())})"
+            )
 
         shift = np.zeros(n_channels)
         floor = np.full(n_channels, np.finfo(np.float64).tiny)
         if method != "none":
-            shift = _log_shift(values)
-            shifted = values + shift
+            idx = np.flatnonzero(comp)
+            part = values[:, idx]
+            shift[idx] = _log_shift(part)
             # Guard against roundoff (huge negative minimum) leaving a non-positive floor.
-            floor = np.maximum(0.5 * shifted.min(axis=0), np.finfo(np.float64).tiny)
+            floor[idx] = np.maximum(0.5 * (part + shift[idx]).min(axis=0), floor[idx])
         partial = cls(
             method=cast(Method, method),
             scaling="none",
@@ -117,8 +156,9 @@ class ChannelTransform:
             center=np.zeros(n_channels),
             scale=np.ones(n_channels),
             floor=floor,
+            compositional=comp,
         )
-        logged = partial._log_step(values.T).T
+        logged = partial._log_step(np.ascontiguousarray(values.T))
         center, scale = _scaling_params(logged, scaling)
         return cls(
             method=cast(Method, method),
@@ -127,6 +167,7 @@ class ChannelTransform:
             center=center,
             scale=scale,
             floor=floor,
+            compositional=comp,
         )
 
     def apply(self, data: np.ndarray, channel_axis: int = 0) -> np.ndarray:
@@ -149,7 +190,8 @@ class ChannelTransform:
                 f"data has {moved.shape[0]} channels on axis {channel_axis}, "
                 f"the transform was fitted on {self.n_channels}"
             )
-        x = moved.astype(np.float64)
+        # C order, so the CLR mean over channels sums in one order whatever the input layout.
+        x = np.ascontiguousarray(moved, dtype=np.float64)
         valid = np.all(np.isfinite(x), axis=0)
         # Invalid cells are filled with a harmless value first so no warnings or NaNs propagate.
         x = np.where(valid, x, self._expand(self.floor - self.shift, x.ndim))
@@ -160,9 +202,13 @@ class ChannelTransform:
         return np.ascontiguousarray(np.moveaxis(out, 0, channel_axis))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-safe dict (lists of Python floats); ``from_dict`` restores it exactly."""
-        return {
-            "version": _FORMAT_VERSION,
+        """Plain JSON-safe dict (lists of Python floats); ``from_dict`` restores it exactly.
+
+        A transform whose channels are all compositional is written in version 1 (exactly the
+        format from before non-compositional channels), otherwise version 2 with the mask.
+        """
+        d: dict[str, Any] = {
+            "version": 1 if self.all_compositional else _FORMAT_VERSION,
             "method": self.method,
             "scaling": self.scaling,
             "shift": self.shift.tolist(),
@@ -170,32 +216,64 @@ class ChannelTransform:
             "scale": self.scale.tolist(),
             "floor": self.floor.tolist(),
         }
+        if not self.all_compositional:
+            d["compositional"] = [bool(c) for c in self.compositional]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ChannelTransform:
-        """Rebuild a transform saved with :meth:`to_dict`."""
+        """Rebuild a transform saved with :meth:`to_dict`.
+
+        A dict without a ``compositional`` entry (version 1, every model file written before
+        non-compositional channels existed) means every channel is compositional, which is how
+        those models were trained, so they predict exactly as before.
+        """
         if not isinstance(d, dict):
             raise GkdcnError("saved channel transform is not a mapping")
         missing = [k for k in ("method", "scaling", "shift", "center", "scale") if k not in d]
         if missing:
             raise GkdcnError(f"saved channel transform lacks {', '.join(missing)}")
-        if d.get("version", _FORMAT_VERSION) != _FORMAT_VERSION:
-            raise GkdcnError(f"saved channel transform has unknown version {d['version']!r}")
+        version = d.get("version", 1)
+        if version not in _READABLE_VERSIONS:
+            raise GkdcnError(f"saved channel transform has unknown version {version!r}")
+        if version == 1 and "compositional" in d:
+            raise GkdcnError("saved channel transform (version 1) cannot mark channels")
+        comp = d.get("compositional")
+        if comp is not None and (
+            not isinstance(comp, list) or not comp or not all(isinstance(c, bool) for c in comp)
+        ):
+            raise GkdcnError("saved channel transform 'compositional' is not a list of true/false")
         try:
-            arrays = {
+            arrays: dict[str, np.ndarray] = {
                 k: np.asarray(d[k], dtype=np.float64)
                 for k in ("shift", "center", "scale", "floor")
                 if k in d
             }
         except (TypeError, ValueError):
             raise GkdcnError("saved channel transform arrays are not numbers") from None
+        if comp is not None:
+            arrays["compositional"] = np.asarray(comp, dtype=bool)
         return cls(method=d["method"], scaling=d["scaling"], **arrays)
 
     def _log_step(self, x: np.ndarray) -> np.ndarray:
-        """The method step on float64 data with channels first (no scaling)."""
+        """The method step on float64 data with channels first (no scaling).
+
+        Non-compositional channels pass through unchanged. The compositional ones are taken out
+        as one contiguous block first, so their result (the CLR mean included) is bit for bit the
+        one of a transform fitted on them alone.
+        """
         if self.method == "none":
             return x
-        shifted = np.maximum(x + self._expand(self.shift, x.ndim), self._expand(self.floor, x.ndim))
+        if self.all_compositional:
+            return self._log_block(x, self.shift, self.floor)
+        idx = np.flatnonzero(self.compositional)
+        out = np.array(x, dtype=np.float64, copy=True)
+        if idx.size:
+            out[idx] = self._log_block(x[idx], self.shift[idx], self.floor[idx])
+        return out
+
+    def _log_block(self, x: np.ndarray, shift: np.ndarray, floor: np.ndarray) -> np.ndarray:
+        shifted = np.maximum(x + self._expand(shift, x.ndim), self._expand(floor, x.ndim))
         if self.method == "log":
             return np.log10(shifted)
         logs = np.log(shifted)
@@ -204,6 +282,21 @@ class ChannelTransform:
     @staticmethod
     def _expand(v: np.ndarray, ndim: int) -> np.ndarray:
         return v.reshape((-1,) + (1,) * (ndim - 1))
+
+
+def _mask(
+    compositional: Sequence[bool] | np.ndarray, n_channels: int, empty_means_all: bool = True
+) -> np.ndarray:
+    """One bool per channel; an empty mask (the dataclass default) means all compositional."""
+    mask = np.asarray(compositional)
+    if mask.size == 0 and empty_means_all:
+        return np.ones(n_channels, dtype=bool)
+    if mask.dtype != bool or mask.ndim != 1 or mask.size != n_channels:
+        raise GkdcnError(
+            f"the compositional mask must be {n_channels} true/false values, one per channel "
+            f"(got {mask.size} of type {mask.dtype})"
+        )
+    return mask.copy()
 
 
 def _log_shift(values: np.ndarray) -> np.ndarray:
@@ -223,24 +316,30 @@ def _log_shift(values: np.ndarray) -> np.ndarray:
 
 
 def _scaling_params(v: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray]:
-    """(center, scale) per channel of ``v`` (N, C).
+    """(center, scale) per channel of ``v`` (C, N), each fitted on its own contiguous row.
 
-    A constant channel (zero range) gets scale 1. Robust scaling of a channel whose IQR is 0 but
-    which is not constant (common with censored geochemical data: most cells at the detection
-    limit) falls back to the standard deviation, so the few distinct values are not blown up.
+    One channel at a time so its numbers never depend on which other channels are present
+    (numpy's summation order can change with the array's shape). A constant channel (zero
+    range) gets scale 1. Robust scaling of a channel whose IQR is 0 but which is not constant
+    (common with censored geochemical data: most cells at the detection limit) falls back to the
+    standard deviation, so the few distinct values are not blown up.
     """
-    n_channels = v.shape[1]
+    n_channels = v.shape[0]
+    center, scale = np.zeros(n_channels), np.ones(n_channels)
     if scaling == "none":
-        return np.zeros(n_channels), np.ones(n_channels)
-    std = v.std(axis=0)
-    if scaling == "standard":
-        center, scale = v.mean(axis=0), std
-    else:
-        q25, center, q75 = np.percentile(v, [25.0, 50.0, 75.0], axis=0)
-        scale = (q75 - q25) / _IQR_TO_STD
-        scale = np.where(scale > 0, scale, std)
-    constant = np.ptp(v, axis=0) == 0
-    scale = np.where(constant | ~(scale > 0) | ~np.isfinite(scale), 1.0, scale)
+        return center, scale
+    for j in range(n_channels):
+        row = np.ascontiguousarray(v[j])
+        std = row.std()
+        if scaling == "standard":
+            c, s = row.mean(), std
+        else:
+            q25, c, q75 = np.percentile(row, [25.0, 50.0, 75.0])
+            s = (q75 - q25) / _IQR_TO_STD
+            s = s if s > 0 else std
+        constant = np.ptp(row) == 0
+        center[j] = c
+        scale[j] = 1.0 if constant or not (s > 0) or not np.isfinite(s) else s
     return center, scale
 
 

@@ -24,7 +24,11 @@ from gkdcn.io.atomic import atomic_path
 from gkdcn.models.nets import AnomalyNet, ModelSpec, build_network
 
 FORMAT = "gkdcn-model"
-FORMAT_VERSION = 1
+# Version 2: some channels are not compositional (only scaled, outside the log-ratio). A model
+# without such channels is still written as version 1, which older gkdcn versions read; they
+# refuse a version 2 file ("written by a newer gkdcn") instead of log-ratioing its knowledge or
+# auxiliary channels with the elements.
+FORMAT_VERSION = 2
 
 
 def package_versions() -> dict[str, str]:
@@ -59,6 +63,15 @@ class ModelBundle:
     def kind(self) -> str:
         return self.spec.kind
 
+    @property
+    def channel_kinds(self) -> dict[str, str]:
+        """Channel name -> ``"log-ratio"`` (compositional: goes through the transform's log /
+        CLR step) or ``"scaled"`` (knowledge channel, auxiliary layer: only scaled)."""
+        return {
+            name: "log-ratio" if comp else "scaled"
+            for name, comp in zip(self.channels, self.transform.compositional, strict=True)
+        }
+
     def network(self, device: str | torch.device = "cpu") -> AnomalyNet:
         """The network with trained weights, in eval mode, on ``device``."""
         net = build_network(self.spec)
@@ -85,7 +98,7 @@ class ModelBundle:
     def metadata(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": 1 if self.transform.all_compositional else FORMAT_VERSION,
             "spec": self.spec.to_dict(),
             "channels": list(self.channels),
             "transform": self.transform.to_dict(),
@@ -135,6 +148,11 @@ class ModelBundle:
                 train_config=meta.get("train_config", {}),
                 info=meta.get("info", {}),
             )
+            if bundle.transform.n_channels != len(bundle.channels):
+                raise ValueError(
+                    f"its transform has {bundle.transform.n_channels} channels, "
+                    f"its channel list {len(bundle.channels)}"
+                )
             build_network(bundle.spec).load_state_dict(bundle.state)
         except (KeyError, TypeError, ValueError, RuntimeError, GkdcnError) as exc:
             reason = str(exc).splitlines()[0][:120]
