@@ -41,11 +41,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no augmentation": {"augment": False},
     "no value noise": {"noise": 0.0},
     "authors' settings": {"preset": "authors"},
+    # a lever that is off by default, switched on: the knowledge weight as an input channel
+    "+ knowledge as input channel": {"knowledge.as_channel": True},
+    "+ knowledge channel without background": {"knowledge.as_channel": True, "background_ratio": 0.0},
 }
+STUDY_KEYS = ("knowledge.as_channel",)
 
 
 def variant_config(train: TrainConfig, update: dict[str, Any], epochs: int | None) -> TrainConfig:
     """The full recipe's training config with one lever changed (and the run's epochs)."""
+    update = {k: v for k, v in update.items() if k not in STUDY_KEYS}
     if update.get("preset") == "authors":
         base: dict[str, Any] = {"preset": "authors", "width": train.width, "seed": train.seed}
     else:
@@ -128,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--table-only",
+        action="store_true",
+        help="build the table from the variants' finished run folders without training",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -157,20 +167,30 @@ def main(argv: list[str] | None = None) -> int:
         for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
             if name not in VARIANTS:
                 raise GkdcnError(f"unknown variant {name!r} (choose from {', '.join(VARIANTS)})")
-            cfg = config.model_copy(
-                update={
-                    "train": variant_config(train, VARIANTS[name], args.epochs),
-                    "compare": compare,
-                }
-            )
+            update: dict[str, Any] = {
+                "train": variant_config(train, VARIANTS[name], args.epochs),
+                "compare": compare,
+            }
+            as_channel = VARIANTS[name].get("knowledge.as_channel")
+            if as_channel is not None:
+                update["knowledge"] = config.knowledge.model_copy(update={"as_channel": as_channel})
+            cfg = config.model_copy(update=update)
+            variant_study = study if as_channel is None or args.table_only else load_study(cfg)
             chosen = models + extra if name in ("full recipe", "authors' settings") else models
             plan = make_plan(cfg, seeds=args.seeds, models=chosen, protocols=[args.protocol])
-            slug = name.replace(" ", "-").replace("'", "")
-            print(f"[{name}] {len(plan.seeds)} seeds, models {', '.join(plan.models)}", flush=True)
-            result = run_comparison(
-                dataclasses.replace(study, config=cfg), args.out / slug, plan, workers=args.jobs
-            )
-            runs[name] = result.runs[args.protocol]
+            slug = name.replace(" ", "-").replace("'", "").replace("+", "plus").replace(",", "")
+            if not args.table_only:
+                print(f"[{name}] {len(plan.seeds)} seeds, {', '.join(plan.models)}", flush=True)
+                run_comparison(
+                    dataclasses.replace(variant_study, config=cfg),
+                    args.out / slug,
+                    plan,
+                    workers=args.jobs,
+                )
+            table_path = args.out / slug / "tables" / f"{args.protocol}_runs.csv"
+            if not table_path.exists():
+                raise GkdcnError(f"{table_path}: variant not run yet")
+            runs[name] = pd.read_csv(table_path)
         table = ablation_table(runs, reference=next(iter(runs)))
         table.to_csv(args.out / "ablation.csv", index=False)
         (args.out / "ablation.md").write_text(to_markdown(table))
