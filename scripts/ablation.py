@@ -43,7 +43,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "authors' settings": {"preset": "authors"},
     # a lever that is off by default, switched on: the knowledge weight as an input channel
     "+ knowledge as input channel": {"knowledge.as_channel": True},
-    "+ knowledge channel without background": {"knowledge.as_channel": True, "background_ratio": 0.0},
+    "+ knowledge channel without background": {
+        "knowledge.as_channel": True,
+        "background_ratio": 0.0,
+    },
 }
 STUDY_KEYS = ("knowledge.as_channel",)
 
@@ -132,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         "--background", type=int, default=1000, help="background cells held-out deposits rank in"
     )
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
+    parser.add_argument(
+        "--as-channel",
+        action="store_true",
+        help="every variant with the knowledge weight as an input channel",
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(
         "--table-only",
@@ -156,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(config_path)
         else:
             config = load_config(args.district, args.data_dir)
+        if args.as_channel:
+            knowledge = config.knowledge.model_copy(update={"as_channel": True})
+            config = config.model_copy(update={"knowledge": knowledge})
         train = config.train
         if args.width is not None:
             train = TrainConfig.model_validate({**train.model_dump(), "width": args.width})
