@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gkdcn.compare import make_plan, mean_ci, run_comparison
 from gkdcn.config import TrainConfig, load_config
 from gkdcn.data.study import load_study
 from gkdcn.data.synthetic import generate_district, spec_from_dict
 from gkdcn.errors import GkdcnError
-from gkdcn.experiments import make_plan, mean_ci, run_comparison
 
 # Each lever off in turn (a TrainConfig update applied to the full recipe), plus the authors'.
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -100,6 +100,14 @@ def test_existing_output_is_never_replaced(district: Path, tmp_path: Path) -> No
     assert (target / "keep.txt").read_text() == "mine"
 
 
+def test_a_bad_synth_option_is_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["synth", str(tmp_path / "d"), "--height", "0"])
+    assert result.exit_code == 2
+    assert "error:" in result.output and "'height'" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
+
+
 def test_index_alignment_is_reported_as_a_warning(tmp_path: Path) -> None:
     from rasterio.transform import from_origin
 

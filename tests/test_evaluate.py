@@ -23,12 +23,9 @@ from gkdcn.evaluate import (
     _bootstrap_auc,
     evaluate_map,
     evaluate_scores,
-    plot_pr,
-    plot_prediction_area,
-    plot_roc,
-    plot_success_rate,
     write_evaluation,
 )
+from gkdcn.figures import plot_pr, plot_prediction_area, plot_roc, plot_success_rate
 
 
 def _random_map(
@@ -247,18 +244,20 @@ def test_bootstrap_matches_naive_resampling_in_law() -> None:
 
 
 @pytest.mark.parametrize(
-    ("case", "message"),
+    ("case", "message", "kind"),
     [
-        ("shape", "does not match"),
-        ("outside", "outside the"),
-        ("nan", "NaN"),
-        ("no_valid_deposit", "valid cell"),
-        ("no_deposit", "no deposits"),
-        ("not_2d", "2-D"),
-        ("fractional", "whole cell"),
+        ("shape", "does not match", ValueError),
+        ("outside", "outside the", GkdcnError),
+        ("nan", "NaN", GkdcnError),
+        ("no_valid_deposit", "valid cell", GkdcnError),
+        ("no_deposit", "no deposits", GkdcnError),
+        ("not_2d", "2-D", ValueError),
+        ("fractional", "whole cell", ValueError),
     ],
 )
-def test_map_errors(case: str, message: str) -> None:
+def test_map_errors(case: str, message: str, kind: type[Exception]) -> None:
+    """User-fixable problems are GkdcnError; arguments only a caller's bug can produce are
+    plain ValueError (so the CLI does not report a bug as the user's mistake)."""
     prob, valid, rows, cols = _random_map((10, 10), n_dep=3)
     if case == "shape":
         valid = valid[:, :9]
@@ -276,9 +275,10 @@ def test_map_errors(case: str, message: str) -> None:
         valid = valid[None]
     elif case == "fractional":
         rows = rows + 0.5
-    with pytest.raises(GkdcnError, match=message) as err:
+    with pytest.raises(kind, match=message) as err:
         evaluate_map(prob, valid, rows, cols, n_boot=0)
     assert "\n" not in str(err.value)
+    assert isinstance(err.value, GkdcnError) == (kind is GkdcnError)
 
 
 def test_score_errors() -> None:
@@ -286,9 +286,9 @@ def test_score_errors() -> None:
         evaluate_scores(np.arange(5.0), np.zeros(5), n_boot=0)
     with pytest.raises(GkdcnError, match="no background"):
         evaluate_scores(np.arange(5.0), np.ones(5), n_boot=0)
-    with pytest.raises(GkdcnError, match="0/1"):
+    with pytest.raises(ValueError, match="0/1"):
         evaluate_scores(np.arange(5.0), np.array([0, 1, 2, 0, 1]), n_boot=0)
-    with pytest.raises(GkdcnError, match="5 scores but 4 labels"):
+    with pytest.raises(ValueError, match="5 scores but 4 labels"):
         evaluate_scores(np.arange(5.0), np.array([0, 1, 0, 1]), n_boot=0)
 
 
@@ -336,7 +336,8 @@ def test_prediction_area_figure(two_evaluations: dict[str, Evaluation]) -> None:
 
 
 def test_plot_needs_curves() -> None:
-    with pytest.raises(GkdcnError):
+    # Calling a plot with nothing is a programming error, not a user error.
+    with pytest.raises(ValueError, match="nothing to plot"):
         plot_roc({})
 
 

@@ -482,7 +482,7 @@ def test_predict_to_file_from_config_or_folder(
 def test_knowledge_channel_comes_from_the_config(
     tmp_path: Path, grid_dir: tuple[Path, np.ndarray]
 ) -> None:
-    from gkdcn.data.study import KNOWLEDGE_CHANNEL
+    from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL
 
     _, raw = grid_dir
     elements = tmp_path / "elements"

@@ -25,7 +25,9 @@ from matplotlib.figure import Figure
 
 from conftest import TRANSFORM, write_raster
 from gkdcn.errors import GkdcnError, InputError, OutputExistsError
-from gkdcn.report import _explain_command, build_report, fmt_interval, fmt_number, to_toml
+from gkdcn.io.toml import to_toml
+from gkdcn.report import build_report, fmt_interval, fmt_number
+from gkdcn.report.commands import explain_command
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKER = ROOT / "scripts" / "check_report_browser.py"
@@ -103,7 +105,7 @@ def make_run(
     figures: bool = True,
     explain: bool = True,
 ) -> Path:
-    """A run folder laid out as `gkdcn.experiments.run_comparison` writes it."""
+    """A run folder laid out as `gkdcn.compare.run_comparison` writes it."""
     root.mkdir(parents=True, exist_ok=True)
     plan = {
         "models": list(models),
@@ -459,7 +461,7 @@ def test_explain_command_redoes_the_recorded_explanation(tmp_path: Path) -> None
         "settings": {"sites": "all", "layer": "conv3", "element": "Au", "top_k": 5,
                      "map_outputs": True, "map_ig_steps": 4},
     }  # fmt: skip
-    args = _explain_command(index, "dcn", run, "run-again", "study.toml")
+    args = explain_command(index, "dcn", run, "run-again", "study.toml")
     assert args[:6] == [
         "gkdcn", "explain", "run-again/authors/dcn/seed3/model.pt", "study.toml",
         "--out", "run-again/explain/dcn",
@@ -470,7 +472,7 @@ def test_explain_command_redoes_the_recorded_explanation(tmp_path: Path) -> None
         assert expected in options
     # A model outside the run folder is named as recorded; no maps means --no-maps.
     index = {"model_file": "/models/mine.pt", "settings": {"map_outputs": False, "top_k": 3}}
-    args = _explain_command(index, "dcn", run, "run-again", "study.toml")
+    args = explain_command(index, "dcn", run, "run-again", "study.toml")
     assert args[2] == "/models/mine.pt" and args[-1] == "--no-maps" and "--top-k" not in args
 
 

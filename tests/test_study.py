@@ -27,10 +27,10 @@ from conftest import (
     write_tiny_study,
 )
 from gkdcn.config import StudyConfig, config_from_dict
+from gkdcn.console import format_summary
 from gkdcn.data.study import (
     KNOWLEDGE_CHANNEL,
     build_samples,
-    format_summary,
     load_prepared,
     load_study,
     save_prepared,

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -25,7 +24,8 @@ from rich.progress import (
 )
 
 from gkdcn.config import MODEL_KINDS, StudyConfig, load_config
-from gkdcn.errors import GkdcnError, InputError
+from gkdcn.errors import GkdcnError
+from gkdcn.explain import defaults as explain_defaults
 
 app = typer.Typer(
     add_completion=False,
@@ -69,9 +69,9 @@ def _main(
     if threads is not None:
         if threads < 1:
             raise typer.BadParameter("must be at least 1", param_hint="--threads")
-        import torch
+        from gkdcn.threads import set_threads
 
-        torch.set_num_threads(threads)
+        set_threads(threads)
 
 
 def _friendly(func: F) -> F:
@@ -167,6 +167,7 @@ def synth(
     """Generate a synthetic district (GeoTIFFs, deposits, faults, study.toml)."""
     from gkdcn.data.synthetic import generate_district, spec_from_dict
 
+    # Validated like a spec file, so a bad value is one line, not a traceback.
     spec = spec_from_dict(
         {
             "seed": seed,
@@ -193,7 +194,8 @@ def prepare(
     overwrite: Overwrite = False,
 ) -> None:
     """Read and align the inputs, place the sites, cut the samples; print a summary."""
-    from gkdcn.data.study import build_samples, format_summary, load_study, save_prepared, summarize
+    from gkdcn.console import format_summary
+    from gkdcn.data.study import build_samples, load_study, save_prepared, summarize
 
     cfg = _config(config, data_dir)
     if out is not None:
@@ -229,7 +231,7 @@ def train(
     overwrite: Overwrite = False,
 ) -> None:
     """Train one of the four models and write its model file, history and training curve."""
-    from gkdcn.config import TrainConfig
+    from gkdcn.compare.plan import override_training
     from gkdcn.data.study import build_samples
     from gkdcn.io.atomic import check_writable
     from gkdcn.train import train_study, write_training_outputs
@@ -242,17 +244,12 @@ def train(
     updates: dict[str, Any] = {}
     if split is not None:
         updates["split"] = study.config.split.model_copy(update={"method": split})
-    train_raw = study.config.train.model_dump()
-    if preset is not None:
-        train_raw = {**train_raw, "preset": preset}
-        for key in ("epochs", "lr", "batch_size", "weight_decay", "patience", "head"):
-            train_raw.pop(key)
-    if epochs is not None:
-        train_raw["epochs"] = epochs
-    try:
-        updates["train"] = TrainConfig.model_validate(train_raw)
-    except ValidationError as exc:
-        raise GkdcnError(f"invalid training option: {exc.errors()[0]['msg']}") from None
+    updates["train"] = override_training(
+        study.config.train,
+        {} if epochs is None else {"epochs": epochs},
+        preset=preset,
+        what="training option",
+    )
     study.config = study.config.model_copy(update=updates)
     samples, splits = build_samples(study)
     with progress_bar() as progress:
@@ -338,11 +335,14 @@ def evaluate(
     overwrite: Overwrite = False,
 ) -> None:
     """Score a probability map against deposits: metrics, ROC/PR, success-rate, P-A, CIs."""
+    from gkdcn.data.sites import deposit_cells
     from gkdcn.evaluate import evaluate_map, write_evaluation
     from gkdcn.io.rasters import read_probability_map
 
     prob, valid, grid = read_probability_map(map_path)
-    rows, cols, notes = _deposit_cells(sites, grid, valid, data_dir, x, y, crs, value)
+    rows, cols, notes = deposit_cells(
+        sites, grid, valid, data_dir=data_dir, x=x, y=y, crs=crs, value=value
+    )
     for note in notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     ev = evaluate_map(prob, valid, rows, cols, n_boot=bootstrap, seed=seed)
@@ -354,45 +354,6 @@ def evaluate(
         f"{len(rows)} deposits, {int(valid.sum())} valid cells"
     )
     console.print(f"wrote {len(written)} files to {out}")
-
-
-def _deposit_cells(
-    sites: Path,
-    grid: Any,
-    valid: Any,
-    data_dir: Path | None,
-    x: str,
-    y: str,
-    crs: str | None,
-    value: float,
-) -> tuple[Any, Any, list[str]]:
-    from gkdcn.config import PointSitesConfig, RasterSitesConfig
-    from gkdcn.data.sites import sites_from_points, sites_from_raster
-    from gkdcn.io.vectors import read_points
-
-    align = "strict"
-    if sites.suffix.lower() == ".toml":
-        cfg = _config(sites, data_dir)
-        source: Any = cfg.sites.deposits
-        align = cfg.align
-        resolve = cfg.resolve
-    elif sites.suffix.lower() in (".tif", ".tiff"):
-        source = RasterSitesConfig(raster=sites, value=value)
-        resolve = Path
-    else:
-        source = PointSitesConfig(points=sites, x=x, y=y, crs=crs)
-        resolve = Path
-    if isinstance(source, RasterSitesConfig):
-        table = sites_from_raster(resolve(source.raster), grid, align, source.value, 1, "D")
-        return table.rows, table.cols, []
-    gdf = read_points(
-        resolve(source.points), x=source.x, y=source.y, crs=source.crs, id=source.id,
-        target_crs=grid.crs,
-    )  # fmt: skip
-    table, notes = sites_from_points(gdf, grid, valid, 1)
-    if len(table) == 0:
-        raise InputError(sites, "no deposit falls on a valid cell of the map")
-    return table.rows, table.cols, notes
 
 
 @app.command()
@@ -415,8 +376,9 @@ def compare(
     overwrite: Overwrite = False,
 ) -> None:
     """Train CNN, DCN, GK-CNN and GK-DCN over seeds under the authors' and honest protocols."""
+    from gkdcn.compare import make_plan, run_comparison
+    from gkdcn.console import comparison_tables
     from gkdcn.data.study import load_study
-    from gkdcn.experiments import format_tables, make_plan, run_comparison
 
     cfg = _config(config, data_dir)
     plan = make_plan(
@@ -431,7 +393,8 @@ def compare(
             workers=_workers(jobs),
         )  # fmt: skip
     # soft_wrap: wide tables stay one row per line in logs and narrow terminals
-    console.print(format_tables(comparison), highlight=False, soft_wrap=True)
+    for table in comparison_tables(comparison):
+        console.print(table)
     console.print(f"finished in {comparison.seconds:.0f} s; results in {out}")
 
 
@@ -449,12 +412,14 @@ def explain(
             help="Element shown beside the CAM (default: the one contributing most at the deposits)."
         ),
     ] = None,
-    sites: Annotated[str, typer.Option(help="deposits or all.")] = "deposits",
-    top_k: Annotated[int, typer.Option(help="Attribution maps for the top-k elements.")] = 3,
+    sites: Annotated[str, typer.Option(help="deposits or all.")] = explain_defaults.SITES,
+    top_k: Annotated[
+        int, typer.Option(help="Attribution maps for the top-k elements.")
+    ] = explain_defaults.TOP_K,
     maps: Annotated[bool, typer.Option(help="Write full-map GeoTIFFs.")] = True,
     map_ig_steps: Annotated[
         int, typer.Option(help="Integrated-gradient steps per cell for the attribution maps.")
-    ] = 16,
+    ] = explain_defaults.MAP_IG_STEPS,
     overwrite: Overwrite = False,
 ) -> None:
     """Grad-CAM, deformable sampling and per-element attribution for a trained model."""

@@ -12,11 +12,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gkdcn.errors import InputError
+from gkdcn.errors import InputError, validation_message
 
 Align = Literal["strict", "resample", "index"]
 ModelKind = Literal["cnn", "dcn", "gk-cnn", "gk-dcn"]
 MODEL_KINDS: tuple[ModelKind, ...] = ("cnn", "dcn", "gk-cnn", "gk-dcn")
+#: Display name of each model kind (figures, tables, the report).
+MODEL_LABELS = {"cnn": "CNN", "dcn": "DCN", "gk-cnn": "GK-CNN", "gk-dcn": "GK-DCN"}
 
 
 class _Section(BaseModel):
@@ -239,12 +241,14 @@ class PredictConfig(_Section):
     block_rows: int = Field(64, ge=1)
 
 
+ProtocolName = Literal["authors", "lodo", "blocks"]
+DEFAULT_PROTOCOLS: tuple[ProtocolName, ...] = ("authors", "lodo")
+
+
 class CompareConfig(_Section):
     seeds: int = Field(5, ge=1)
     models: list[ModelKind] = Field(default_factory=lambda: list(MODEL_KINDS))
-    protocols: list[Literal["authors", "lodo", "blocks"]] = Field(
-        default_factory=lambda: ["authors", "lodo"]
-    )
+    protocols: list[ProtocolName] = Field(default_factory=lambda: list(DEFAULT_PROTOCOLS))
     bootstrap: int = Field(1000, ge=0)
     heldout_background: int = Field(
         5000,
@@ -310,10 +314,4 @@ def config_from_dict(
             {**raw, "base_dir": Path(base_dir), "source": None if source is None else str(source)}
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(part) for part in first["loc"])
-        message = first["msg"]
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise InputError(source or "config", f"key '{key}': {message}{extra}") from None
+        raise InputError(source or "config", validation_message(exc)) from None

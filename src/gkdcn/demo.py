@@ -14,12 +14,13 @@ from pathlib import Path
 
 from rich.progress import Progress
 
+from gkdcn.compare import RunLayout, make_plan, run_comparison
 from gkdcn.config import load_config
-from gkdcn.data.study import build_samples, format_summary, load_study, save_prepared, summarize
+from gkdcn.console import format_summary, format_tables
+from gkdcn.data.study import build_samples, load_study, save_prepared, summarize
 from gkdcn.data.synthetic import SyntheticSpec, generate_district
 from gkdcn.errors import GkdcnError
 from gkdcn.evaluate import evaluate_map, write_evaluation
-from gkdcn.experiments import format_tables, make_plan, run_comparison
 from gkdcn.explain.run import explain_model
 from gkdcn.io.atomic import check_writable
 from gkdcn.io.rasters import open_elements, read_probability_map
@@ -46,7 +47,7 @@ def run_demo(
     ``spec`` sets the district (default: ``SyntheticSpec(seed=seed)``); ``seeds``, ``epochs`` and
     ``map_ig_steps`` size the comparison and the whole-map attribution. The defaults are the
     demo's; smaller values give the same pipeline in seconds (the test suite runs it that way).
-    ``workers``: trainings at once (see :func:`gkdcn.experiments.run_comparison`).
+    ``workers``: trainings at once (see :func:`gkdcn.compare.run_comparison`).
     """
     out = Path(out)
     check_writable(out, overwrite)
@@ -68,6 +69,7 @@ def run_demo(
 
     log("3/7 comparing CNN, DCN, GK-CNN and GK-DCN (quick settings)")
     run_dir = out / "comparison"
+    layout = RunLayout(run_dir)
     plan = make_plan(config, quick=True, seeds=seeds, epochs=epochs)
     comparison = run_comparison(study, run_dir, plan, progress=progress, workers=workers)
     log(format_tables(comparison))
@@ -75,7 +77,7 @@ def run_demo(
     log("4/7 predicting full maps from the saved model files (streamed GeoTIFF)")
     maps_dir = out / "maps"
     for model in plan.models:
-        bundle = ModelBundle.load(run_dir / "authors" / model / "seed0" / "model.pt")
+        bundle = ModelBundle.load(layout.model_file(model))
         with open_elements(
             config.resolve(config.elements.path), layers=bundle.channels, align=config.align
         ) as source:
@@ -89,7 +91,7 @@ def run_demo(
         write_evaluation(ev, out / "evaluation" / model, title=f"{model} (seed 0)")
 
     log("6/7 explaining GK-DCN (Grad-CAM, deformable sampling, element attribution)")
-    gk_dcn_file = run_dir / "authors" / "gk-dcn" / "seed0" / "model.pt"
+    gk_dcn_file = layout.model_file("gk-dcn")
     gk_dcn = ModelBundle.load(gk_dcn_file)
     # The input panels show Au, the district's main pathfinder.
     # Few integrated-gradient steps for the whole-map attribution keep the demo within minutes;
@@ -97,7 +99,7 @@ def run_demo(
     explain_model(
         gk_dcn,
         study,
-        run_dir / "explain" / "gk-dcn",
+        layout.explain("gk-dcn").root,
         element="Au",
         top_k=2,
         map_ig_steps=map_ig_steps,
@@ -106,4 +108,4 @@ def run_demo(
     )
 
     log("7/7 writing the report")
-    return build_report(run_dir, out / "report.html")
+    return build_report(run_dir, out / RunLayout.REPORT)

@@ -19,15 +19,12 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
     accuracy_score,
@@ -42,8 +39,15 @@ from sklearn.metrics import (
 from sklearn.metrics import auc as sk_auc
 
 from gkdcn.errors import GkdcnError
-from gkdcn.figures import save_figure
+from gkdcn.figures import (
+    plot_pr,
+    plot_prediction_area,
+    plot_roc,
+    plot_success_rate,
+    save_figure,
+)
 from gkdcn.io.atomic import atomic_path, check_writable
+from gkdcn.io.jsonsafe import json_safe
 
 __all__ = [
     "CAPTURE_LEVELS",
@@ -158,25 +162,29 @@ class Evaluation:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable scalars (NaN becomes ``None``); curves are in :meth:`curve_tables`."""
         metrics = {
-            name: _num(getattr(self, name))
+            name: json_safe(float(getattr(self, name)))
             for name in ("accuracy", "auc", "kappa", "mcc", "precision", "recall", "f1")
         }
         return {
             **metrics,
-            "threshold": _num(self.threshold),
+            "threshold": json_safe(float(self.threshold)),
             "n_positive": int(self.n_positive),
             "n_negative": int(self.n_negative),
-            "pr_auc": _num(self.pr_auc),
-            "success_auc": _num(self.success_auc),
-            "auc_ci": [_num(v) for v in self.auc_ci],
-            "success_auc_ci": [_num(v) for v in self.success_auc_ci],
+            "pr_auc": json_safe(float(self.pr_auc)),
+            "success_auc": json_safe(float(self.success_auc)),
+            "auc_ci": [json_safe(float(v)) for v in self.auc_ci],
+            "success_auc_ci": [json_safe(float(v)) for v in self.success_auc_ci],
             "ci_level": CI_LEVEL,
             "n_boot": int(self.n_boot),
             "seed": int(self.seed),
-            "area_for_capture": {str(k): _num(v) for k, v in self.area_for_capture.items()},
-            "pa_intersection": {k: _num(v) for k, v in self.pa_intersection._asdict().items()},
-            "cell_area": _num(self.cell_area),
-            "valid_area": _num(self.n_cells * self.cell_area),
+            "area_for_capture": {
+                str(k): json_safe(float(v)) for k, v in self.area_for_capture.items()
+            },
+            "pa_intersection": {
+                k: json_safe(float(v)) for k, v in self.pa_intersection._asdict().items()
+            },
+            "cell_area": json_safe(float(self.cell_area)),
+            "valid_area": json_safe(float(self.n_cells * self.cell_area)),
             "n_deposits_off_valid": int(self.n_deposits_off_valid),
             "n_deposits_duplicate": int(self.n_deposits_duplicate),
         }
@@ -203,14 +211,12 @@ class Evaluation:
         }
 
 
-def _num(value: float) -> float | None:
-    value = float(value)
-    return None if math.isnan(value) else value
-
-
 # --------------------------------------------------------------------------- computation
 
 
+# Arguments no user input can produce (shapes, dtypes, indices built by gkdcn itself) raise
+# ValueError: a programming error, not a user's. Problems of the map or the deposits the user
+# gave raise GkdcnError.
 def evaluate_map(
     prob: np.ndarray,
     valid: np.ndarray,
@@ -231,15 +237,15 @@ def evaluate_map(
     prob = np.asarray(prob)
     valid = np.asarray(valid)
     if prob.ndim != 2:
-        raise GkdcnError(f"probability map must be 2-D (rows, cols), got shape {prob.shape}")
+        raise ValueError(f"probability map must be 2-D (rows, cols), got shape {prob.shape}")
     if valid.shape != prob.shape:
-        raise GkdcnError(
+        raise ValueError(
             f"valid mask shape {valid.shape} does not match probability map shape {prob.shape}"
         )
     if not np.issubdtype(prob.dtype, np.number) or np.iscomplexobj(prob):
-        raise GkdcnError(f"probability map must be real numbers, got dtype {prob.dtype}")
+        raise ValueError(f"probability map must be real numbers, got dtype {prob.dtype}")
     if not (cell_area > 0 and math.isfinite(cell_area)):
-        raise GkdcnError(f"cell_area must be a positive number, got {cell_area}")
+        raise ValueError(f"cell_area must be a positive number, got {cell_area}")
     valid = valid.astype(bool)
     rows, cols = _deposit_cells(deposit_rows, deposit_cols, prob.shape)
 
@@ -274,14 +280,14 @@ def _deposit_cells(
     rows = np.asarray(deposit_rows).ravel()
     cols = np.asarray(deposit_cols).ravel()
     if rows.shape != cols.shape:
-        raise GkdcnError(f"got {rows.size} deposit rows but {cols.size} deposit cols")
+        raise ValueError(f"got {rows.size} deposit rows but {cols.size} deposit cols")
     if rows.size == 0:
         raise GkdcnError("no deposits given")
     for name, arr in (("rows", rows), ("cols", cols)):
         if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)):
-            raise GkdcnError(f"deposit {name} must be finite numbers")
+            raise ValueError(f"deposit {name} must be finite numbers")
         if not np.all(arr == np.round(arr)):
-            raise GkdcnError(f"deposit {name} must be whole cell indices")
+            raise ValueError(f"deposit {name} must be whole cell indices")
     rows = rows.astype(np.int64)
     cols = cols.astype(np.int64)
     outside = (rows < 0) | (rows >= shape[0]) | (cols < 0) | (cols >= shape[1])
@@ -311,18 +317,18 @@ def evaluate_scores(
     scores = np.asarray(scores)
     labels = np.asarray(labels)
     if scores.ndim != 1 or labels.ndim != 1:
-        raise GkdcnError(
+        raise ValueError(
             f"scores and labels must be 1-D, got shapes {scores.shape} and {labels.shape}"
         )
     if scores.shape != labels.shape:
-        raise GkdcnError(f"{scores.size} scores but {labels.size} labels")
+        raise ValueError(f"{scores.size} scores but {labels.size} labels")
     if not np.issubdtype(scores.dtype, np.number) or np.iscomplexobj(scores):
-        raise GkdcnError(f"scores must be real numbers, got dtype {scores.dtype}")
+        raise ValueError(f"scores must be real numbers, got dtype {scores.dtype}")
     if not np.all(np.isfinite(scores)):
         raise GkdcnError(f"{int((~np.isfinite(scores)).sum())} score(s) are NaN or infinite")
     if labels.dtype != bool:
         if not np.issubdtype(labels.dtype, np.number) or not np.all(np.isin(labels, (0, 1))):
-            raise GkdcnError("labels must be 0/1 or boolean")
+            raise ValueError("labels must be 0/1 or boolean")
         labels = labels.astype(bool)
     if n_boot < 0:
         raise GkdcnError(f"n_boot must be >= 0, got {n_boot}")
@@ -348,7 +354,8 @@ def evaluate_scores(
     precision, recall, pr_thr = precision_recall_curve(y_asc, asc)
     pr_auc = float(-np.sum(np.diff(recall) * precision[:-1]))  # sklearn's average precision
     threshold = _f1_threshold(precision, recall, pr_thr)
-    point = _point_metrics(y_asc, asc >= threshold)
+    # dict[str, Any]: the metrics fill float fields of Evaluation by name.
+    point: dict[str, Any] = dict(_point_metrics(y_asc, asc >= threshold))
     pr_recall, pr_precision, pr_thr_kept = _thin_pr(recall, precision, pr_thr)
 
     pos_asc = y_asc.astype(bool)
@@ -547,144 +554,6 @@ def _percentile_ci(boot: np.ndarray) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------- figures
-
-
-def _ci_text(ci: tuple[float, float]) -> str:
-    if any(math.isnan(v) for v in ci):
-        return ""
-    return f", 95% CI {ci[0]:.3f}–{ci[1]:.3f}"
-
-
-def _new_axes(title: str) -> tuple[Figure, Axes]:
-    fig = Figure(figsize=(6.0, 5.0), layout="constrained")
-    ax = fig.add_subplot()
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    return fig, ax
-
-
-def _check_curves(curves: Mapping[str, Evaluation]) -> None:
-    if not curves:
-        raise GkdcnError("nothing to plot: no evaluations given")
-
-
-def _curves_against_diagonal(
-    title: str, xlabel: str, ylabel: str, series: list[tuple[str, np.ndarray, np.ndarray]]
-) -> Figure:
-    """Curves in % on both axes over the dashed diagonal of a random ranking."""
-    fig, ax = _new_axes(title)
-    ax.plot([0, 100], [0, 100], ls="--", color="0.5", lw=1, label="random (AUC 0.500)")
-    for label, x, y in series:
-        ax.plot(100 * x, 100 * y, lw=1.8, label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_xlim(0, 100)
-    ax.set_ylim(0, 101)
-    ax.legend(loc="lower right", fontsize="small")
-    return fig
-
-
-def plot_roc(curves: Mapping[str, Evaluation]) -> Figure:
-    """ROC curves of one or more evaluations (legend: AUC and its bootstrap CI)."""
-    _check_curves(curves)
-    return _curves_against_diagonal(
-        "ROC curve",
-        "False positive rate (% of background cells)",
-        "True positive rate (% of deposit cells)",
-        [
-            (f"{name} (AUC {ev.auc:.3f}{_ci_text(ev.auc_ci)})", ev.roc.fpr, ev.roc.tpr)
-            for name, ev in curves.items()
-        ],
-    )
-
-
-def plot_pr(curves: Mapping[str, Evaluation]) -> Figure:
-    """Precision-recall curves (legend: average precision); dotted lines show no-skill precision."""
-    _check_curves(curves)
-    fig, ax = _new_axes("Precision–recall curve")
-    for name, ev in curves.items():
-        (line,) = ax.plot(
-            100 * ev.pr.recall,
-            100 * ev.pr.precision,
-            lw=1.8,
-            label=f"{name} (AP {ev.pr_auc:.3f})",
-        )
-        ax.axhline(100 * ev.prevalence, ls=":", lw=1, color=line.get_color())
-    ax.plot([], [], ls=":", color="0.5", label="no skill (deposit share of cells)")
-    ax.set_xlabel("Recall (% of deposit cells)")
-    ylabel = "Precision (% of selected cells that are deposits)"
-    ax.set_xlim(0, 100)
-    low = min(ev.prevalence for ev in curves.values())
-    if low < 0.05:
-        # On a map deposits are a tiny share of cells, so precision spans orders of magnitude.
-        ax.set_yscale("log")
-        ax.set_ylim(50 * low, 110)
-        ylabel += ", log scale"
-    else:
-        ax.set_ylim(0, 101)
-    ax.set_ylabel(ylabel)
-    ax.legend(loc="upper right", fontsize="small")
-    return fig
-
-
-def plot_success_rate(curves: Mapping[str, Evaluation]) -> Figure:
-    """Success-rate curves: deposits captured against share of valid area, highest prob first."""
-    _check_curves(curves)
-    return _curves_against_diagonal(
-        "Success-rate curve",
-        "Cumulative area, highest probability first (% of valid area)",
-        "Deposits captured (% of deposits)",
-        [
-            (
-                f"{name} (AUC {ev.success_auc:.3f}{_ci_text(ev.success_auc_ci)})",
-                ev.success.area,
-                ev.success.captured,
-            )
-            for name, ev in curves.items()
-        ],
-    )
-
-
-def plot_prediction_area(ev: Evaluation, title: str = "") -> Figure:
-    """Prediction-area plot: prediction rate (left axis) and occupied area (right axis, inverted)
-    against threshold; the curves cross where prediction rate = 100 - occupied area %."""
-    full = "Prediction–area plot" + (f": {title}" if title else "")
-    fig, ax = _new_axes(full)
-    pa = ev.pa
-    ax.plot(
-        pa.threshold,
-        100 * pa.prediction_rate,
-        color="tab:blue",
-        lw=1.8,
-        label="prediction rate (% of deposits)",
-    )
-    # Plot 100 - area on the left scale and relabel the right axis inverted, so the right axis
-    # reads occupied area while the crossing stays a true intersection of the two lines.
-    ax.plot(
-        pa.threshold,
-        100 * (1 - pa.area_share),
-        color="tab:red",
-        lw=1.8,
-        label="occupied area (% of valid area, right axis)",
-    )
-    right = ax.secondary_yaxis("right", functions=(lambda v: 100 - v, lambda v: 100 - v))
-    right.set_ylabel("Occupied area (% of valid area)", color="tab:red")
-    ax.set_ylabel("Prediction rate (% of deposits)", color="tab:blue")
-    ax.set_xlabel("Probability threshold")
-    ax.set_ylim(0, 101)
-    t, rate, area = ev.pa_intersection
-    if not math.isnan(t):
-        ax.plot(
-            [t],
-            [100 * rate],
-            "ko",
-            ms=6,
-            label=f"intersection: t = {t:.3g}, {100 * rate:.1f}% of deposits "
-            f"in {100 * area:.1f}% of area",
-        )
-        ax.axvline(t, color="k", ls=":", lw=1)
-    ax.legend(loc="lower left", fontsize="small")
-    return fig
 
 
 # --------------------------------------------------------------------------- output

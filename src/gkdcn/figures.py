@@ -1,26 +1,53 @@
-"""Map figures shared by the comparison, the demo and the report.
+"""Every gkdcn plot: map panels, held-out curves, ROC / PR / success-rate / prediction-area.
 
-All functions return :class:`matplotlib.figure.Figure` objects built without pyplot, so nothing
+A leaf: it draws what it is given and imports nothing above :mod:`gkdcn.config` (so evaluation,
+training, the comparison and explanations can all use it without cycles). All functions return :class:`matplotlib.figure.Figure` objects built without pyplot, so nothing
 depends on global plotting state; ``save_figure`` writes one atomically.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from gkdcn.config import MODEL_LABELS
 from gkdcn.io.atomic import atomic_path
 from gkdcn.io.grid import Grid
 
-if TYPE_CHECKING:
-    from gkdcn.data.study import Study
-    from gkdcn.experiments import Comparison
-
-MODEL_LABELS = {"cnn": "CNN", "dcn": "DCN", "gk-cnn": "GK-CNN", "gk-dcn": "GK-DCN"}
 DPI = 150
+
+
+class CurveSource(Protocol):
+    """What the curve plots read from an evaluation (:class:`gkdcn.evaluate.Evaluation`)."""
+
+    @property
+    def auc(self) -> float: ...
+    @property
+    def auc_ci(self) -> tuple[float, float]: ...
+    @property
+    def pr_auc(self) -> float: ...
+    @property
+    def prevalence(self) -> float: ...
+    @property
+    def success_auc(self) -> float: ...
+    @property
+    def success_auc_ci(self) -> tuple[float, float]: ...
+    @property
+    def roc(self) -> Any: ...
+    @property
+    def pr(self) -> Any: ...
+    @property
+    def success(self) -> Any: ...
+    @property
+    def pa(self) -> Any: ...
+    @property
+    def pa_intersection(self) -> Any: ...
 
 
 def save_figure(fig: Figure, path: str | Path, overwrite: bool = True) -> Path:
@@ -124,43 +151,141 @@ def heldout_success_curves(shares: dict[str, np.ndarray], title: str) -> Figure:
     return fig
 
 
-def comparison_figures(
-    comparison: Comparison, study: Study, maps: dict[str, np.ndarray], out_dir: Path
-) -> dict[str, Path]:
-    """All figures of a comparison run; returns name -> path."""
-    from gkdcn.evaluate import evaluate_map, plot_prediction_area, plot_roc, plot_success_rate
-    from gkdcn.experiments import heldout_shares
+def _ci_text(ci: tuple[float, float]) -> str:
+    if any(math.isnan(v) for v in ci):
+        return ""
+    return f", 95% CI {ci[0]:.3f}–{ci[1]:.3f}"
 
-    written: dict[str, Path] = {}
-    deposits = study.sites.deposits()
-    dep_xy = study.grid.xy(deposits.rows, deposits.cols)
-    if maps:
-        fig = map_panels(maps, study.grid, deposits_xy=dep_xy, faults=study.faults)
-        fig.suptitle("Mean probability over seeds (authors' protocol)")
-        written["maps"] = save_figure(fig, out_dir / "maps.png")
-        evaluations = {
-            MODEL_LABELS.get(m, m): evaluate_map(
-                np.nan_to_num(p, nan=0.0), study.valid, deposits.rows, deposits.cols, n_boot=0
+
+def _new_axes(title: str) -> tuple[Figure, Axes]:
+    fig = Figure(figsize=(6.0, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
+def _check_curves(curves: Mapping[str, CurveSource]) -> None:
+    if not curves:
+        raise ValueError("nothing to plot: no evaluations given")
+
+
+def _curves_against_diagonal(
+    title: str, xlabel: str, ylabel: str, series: list[tuple[str, np.ndarray, np.ndarray]]
+) -> Figure:
+    """Curves in % on both axes over the dashed diagonal of a random ranking."""
+    fig, ax = _new_axes(title)
+    ax.plot([0, 100], [0, 100], ls="--", color="0.5", lw=1, label="random (AUC 0.500)")
+    for label, x, y in series:
+        ax.plot(100 * x, 100 * y, lw=1.8, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 101)
+    ax.legend(loc="lower right", fontsize="small")
+    return fig
+
+
+def plot_roc(curves: Mapping[str, CurveSource]) -> Figure:
+    """ROC curves of one or more evaluations (legend: AUC and its bootstrap CI)."""
+    _check_curves(curves)
+    return _curves_against_diagonal(
+        "ROC curve",
+        "False positive rate (% of background cells)",
+        "True positive rate (% of deposit cells)",
+        [
+            (f"{name} (AUC {ev.auc:.3f}{_ci_text(ev.auc_ci)})", ev.roc.fpr, ev.roc.tpr)
+            for name, ev in curves.items()
+        ],
+    )
+
+
+def plot_pr(curves: Mapping[str, CurveSource]) -> Figure:
+    """Precision-recall curves (legend: average precision); dotted lines show no-skill precision."""
+    _check_curves(curves)
+    fig, ax = _new_axes("Precision–recall curve")
+    for name, ev in curves.items():
+        (line,) = ax.plot(
+            100 * ev.pr.recall,
+            100 * ev.pr.precision,
+            lw=1.8,
+            label=f"{name} (AP {ev.pr_auc:.3f})",
+        )
+        ax.axhline(100 * ev.prevalence, ls=":", lw=1, color=line.get_color())
+    ax.plot([], [], ls=":", color="0.5", label="no skill (deposit share of cells)")
+    ax.set_xlabel("Recall (% of deposit cells)")
+    ylabel = "Precision (% of selected cells that are deposits)"
+    ax.set_xlim(0, 100)
+    low = min(ev.prevalence for ev in curves.values())
+    if low < 0.05:
+        # On a map deposits are a tiny share of cells, so precision spans orders of magnitude.
+        ax.set_yscale("log")
+        ax.set_ylim(50 * low, 110)
+        ylabel += ", log scale"
+    else:
+        ax.set_ylim(0, 101)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="upper right", fontsize="small")
+    return fig
+
+
+def plot_success_rate(curves: Mapping[str, CurveSource]) -> Figure:
+    """Success-rate curves: deposits captured against share of valid area, highest prob first."""
+    _check_curves(curves)
+    return _curves_against_diagonal(
+        "Success-rate curve",
+        "Cumulative area, highest probability first (% of valid area)",
+        "Deposits captured (% of deposits)",
+        [
+            (
+                f"{name} (AUC {ev.success_auc:.3f}{_ci_text(ev.success_auc_ci)})",
+                ev.success.area,
+                ev.success.captured,
             )
-            for m, p in maps.items()
-        }
-        written["roc"] = save_figure(plot_roc(evaluations), out_dir / "roc_authors.png")
-        written["success"] = save_figure(
-            plot_success_rate(evaluations), out_dir / "success_rate_authors.png"
+            for name, ev in curves.items()
+        ],
+    )
+
+
+def plot_prediction_area(ev: CurveSource, title: str = "") -> Figure:
+    """Prediction-area plot: prediction rate (left axis) and occupied area (right axis, inverted)
+    against threshold; the curves cross where prediction rate = 100 - occupied area %."""
+    full = "Prediction–area plot" + (f": {title}" if title else "")
+    fig, ax = _new_axes(full)
+    pa = ev.pa
+    ax.plot(
+        pa.threshold,
+        100 * pa.prediction_rate,
+        color="tab:blue",
+        lw=1.8,
+        label="prediction rate (% of deposits)",
+    )
+    # Plot 100 - area on the left scale and relabel the right axis inverted, so the right axis
+    # reads occupied area while the crossing stays a true intersection of the two lines.
+    ax.plot(
+        pa.threshold,
+        100 * (1 - pa.area_share),
+        color="tab:red",
+        lw=1.8,
+        label="occupied area (% of valid area, right axis)",
+    )
+    right = ax.secondary_yaxis(
+        "right", functions=(lambda v: np.subtract(100, v), lambda v: np.subtract(100, v))
+    )
+    right.set_ylabel("Occupied area (% of valid area)", color="tab:red")
+    ax.set_ylabel("Prediction rate (% of deposits)", color="tab:blue")
+    ax.set_xlabel("Probability threshold")
+    ax.set_ylim(0, 101)
+    t, rate, area = ev.pa_intersection
+    if not math.isnan(t):
+        ax.plot(
+            [t],
+            [100 * rate],
+            "ko",
+            ms=6,
+            label=f"intersection: t = {t:.3g}, {100 * rate:.1f}% of deposits "
+            f"in {100 * area:.1f}% of area",
         )
-        best = "GK-DCN" if "GK-DCN" in evaluations else next(iter(evaluations))
-        written["pa"] = save_figure(
-            plot_prediction_area(evaluations[best], title=f"{best}, authors' protocol"),
-            out_dir / "prediction_area_authors.png",
-        )
-    for protocol in comparison.plan.protocols:
-        if protocol == "authors":
-            continue
-        shares = {
-            model: heldout_shares(comparison.out_dir, protocol, model, comparison.plan.seeds)
-            for model in comparison.plan.models
-        }
-        title = "Leave-one-deposit-out" if protocol == "lodo" else "Spatial blocks"
-        fig = heldout_success_curves(shares, f"{title}\nheld-out deposits, all seeds pooled")
-        written[f"success_{protocol}"] = save_figure(fig, out_dir / f"success_rate_{protocol}.png")
-    return written
+        ax.axvline(t, color="k", ls=":", lw=1)
+    ax.legend(loc="lower left", fontsize="small")
+    return fig

@@ -14,16 +14,16 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
 from rich.progress import Progress
 
 from gkdcn.errors import GkdcnError
+from gkdcn.threads import set_threads, torch_threads
 
 J = TypeVar("J")
 C = TypeVar("C")
@@ -63,15 +63,9 @@ def resolve_workers(workers: int, n_jobs: int, device: str = "cpu") -> int:
     return max(1, min(workers, n_jobs))
 
 
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
+def single_thread() -> contextlib.AbstractContextManager[None]:
     """PyTorch on one CPU thread inside the block (the previous count restored after)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return torch_threads(1)
 
 
 def run_jobs(
@@ -138,7 +132,9 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     if terminate is not None:
         terminate()
         return
-    processes = list((getattr(pool, "_processes", None) or {}).values())
+    # Before 3.14 the pool has no public way to end its workers; they are this process's
+    # children, and run_jobs runs one pool at a time, so end those.
+    processes = multiprocessing.active_children()
     for process in processes:
         process.terminate()
     for process in processes:
@@ -148,7 +144,7 @@ def _stop(pool: ProcessPoolExecutor) -> None:
 def _init_worker(run: Callable[..., None], context: Any) -> None:
     # Ctrl-C reaches the whole process group; the parent alone handles it (and stops us).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)
+    set_threads(1)
     _worker_state["run"] = run
     _worker_state["context"] = context
 

@@ -16,9 +16,11 @@ import numpy as np
 from rasterio.features import rasterize
 from scipy.ndimage import distance_transform_edt
 
-from gkdcn.config import DecayConfig
-from gkdcn.errors import GkdcnError
+from gkdcn.config import DecayConfig, StudyConfig
+from gkdcn.errors import GkdcnError, InputError
 from gkdcn.io.grid import Grid
+from gkdcn.io.rasters import read_layer_on_grid
+from gkdcn.io.vectors import read_lines
 
 _LINE_TYPES = {"LineString", "MultiLineString", "LinearRing"}
 
@@ -116,3 +118,53 @@ def weights_from_faults(
     """(weight float32, distance float64) on ``grid`` for fault ``lines`` already in the grid CRS."""
     distance = distance_to_lines(lines, grid)
     return proximity_weight(distance, decay), distance
+
+
+#: Name of the knowledge weight when it is also fed to a network as a channel
+#: (``[knowledge] as_channel``); training and prediction use this one rule.
+KNOWLEDGE_CHANNEL = "fault_proximity"
+
+
+def knowledge_channel(weight: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """The knowledge weight ``(H, W)`` as one more input channel ``(1, H, W)`` float32, NaN off
+    ``valid`` (when given) like every raw channel; appended after the element layers."""
+    channel = weight if valid is None else np.where(valid, weight, np.nan)
+    return np.asarray(channel, dtype=np.float32)[np.newaxis]
+
+
+def load_knowledge_weight(
+    config: StudyConfig, grid: Grid, valid: np.ndarray, notes: list[str] | None = None
+) -> tuple[np.ndarray | None, gpd.GeoDataFrame | None]:
+    """The study's knowledge weight ``(H, W)`` in [0, 1] on ``grid`` and the faults it came from.
+
+    From ``[knowledge] faults`` (proximity weight of the distance to the lines) or a ready-made
+    ``weights`` raster (cells without a weight: 0; ``valid`` says which cells must have one);
+    ``(None, None)`` when the config has neither. The one rule used for training (study loading)
+    and prediction (the knowledge channel). Problems go to ``notes`` when given.
+    """
+    notes = [] if notes is None else notes
+    cfg = config.knowledge
+    if cfg.faults is not None:
+        path = config.resolve(cfg.faults)
+        faults = read_lines(path, target_crs=grid.crs)
+        try:
+            distance = distance_to_lines(faults, grid)
+        except GkdcnError as exc:
+            problem = str(exc).removeprefix("faults: ")
+            raise InputError(path, problem) from None
+        return proximity_weight(distance, cfg.decay).astype(np.float32), faults
+    if cfg.weights is not None:
+        path = config.resolve(cfg.weights)
+        weight = read_layer_on_grid(path, grid, config.align, resampling="nearest")
+        finite = np.isfinite(weight)
+        if finite.any():
+            low, high = float(weight[finite].min()), float(weight[finite].max())
+            if low < 0 or high > 1:
+                raise InputError(path, f"weights must lie in [0, 1]; found {low:.6g} .. {high:.6g}")
+        missing = int((valid & ~finite).sum())
+        if missing == int(valid.sum()):
+            raise InputError(path, "no weight on any valid cell of the element grid")
+        if missing:
+            notes.append(f"{path}: {missing} valid cells have no weight; set to 0")
+        return np.where(finite, weight, 0.0).astype(np.float32), None
+    return None, None

@@ -202,3 +202,49 @@ def sample_negatives(
     chosen = np.sort(rng.choice(flat, size=count, replace=False))
     rows, cols = np.unravel_index(chosen, grid.shape)
     return SiteTable(_numbered("R", count), np.zeros(count), rows, cols)
+
+
+def deposit_cells(
+    sites: str | Path,
+    grid: Grid,
+    valid: np.ndarray,
+    *,
+    data_dir: str | Path | None = None,
+    x: str = "x",
+    y: str = "y",
+    crs: str | None = None,
+    value: float = 1,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Deposit cells ``(rows, cols, notes)`` on ``grid`` from a study config (``.toml``: its
+    deposits and alignment), a deposit raster (``.tif``: cells equal to ``value``) or points
+    (CSV with ``x``/``y`` columns in ``crs``, or a vector file). ``notes`` name skipped points.
+    """
+    from collections.abc import Callable
+
+    from gkdcn.config import PointSitesConfig, RasterSitesConfig, load_config
+    from gkdcn.io.vectors import read_points
+
+    sites = Path(sites)
+    align: Align = "strict"
+    source: PointSitesConfig | RasterSitesConfig
+    resolve: Callable[[Path], Path] = Path
+    if sites.suffix.lower() == ".toml":
+        cfg = load_config(sites, data_dir=data_dir)
+        source = cfg.sites.deposits
+        align = cfg.align
+        resolve = cfg.resolve
+    elif sites.suffix.lower() in (".tif", ".tiff"):
+        source = RasterSitesConfig(raster=sites, value=value)
+    else:
+        source = PointSitesConfig(points=sites, x=x, y=y, crs=crs)
+    if isinstance(source, RasterSitesConfig):
+        table = sites_from_raster(resolve(source.raster), grid, align, source.value, 1, "D")
+        return table.rows, table.cols, []
+    gdf = read_points(
+        resolve(source.points), x=source.x, y=source.y, crs=source.crs, id=source.id,
+        target_crs=grid.crs,
+    )  # fmt: skip
+    table, notes = sites_from_points(gdf, grid, valid, 1)
+    if len(table) == 0:
+        raise InputError(sites, "no deposit falls on a valid cell of the map")
+    return table.rows, table.cols, notes

@@ -28,7 +28,7 @@ from gkdcn.config import (
     StudyConfig,
     config_from_dict,
 )
-from gkdcn.data.knowledge import distance_to_lines, proximity_weight
+from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL, knowledge_channel, load_knowledge_weight
 from gkdcn.data.samples import SampleSet, Split, make_samples, make_splits
 from gkdcn.data.sites import (
     DEPOSIT,
@@ -39,13 +39,12 @@ from gkdcn.data.sites import (
     sites_from_points,
     sites_from_raster,
 )
-from gkdcn.errors import GkdcnError, InputError
+from gkdcn.errors import InputError
 from gkdcn.io.atomic import atomic_dir
 from gkdcn.io.grid import Grid
-from gkdcn.io.rasters import AlignmentWarning, open_elements, read_layer_on_grid, write_geotiff
-from gkdcn.io.vectors import read_lines, read_points
+from gkdcn.io.rasters import AlignmentWarning, open_elements, write_geotiff
+from gkdcn.io.vectors import read_points
 
-KNOWLEDGE_CHANNEL = "fault_proximity"
 PREPARED_FORMAT = 1
 
 
@@ -208,13 +207,12 @@ def load_study(config: StudyConfig) -> Study:
                 f"any deposit (seed {cfg.seed})"
             )
 
-        knowledge, faults = _load_knowledge(config, grid, valid, notes)
+        knowledge, faults = load_knowledge_weight(config, grid, valid, notes)
     notes = _warning_notes(caught) + notes
 
     deposits, negatives = _unique_ids(deposits, negatives, notes)
     if knowledge is not None and config.knowledge.as_channel:
-        channel = np.where(valid, knowledge, np.nan).astype(np.float32)
-        raw = np.concatenate([raw, channel[np.newaxis]], axis=0)
+        raw = np.concatenate([raw, knowledge_channel(knowledge, valid)], axis=0)
         names.append(KNOWLEDGE_CHANNEL)
     return Study(
         config=config,
@@ -256,36 +254,6 @@ def _unique_ids(
         replace(deposits, ids=np.char.add("D:", deposits.ids)),
         replace(negatives, ids=np.char.add("N:", negatives.ids)),
     )
-
-
-def _load_knowledge(
-    config: StudyConfig, grid: Grid, valid: np.ndarray, notes: list[str]
-) -> tuple[np.ndarray | None, gpd.GeoDataFrame | None]:
-    cfg = config.knowledge
-    if cfg.faults is not None:
-        path = config.resolve(cfg.faults)
-        faults = read_lines(path, target_crs=grid.crs)
-        try:
-            distance = distance_to_lines(faults, grid)
-        except GkdcnError as exc:
-            problem = str(exc).removeprefix("faults: ")
-            raise InputError(path, problem) from None
-        return proximity_weight(distance, cfg.decay).astype(np.float32), faults
-    if cfg.weights is not None:
-        path = config.resolve(cfg.weights)
-        weight = read_layer_on_grid(path, grid, config.align, resampling="nearest")
-        finite = np.isfinite(weight)
-        if finite.any():
-            low, high = float(weight[finite].min()), float(weight[finite].max())
-            if low < 0 or high > 1:
-                raise InputError(path, f"weights must lie in [0, 1]; found {low:.6g} .. {high:.6g}")
-        missing = int((valid & ~finite).sum())
-        if missing == int(valid.sum()):
-            raise InputError(path, "no weight on any valid cell of the element grid")
-        if missing:
-            notes.append(f"{path}: {missing} valid cells have no weight; set to 0")
-        return np.where(finite, weight, 0.0).astype(np.float32), None
-    return None, None
 
 
 def build_samples(study: Study) -> tuple[SampleSet, list[Split]]:
@@ -369,60 +337,6 @@ def _transform_summary(study: Study) -> dict[str, Any]:
         "log_ratio": [n for n, c in zip(study.names, mask, strict=True) if c],
         "scaled_only": [n for n, c in zip(study.names, mask, strict=True) if not c],
     }
-
-
-def _transform_line(t: dict[str, Any]) -> str:
-    """Which layers go through the log / CLR and which are only scaled."""
-    scaling = "no scaling" if t["scaling"] == "none" else f"{t['scaling']} scaling"
-    if t["method"] == "none":
-        return f"  transform  none, {scaling} of every layer"
-    parts, others = t["log_ratio"], t["scaled_only"]
-    if not others:
-        return f"  transform  {t['method']} on all {len(parts)} layers, then {scaling}"
-    return (
-        f"  transform  {t['method']} on {len(parts)} layers ({_shorten(parts)}); "
-        f"{scaling} only: {', '.join(others)}"
-    )
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """Readable multi-line text of :func:`summarize`'s dict (what ``gkdcn prepare`` prints)."""
-    layers = summary["layers"]
-    shown = ", ".join(layers) if len(layers) <= 12 else ", ".join(layers[:12]) + ", ..."
-    valid, cells = summary["valid_cells"], summary["cells"]
-    lines = [
-        f"study {summary['name']}",
-        f"  grid       {summary['grid']}",
-        f"  layers     {len(layers)}: {shown}",
-        f"  valid      {valid} of {cells} cells ({100 * valid / max(cells, 1):.1f}%)",
-        f"  sites      {summary['deposits']} deposits, {summary['non_deposits']} non-deposits"
-        + (f" ({summary['skipped_sites']} skipped)" if summary["skipped_sites"] else ""),
-    ]
-    k = summary.get("knowledge")
-    if k:
-        lines.append(
-            f"  knowledge  from {k['source']}{', also as a channel' if k['as_channel'] else ''}: "
-            f"mean weight {k['mean']:.3f}, {100 * k['nonzero_fraction']:.1f}% of valid cells > 0"
-        )
-    else:
-        lines.append("  knowledge  none")
-    if summary.get("transform"):  # absent in summaries written before it existed
-        lines.append(_transform_line(summary["transform"]))
-    s = summary.get("samples")
-    if s:
-        lines.append(f"  samples    {s['total']} windows ({s['positive']} +, {s['negative']} -)")
-    for split in summary.get("splits", [])[:10]:
-        lines.append(
-            f"  split {split['name']}: train {split['train']} ({split['train_positive']} +), "
-            f"val {split['val']} ({split['val_positive']} +)"
-        )
-    if len(summary.get("splits", [])) > 10:
-        lines.append(f"  ... and {len(summary['splits']) - 10} more splits")
-    notes = summary.get("notes", [])
-    if notes:
-        lines.append(f"  notes ({len(notes)}):")
-        lines += [f"    - {n}" for n in notes]
-    return "\n".join(lines)
 
 
 def save_prepared(

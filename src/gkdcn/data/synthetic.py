@@ -26,7 +26,6 @@ Layout of a generated folder::
 
 from __future__ import annotations
 
-import json
 import math
 import tomllib
 from dataclasses import dataclass
@@ -46,10 +45,11 @@ from shapely.geometry import LineString, box
 
 from gkdcn.config import PointSitesConfig, config_from_dict
 from gkdcn.data.knowledge import distance_to_lines
-from gkdcn.errors import GkdcnError, InputError
+from gkdcn.errors import GkdcnError, InputError, validation_message
 from gkdcn.io.atomic import atomic_dir, check_writable
 from gkdcn.io.grid import Grid
 from gkdcn.io.rasters import write_geotiff
+from gkdcn.io.toml import to_toml
 
 NODATA = -9999.0
 TRUTH_BACKGROUND = 0
@@ -242,10 +242,7 @@ def spec_from_dict(raw: dict[str, Any]) -> SyntheticSpec:
     try:
         return SyntheticSpec.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "spec"
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise InputError("synthetic spec", f"'{key}': {message}") from None
+        raise InputError("synthetic spec", validation_message(exc)) from None
 
 
 @dataclass
@@ -984,36 +981,12 @@ def _deposits_csv(district: District) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _toml_tables(data: dict[str, Any], prefix: str = "") -> list[str]:
-    scalars = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    lines: list[str] = []
-    if prefix and scalars:
-        lines.append(f"\n[{prefix}]")
-    lines.extend(scalars)
-    for key, value in data.items():
-        if isinstance(value, dict):
-            lines.extend(_toml_tables(value, f"{prefix}.{key}" if prefix else key))
-    return lines
-
-
 def _study_toml(spec: SyntheticSpec, config: dict[str, Any]) -> str:
     header = [
         "# Study config for a synthetic district made by gkdcn.data.synthetic.generate_district",
         f"# (seed {spec.seed}). Paths are relative to this folder.",
     ]
-    return "\n".join(header + _toml_tables(config)) + "\n"
+    return "\n".join(header) + "\n" + to_toml(config)
 
 
 def _validate_study(text: str, folder: Path) -> None:

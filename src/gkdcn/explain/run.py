@@ -20,6 +20,7 @@ import numpy as np
 
 from gkdcn.data.samples import extract_windows
 from gkdcn.errors import GkdcnError
+from gkdcn.explain import defaults
 from gkdcn.explain.attribution import (
     IG_UNITS,
     attribution_maps,
@@ -28,6 +29,7 @@ from gkdcn.explain.attribution import (
     rank_elements,
 )
 from gkdcn.explain.gradcam import CAM_UNITS, gradcam, gradcam_maps, plot_site_cam
+from gkdcn.explain.layout import INDEX_FORMAT, ExplainLayout
 from gkdcn.explain.offsets import (
     SUMMARY_NOTES,
     map_sampling_summary,
@@ -38,6 +40,7 @@ from gkdcn.explain.offsets import (
 )
 from gkdcn.figures import save_figure
 from gkdcn.io.atomic import atomic_dir
+from gkdcn.io.jsonsafe import json_safe
 from gkdcn.io.rasters import write_geotiff
 
 if TYPE_CHECKING:
@@ -47,7 +50,6 @@ if TYPE_CHECKING:
     from gkdcn.io.grid import Grid
     from gkdcn.models.bundle import ModelBundle
 
-INDEX_FORMAT = "gkdcn-explanations"
 INDEX_VERSION = 1
 POINT_LABEL = -1  # label of a user-given point: neither deposit (1) nor non-deposit (0)
 LABEL_NAMES = {1: "deposit", 0: "non-deposit", POINT_LABEL: "point"}
@@ -134,15 +136,15 @@ def explain_model(
     study: StudyLike,
     out_dir: str | Path,
     *,
-    sites: SiteChoice = "deposits",
+    sites: SiteChoice = defaults.SITES,
     layer: str | None = None,
     element: str | None = None,
-    top_k: int = 3,
+    top_k: int = defaults.TOP_K,
     map_outputs: bool = True,
     overwrite: bool = False,
     progress: Progress | None = None,
     ig_steps: int = 50,
-    map_ig_steps: int = 16,
+    map_ig_steps: int = defaults.MAP_IG_STEPS,
     map_sample: int | None = 20000,
     seed: int = 0,
     batch_size: int = 256,
@@ -208,7 +210,7 @@ def explain_model(
         # Grad-CAM per site, one colour scale for all so the figures compare.
         cams = gradcam(net, windows, cam_layer, batch_size=batch_size)
         cam_vmax = float(cams.max()) if cams.size and cams.max() > 0 else None
-        (tmp / "gradcam").mkdir()
+        (tmp / ExplainLayout.GRADCAM_DIR).mkdir()
         task = (
             progress.add_task(
                 "site figures", total=len(ids) * (1 + 2 * len(sampling_layers)), info=""
@@ -228,7 +230,7 @@ def explain_model(
                 layer=cam_layer,
                 cam_vmax=cam_vmax,
             )
-            path = tmp / "gradcam" / f"{stem}.png"
+            path = tmp / ExplainLayout.GRADCAM_DIR / f"{stem}.png"
             save_figure(fig, path)
             record(path, tmp, f"Grad-CAM at {cam_layer} for site {ids[n]} ({CAM_UNITS})")
             site_files[n].append(path.relative_to(tmp).as_posix())
@@ -238,21 +240,21 @@ def explain_model(
         # Deformable sampling per site and layer, with statistics.
         summaries: dict[str, Any] = {}
         if sampling_layers:
-            (tmp / "sampling").mkdir()
-            (tmp / "offsets").mkdir()
+            (tmp / ExplainLayout.SAMPLING_DIR).mkdir()
+            (tmp / ExplainLayout.OFFSETS_DIR).mkdir()
         for lname in sampling_layers:
             data = sampling_positions(net, windows, lname, batch_size=batch_size)
             for n, stem in enumerate(stems):
                 label = LABEL_NAMES.get(int(labels[n]), "site")
                 fig = plot_sampling(data, n, title=f"{lname} sampling at {label} {ids[n]}")
-                path = tmp / "sampling" / f"{stem}_{lname}.png"
+                path = tmp / ExplainLayout.SAMPLING_DIR / f"{stem}_{lname}.png"
                 save_figure(fig, path)
                 record(
                     path, tmp, f"{lname} sampling positions of the middle output position, {ids[n]}"
                 )
                 site_files[n].append(path.relative_to(tmp).as_posix())
                 fig = plot_offset_field(data, n, title=f"{lname} mean offsets at {label} {ids[n]}")
-                path = tmp / "offsets" / f"{stem}_{lname}.png"
+                path = tmp / ExplainLayout.OFFSETS_DIR / f"{stem}_{lname}.png"
                 save_figure(fig, path)
                 record(path, tmp, f"{lname} mean offset per output position (cells), {ids[n]}")
                 site_files[n].append(path.relative_to(tmp).as_posix())
@@ -277,7 +279,7 @@ def explain_model(
         table.insert(2, "col", cols)
         table.insert(3, "x", xs)
         table.insert(4, "y", ys)
-        path = tmp / "element_attribution.csv"
+        path = tmp / ExplainLayout.ATTRIBUTION_TABLE
         table.to_csv(path, index=True)
         record(
             path,
@@ -300,14 +302,14 @@ def explain_model(
             ranked_values,
             title=f"Element contributions at {len(ranked_values)} {who} ({bundle.kind})",
         )
-        path = tmp / "element_ranking.png"
+        path = tmp / ExplainLayout.RANKING_FIGURE
         save_figure(fig, path)
         record(path, tmp, f"elements ranked by mean contribution at the {who} ({IG_UNITS})")
 
         if summaries:
-            path = tmp / "sampling_summary.json"
+            path = tmp / ExplainLayout.SAMPLING_SUMMARY
             payload = {"units": SUMMARY_NOTES, "layers": summaries}
-            path.write_text(json.dumps(_json_safe(payload), indent=2), encoding="utf-8")
+            path.write_text(json.dumps(json_safe(payload), indent=2), encoding="utf-8")
             record(
                 path,
                 tmp,
@@ -325,7 +327,7 @@ def explain_model(
                 batch_size=batch_size,
                 progress=progress,
             )
-            path = tmp / "gradcam_map.tif"
+            path = tmp / ExplainLayout.GRADCAM_MAP
             write_geotiff(
                 path,
                 np.stack([cam_maps["centre"], cam_maps["mean"]]),
@@ -353,7 +355,7 @@ def explain_model(
                 progress=progress,
             )
             for el in mapped:
-                path = tmp / f"attribution_{safe_name(el)}.tif"
+                path = tmp / ExplainLayout.attribution_map_name(safe_name(el))
                 write_geotiff(path, maps[el], grid, nodata=math.nan, descriptions=[f"ig_{el}"])
                 record(
                     path,
@@ -408,18 +410,5 @@ def explain_model(
             "files": files,
             "notes": notes,
         }
-        (tmp / "index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+        (tmp / ExplainLayout.INDEX).write_text(json.dumps(index, indent=2), encoding="utf-8")
     return {**index, "out_dir": str(out_dir)}
-
-
-def _json_safe(value: Any) -> Any:
-    """Plain JSON: numpy scalars to Python numbers, non-finite floats to None."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -12,7 +12,7 @@ from pathlib import Path
 from gkdcn.errors import GkdcnError, OutputExistsError
 
 
-def check_writable(target: Path, overwrite: bool) -> None:
+def check_writable(target: str | Path, overwrite: bool) -> None:
     """Fail early (before any work) if ``target`` exists without ``overwrite`` or its folder is unwritable."""
     target = Path(target)
     if target.exists() and not overwrite:

@@ -590,3 +590,28 @@ def write_geotiff(
                             dst.update_tags(i, **band_tags)
         except (RasterioError, OSError) as exc:
             raise GkdcnError(f"{path}: cannot write ({_first_line(exc)})") from None
+
+
+#: The nodata value of every probability GeoTIFF gkdcn writes (in memory: NaN).
+PROBABILITY_NODATA = -9999.0
+
+
+def write_probability_map(
+    path: str | Path,
+    bands: np.ndarray,
+    grid: Grid,
+    *,
+    descriptions: Sequence[str] = ("probability",),
+    overwrite: bool = False,
+) -> Path:
+    """Write probability bands (``(H, W)`` or ``(B, H, W)``, NaN = no data) as float32 GeoTIFF
+    with nodata :data:`PROBABILITY_NODATA`: the one convention of every probability map."""
+    write_geotiff(
+        path,
+        np.asarray(bands, dtype=np.float32),
+        grid,
+        nodata=PROBABILITY_NODATA,
+        descriptions=list(descriptions),
+        overwrite=overwrite,
+    )
+    return Path(path)

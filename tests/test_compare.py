@@ -8,21 +8,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
 
 from conftest import write_tiny_study
-from gkdcn.config import config_from_dict
-from gkdcn.data.study import build_samples, load_study
-from gkdcn.errors import GkdcnError
-from gkdcn.experiments import (
-    _jobs,
+from gkdcn.compare import (
     background_cells,
     heldout_metrics,
+    make_jobs,
     make_plan,
     mean_ci,
     paired_differences,
     run_comparison,
     summarize_over_seeds,
 )
+from gkdcn.config import config_from_dict
+from gkdcn.data.study import build_samples, load_study
+from gkdcn.errors import GkdcnError
+from gkdcn.io.rasters import PROBABILITY_NODATA, read_probability_map
 
 
 def _study(tmp_path: Path, **compare):
@@ -96,7 +98,7 @@ def test_lodo_jobs_never_train_on_the_held_out_deposit(tmp_path: Path) -> None:
     study = _study(tmp_path)
     samples, _ = build_samples(study)
     plan = make_plan(study.config)
-    lodo = [job for job in _jobs(study, samples, plan) if job.protocol == "lodo"]
+    lodo = [job for job in make_jobs(study, samples, plan) if job.protocol == "lodo"]
     deposits = np.flatnonzero(study.sites.labels == 1)
     assert {job.fold for job in lodo} == {f"lodo-{study.sites.ids[d]}" for d in deposits}
     cell = study.grid.cell_size[0]
@@ -207,6 +209,15 @@ def test_comparison_runs_resumes_and_refuses_other_settings(tmp_path: Path) -> N
     tables = pd.read_csv(out / "tables" / "lodo_summary.csv")
     assert np.allclose(tables.auc_mean, comparison.summary["lodo"].auc_mean)
     assert (out / "authors" / "gk-dcn" / "seed0" / "model.pt").exists()
+    # One nodata convention for every probability map: -9999 on disk, NaN when read back.
+    for tif in (
+        out / "authors" / "cnn" / "seed0" / "probability.tif",
+        out / "maps" / "cnn_mean_probability.tif",
+    ):
+        with rasterio.open(tif) as ds:
+            assert ds.nodata == PROBABILITY_NODATA == -9999
+        prob, valid, _ = read_probability_map(tif)
+        assert np.array_equal(valid, study.valid) and np.isnan(prob[~valid]).all()
 
     # resuming: finished work is not redone
     marker = out / "authors" / "cnn" / "seed0" / "result.json"
@@ -250,3 +261,26 @@ def test_plan_overrides_are_validated(tmp_path: Path) -> None:
     with pytest.raises(GkdcnError, match="unknown protocol"):
         make_plan(study.config, protocols=["lodo", "bogus"])
     assert make_plan(study.config, models=["cnn", " dcn", "cnn"]).models == ("cnn", "dcn")
+
+
+def test_the_model_seam_refuses_an_unknown_kind(tmp_path: Path) -> None:
+    """fit_model is the one dispatch on model kind; a kind without a rule is a programming
+    error (plain ValueError), not a user's mistake."""
+    from gkdcn.compare import fit_model
+
+    study = _study(tmp_path)
+    samples, splits = build_samples(study)
+    with pytest.raises(ValueError, match="no fitting rule") as info:
+        fit_model("no-such-model", study, samples, splits[0], study.config.train, 0)
+    assert not isinstance(info.value, GkdcnError)
+
+
+def test_run_layout_names_every_job_path(tmp_path: Path) -> None:
+    from gkdcn.compare import RunLayout
+
+    layout = RunLayout(tmp_path)
+    assert layout.result("lodo", "cnn", 1, "D3") == tmp_path / "lodo/cnn/seed1/D3/result.json"
+    assert layout.probability("gk-dcn", 0) == tmp_path / "authors/gk-dcn/seed0/probability.tif"
+    assert RunLayout.mean_map_model(layout.mean_map("dcn")) == "dcn"
+    assert RunLayout.mean_map_model(tmp_path / "maps" / "other.tif") is None
+    assert layout.explain("gk-dcn").index == tmp_path / "explain/gk-dcn/index.json"

@@ -1,0 +1,121 @@
+"""The one seam between a comparison job and a model kind: fit on a fold, then score cells.
+
+Every job calls :func:`fit_model` and gets a :class:`FittedModel`; the job never asks what kind
+it holds. The scores it needs are the same for every kind: the whole map (in-sample protocols)
+or chosen cells (held-out deposits and background cells), as probabilities in [0, 1].
+
+A new model kind (e.g. a baseline that is not a network: knowledge alone, one element, logistic
+regression, a random forest) is added here only: a class with ``score_map`` / ``score_cells`` /
+``save`` and one branch in :func:`fit_model`; add its name to the config's model kinds. It is
+then trained on exactly the same folds and seeds and scored against the same background cells
+as the four networks, and its rows appear in every table, statistic and figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from rich.progress import Progress
+
+from gkdcn.config import MODEL_KINDS, TrainConfig
+from gkdcn.data.samples import SampleSet, Split
+from gkdcn.data.study import Study
+from gkdcn.io.rasters import ArraySource
+from gkdcn.models.bundle import ModelBundle
+from gkdcn.predict import predict_cells, predict_map
+from gkdcn.train import TrainResult, train_study, write_training_outputs
+
+#: Model kinds that are networks trained by :func:`gkdcn.train.train_study`.
+NETWORK_KINDS: tuple[str, ...] = tuple(MODEL_KINDS)
+
+
+class FittedModel(Protocol):
+    """A model fitted on one fold, as a comparison job uses it."""
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """Fit facts recorded in the job's ``result.json`` (e.g. ``best_epoch``)."""
+        ...
+
+    def score_map(self) -> np.ndarray:
+        """Probability of every cell of the study grid, ``(H, W)`` (invalid cells: anything)."""
+        ...
+
+    def score_cells(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Probability at the given cells, ``(N,)``."""
+        ...
+
+    def save(self, folder: Path) -> None:
+        """Write what a user may reuse (model file, history, figures) into ``folder``."""
+        ...
+
+
+@dataclass
+class FittedNetwork:
+    """One of the four networks after :func:`gkdcn.train.train_study`."""
+
+    trained: TrainResult
+    study: Study
+    device: str
+
+    @property
+    def bundle(self) -> ModelBundle:
+        """The trained model file's contents."""
+        return self.trained.bundle
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {"best_epoch": self.trained.best_epoch}
+
+    def score_map(self) -> np.ndarray:
+        study = self.study
+        result = predict_map(
+            self.bundle,
+            ArraySource(study.raw, study.names, study.grid),
+            batch_size=study.config.predict.batch_size,
+            block_rows=study.config.predict.block_rows,
+            device=self.device,
+        )
+        return result.mean
+
+    def score_cells(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        study = self.study
+        return predict_cells(
+            self.bundle, study.raw, study.names, rows, cols,
+            batch_size=study.config.predict.batch_size, device=self.device,
+        )  # fmt: skip
+
+    def save(self, folder: Path) -> None:
+        write_training_outputs(self.trained, folder, overwrite=True)
+
+
+def fit_model(
+    kind: str,
+    study: Study,
+    samples: SampleSet,
+    split: Split,
+    cfg: TrainConfig,
+    seed: int,
+    *,
+    device: str = "cpu",
+    progress: Progress | None = None,
+    label: str | None = None,
+) -> FittedModel:
+    """Fit model ``kind`` on ``split``'s training windows (the one dispatch on model kind)."""
+    if kind in NETWORK_KINDS:
+        trained = train_study(
+            study,
+            kind,  # type: ignore[arg-type]
+            samples=samples,
+            split=split,
+            cfg=cfg,
+            seed=seed,
+            device=device,
+            progress=progress,
+            label=label,
+        )
+        return FittedNetwork(trained, study, device)
+    raise ValueError(f"no fitting rule for model kind {kind!r}")

@@ -1,0 +1,122 @@
+"""What a comparison run trains: the :class:`Plan` and its overrides (``--quick``, ``--epochs``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from gkdcn.compare.protocols import PROTOCOL_TITLES
+from gkdcn.config import MODEL_KINDS, StudyConfig, TrainConfig
+from gkdcn.errors import GkdcnError, validation_message
+
+# --quick: 2 seeds, at most this many epochs, and held-out deposits ranked among at most this
+# many background cells: 2 min 55 s on Tianshan with 2 cores (the full run: 20 min).
+QUICK_EPOCHS = 6
+QUICK_BACKGROUND = 1000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a comparison run trains."""
+
+    models: tuple[str, ...]
+    seeds: tuple[int, ...]
+    protocols: tuple[str, ...]
+    train: TrainConfig
+    bootstrap: int
+    background_sample: (
+        int | None
+    )  # held-out protocols: background cells ranked against (None = all)
+    quick: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (``run.json``, ``summary.json``, the fingerprint)."""
+        return {
+            "models": list(self.models),
+            "seeds": list(self.seeds),
+            "protocols": list(self.protocols),
+            "train": self.train.model_dump(mode="json"),
+            "bootstrap": self.bootstrap,
+            "background_sample": self.background_sample,
+            "quick": self.quick,
+        }
+
+
+# Settings a training preset sets; choosing a preset on the command line resets them to it.
+PRESET_KEYS = ("epochs", "lr", "batch_size", "weight_decay", "patience", "head")
+
+
+def override_training(
+    train: TrainConfig,
+    updates: dict[str, Any],
+    *,
+    preset: str | None = None,
+    what: str = "training override",
+) -> TrainConfig:
+    """``train`` with command-line ``updates`` (and optionally a ``preset``) applied, validated.
+
+    ``preset`` replaces the settings a preset controls (:data:`PRESET_KEYS`) before ``updates``
+    apply, so ``--preset authors --epochs 5`` is the authors' settings with 5 epochs. Raises
+    :class:`GkdcnError` naming the first invalid value (``what`` says which option it was).
+    """
+    if not updates and preset is None:
+        return train
+    raw = train.model_dump()
+    if preset is not None:
+        raw["preset"] = preset
+        for key in PRESET_KEYS:
+            raw.pop(key, None)
+    raw.update(updates)
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise GkdcnError(f"invalid {what}: {validation_message(exc)}") from None
+
+
+def make_plan(
+    config: StudyConfig,
+    *,
+    quick: bool = False,
+    seeds: int | None = None,
+    models: list[str] | None = None,
+    protocols: list[str] | None = None,
+    epochs: int | None = None,
+) -> Plan:
+    """The run plan from the config, with ``--quick`` and command-line overrides applied."""
+    cmp = config.compare
+    n_seeds = seeds if seeds is not None else (2 if quick else cmp.seeds)
+    if n_seeds < 1:
+        raise GkdcnError(f"--seeds must be at least 1, got {n_seeds}")
+    train = config.train
+    updates: dict[str, Any] = {}
+    if quick:
+        updates.update(
+            epochs=min(train.epochs, QUICK_EPOCHS), patience=2 if train.patience else None
+        )
+    if epochs is not None:
+        updates["epochs"] = epochs
+    if updates:
+        # The values are resolved now: the run records them under the plain label.
+        train = override_training(train, {**updates, "preset": "default"})
+    chosen_models = tuple(dict.fromkeys(m.strip() for m in (models or cmp.models)))
+    for m in chosen_models:
+        if m not in MODEL_KINDS:
+            raise GkdcnError(f"unknown model {m!r} (choose from {', '.join(MODEL_KINDS)})")
+    chosen_protocols = tuple(dict.fromkeys(p.strip() for p in (protocols or cmp.protocols)))
+    for p in chosen_protocols:
+        if p not in PROTOCOL_TITLES:
+            raise GkdcnError(f"unknown protocol {p!r} (choose from {', '.join(PROTOCOL_TITLES)})")
+    return Plan(
+        models=chosen_models,
+        seeds=tuple(range(n_seeds)),
+        protocols=chosen_protocols,
+        train=train,
+        bootstrap=200 if quick else cmp.bootstrap,
+        background_sample=(
+            min(cmp.heldout_background, QUICK_BACKGROUND) if quick else cmp.heldout_background
+        )
+        or None,
+        quick=quick,
+    )

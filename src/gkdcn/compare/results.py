@@ -1,0 +1,72 @@
+"""Reading the finished jobs of a run back into per-protocol tables (:class:`Comparison`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from gkdcn.compare.heldout import HELDOUT_METRICS, heldout_metrics, heldout_shares
+from gkdcn.compare.layout import RunLayout
+from gkdcn.compare.plan import Plan
+from gkdcn.compare.protocols import is_heldout
+from gkdcn.compare.stats import paired_differences, summarize_over_seeds
+
+AUTHORS_METRICS = ("accuracy", "auc", "kappa", "mcc", "precision", "recall", "f1")
+
+
+@dataclass
+class Comparison:
+    """Everything a finished run produced, as tables (also written to disk)."""
+
+    out_dir: Path
+    plan: Plan
+    runs: dict[str, pd.DataFrame] = field(
+        default_factory=dict
+    )  # protocol -> one row per model x seed
+    summary: dict[str, pd.DataFrame] = field(
+        default_factory=dict
+    )  # protocol -> mean and CI per model
+    paired: dict[str, pd.DataFrame] = field(default_factory=dict)  # protocol -> paired differences
+    seconds: float = 0.0
+
+    @property
+    def layout(self) -> RunLayout:
+        """The run folder's paths."""
+        return RunLayout(self.out_dir)
+
+
+def collect(layout: RunLayout | Path, plan: Plan) -> Comparison:
+    """Read every finished job of the plan back into tables."""
+    layout = layout if isinstance(layout, RunLayout) else RunLayout(Path(layout))
+    comparison = Comparison(out_dir=layout.root, plan=plan)
+    for protocol in plan.protocols:
+        rows = []
+        for model in plan.models:
+            for seed in plan.seeds:
+                if not is_heldout(protocol):
+                    res = json.loads(layout.result(protocol, model, seed).read_text())
+                    metrics = res["metrics"]
+                    rows.append(
+                        {"model": model, "seed": seed}
+                        | {m: metrics[m] for m in AUTHORS_METRICS}
+                        | {
+                            "auc_ci_lo": metrics["auc_ci"][0],
+                            "auc_ci_hi": metrics["auc_ci"][1],
+                            "success_auc": metrics["success_auc"],
+                            "threshold": metrics["threshold"],
+                        }
+                    )
+                else:
+                    shares = heldout_shares(layout, protocol, model, [seed])
+                    rows.append({"model": model, "seed": seed} | heldout_metrics(shares))
+        runs = pd.DataFrame(rows)
+        held = is_heldout(protocol)
+        metric_names = HELDOUT_METRICS if held else (*AUTHORS_METRICS, "success_auc")
+        comparison.runs[protocol] = runs
+        comparison.summary[protocol] = summarize_over_seeds(runs, list(metric_names))
+        paired_metrics = ["auc"] if held else ["auc", "success_auc"]
+        comparison.paired[protocol] = paired_differences(runs, paired_metrics)
+    return comparison

@@ -1,0 +1,122 @@
+"""What gkdcn prints on the terminal: the study summary and the comparison tables.
+
+Display text lives here, not in the data layer or the comparison: both hand over plain data
+(:func:`gkdcn.data.study.summarize`, :class:`gkdcn.compare.Comparison`) and this module words it.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from gkdcn.compare import PROTOCOL_TITLES, Comparison
+from gkdcn.config import MODEL_LABELS
+
+
+def _shorten(names: list[str], limit: int = 12) -> str:
+    return ", ".join(names) if len(names) <= limit else ", ".join(names[:limit]) + ", ..."
+
+
+def _transform_line(t: dict[str, Any]) -> str:
+    """Which layers go through the log / CLR and which are only scaled."""
+    scaling = "no scaling" if t["scaling"] == "none" else f"{t['scaling']} scaling"
+    if t["method"] == "none":
+        return f"  transform  none, {scaling} of every layer"
+    parts, others = t["log_ratio"], t["scaled_only"]
+    if not others:
+        return f"  transform  {t['method']} on all {len(parts)} layers, then {scaling}"
+    return (
+        f"  transform  {t['method']} on {len(parts)} layers ({_shorten(parts)}); "
+        f"{scaling} only: {', '.join(others)}"
+    )
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Readable multi-line text of :func:`gkdcn.data.study.summarize`'s dict (what ``gkdcn prepare`` prints)."""
+    layers = summary["layers"]
+    shown = ", ".join(layers) if len(layers) <= 12 else ", ".join(layers[:12]) + ", ..."
+    valid, cells = summary["valid_cells"], summary["cells"]
+    lines = [
+        f"study {summary['name']}",
+        f"  grid       {summary['grid']}",
+        f"  layers     {len(layers)}: {shown}",
+        f"  valid      {valid} of {cells} cells ({100 * valid / max(cells, 1):.1f}%)",
+        f"  sites      {summary['deposits']} deposits, {summary['non_deposits']} non-deposits"
+        + (f" ({summary['skipped_sites']} skipped)" if summary["skipped_sites"] else ""),
+    ]
+    k = summary.get("knowledge")
+    if k:
+        lines.append(
+            f"  knowledge  from {k['source']}{', also as a channel' if k['as_channel'] else ''}: "
+            f"mean weight {k['mean']:.3f}, {100 * k['nonzero_fraction']:.1f}% of valid cells > 0"
+        )
+    else:
+        lines.append("  knowledge  none")
+    if summary.get("transform"):  # absent in summaries written before it existed
+        lines.append(_transform_line(summary["transform"]))
+    s = summary.get("samples")
+    if s:
+        lines.append(f"  samples    {s['total']} windows ({s['positive']} +, {s['negative']} -)")
+    for split in summary.get("splits", [])[:10]:
+        lines.append(
+            f"  split {split['name']}: train {split['train']} ({split['train_positive']} +), "
+            f"val {split['val']} ({split['val_positive']} +)"
+        )
+    if len(summary.get("splits", [])) > 10:
+        lines.append(f"  ... and {len(summary['splits']) - 10} more splits")
+    notes = summary.get("notes", [])
+    if notes:
+        lines.append(f"  notes ({len(notes)}):")
+        lines += [f"    - {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def comparison_tables(comparison: Comparison) -> list[Table]:
+    """One table per protocol (mean [95 % CI] over seeds per model) and one of paired
+    differences where the run has them."""
+    tables = []
+    for protocol in comparison.plan.protocols:
+        summary = comparison.summary[protocol]
+        metrics = [c[: -len("_mean")] for c in summary.columns if c.endswith("_mean")]
+        table = Table(title=PROTOCOL_TITLES[protocol], title_justify="left")
+        table.add_column("model")
+        for m in metrics:
+            table.add_column(m, justify="right")
+        for _, row in summary.iterrows():
+            table.add_row(
+                MODEL_LABELS.get(str(row["model"]), str(row["model"])),
+                *(
+                    f"{row[f'{m}_mean']:.3f} [{row[f'{m}_lo']:.3f},{row[f'{m}_hi']:.3f}]"
+                    for m in metrics
+                ),
+            )
+        tables.append(table)
+        paired = comparison.paired[protocol]
+        if len(paired):
+            diff = Table(title="paired differences (per seed; CI over seeds)", title_justify="left")
+            for name in ("comparison", "metric", "mean", "95% CI", "seeds first/second better"):
+                diff.add_column(
+                    name, justify="left" if name in ("comparison", "metric") else "right"
+                )
+            for _, row in paired.iterrows():
+                diff.add_row(
+                    str(row["comparison"]),
+                    str(row["metric"]),
+                    f"{row['mean_difference']:+.3f}",
+                    f"[{row['ci_lo']:+.3f}, {row['ci_hi']:+.3f}]",
+                    f"{row['seeds_first_better']}/{row['seeds_second_better']}",
+                )
+            tables.append(diff)
+    return tables
+
+
+def format_tables(comparison: Comparison, width: int = 160) -> str:
+    """:func:`comparison_tables` as plain text (logs, closing notes)."""
+    out = io.StringIO()
+    console = Console(file=out, width=width, color_system=None, highlight=False)
+    for table in comparison_tables(comparison):
+        console.print(table)
+    return out.getvalue()

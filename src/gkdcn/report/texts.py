@@ -1,0 +1,200 @@
+"""The report's prose: what each metric, protocol and figure means, and sentences built
+from a run's facts. Words are edited here only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gkdcn.compare.layout import curve_figure_name
+from gkdcn.report.formatting import model_label
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How one metric is named, explained and shown."""
+
+    label: str
+    help: str
+    higher_is_better: bool = True
+    percent: bool = False  # a share in 0..1 shown as %
+    unit: str = ""  # shown after the label
+
+    @property
+    def title(self) -> str:
+        """The label with its unit."""
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+
+METRICS: dict[str, MetricInfo] = {
+    "auc": MetricInfo(
+        "ROC AUC",
+        "chance that a deposit outranks a background cell (0.5 = random, 1 = perfect)",
+    ),
+    "success_auc": MetricInfo(
+        "Success-rate AUC",
+        "area under the success-rate curve (deposits captured against area, best cells first)",
+    ),
+    "accuracy": MetricInfo(
+        "Accuracy",
+        "share of cells classed correctly at the F1-optimal threshold; near 1 whenever deposits "
+        "are rare, so it says little on its own",
+    ),
+    "kappa": MetricInfo("Cohen's kappa", "agreement with the deposit cells beyond chance"),
+    "mcc": MetricInfo("MCC", "Matthews correlation of the thresholded map with the deposit cells"),
+    "precision": MetricInfo(
+        "Precision", "share of cells flagged prospective (above threshold) that are deposit cells"
+    ),
+    "recall": MetricInfo("Recall", "share of deposit cells that are flagged prospective"),
+    "f1": MetricInfo("F1", "harmonic mean of precision and recall"),
+    "area_50": MetricInfo(
+        "Area for 50 % of deposits",
+        "% of the valid area, best cells first, needed to capture half of the held-out deposits",
+        higher_is_better=False,
+        percent=True,
+        unit="% of area",
+    ),
+    "area_80": MetricInfo(
+        "Area for 80 % of deposits",
+        "% of the valid area needed to capture 80 % of the held-out deposits",
+        higher_is_better=False,
+        percent=True,
+        unit="% of area",
+    ),
+    "area_100": MetricInfo(
+        "Area for all deposits",
+        "% of the valid area needed to capture every held-out deposit",
+        higher_is_better=False,
+        percent=True,
+        unit="% of area",
+    ),
+    "capture_top10": MetricInfo(
+        "Deposits in the top 10 % of area",
+        "% of held-out deposits ranked within the best 10 % of the valid area",
+        percent=True,
+        unit="% of deposits",
+    ),
+}
+
+
+PROTOCOL_TEXT = {
+    "lodo": (
+        "Leave one deposit out. For each deposit in turn, the models are trained without it "
+        "(and without any window near it), then asked how highly they rank that deposit "
+        "against background cells that no model trained on. Every deposit is scored by a model "
+        "that never saw it, "
+        "so these numbers estimate how well a model would point at an undiscovered deposit."
+    ),
+    "blocks": (
+        "Spatial-block cross-validation. The map is cut into blocks; each fold holds out whole "
+        "blocks, trains on the rest and ranks the held-out deposits against background cells. "
+        "Deposits are scored by models that never saw them nor their neighbourhood."
+    ),
+    "authors": (
+        "The authors' protocol, kept to reproduce the paper. Training windows are split at "
+        "random, so windows of every deposit are used for training, and the whole map is then "
+        "scored against those same deposits. These numbers are in-sample: they show how well "
+        "a model fits the known deposits, not how well it finds new ones."
+    ),
+}
+
+
+FIGURE_TEXT: dict[str, tuple[str, str]] = {
+    curve_figure_name("roc", "authors"): (
+        "ROC curves (authors' protocol, in-sample)",
+        "True-positive rate (share of deposit cells) against false-positive rate (share of "
+        "background cells) as the probability threshold is lowered, for each model's seed-mean "
+        "map. The dashed diagonal is a random map. All deposits were used in training.",
+    ),
+    curve_figure_name("success_rate", "authors"): (
+        "Success-rate curves (authors' protocol, in-sample)",
+        "Share of deposits captured against share of the valid area, taking cells from the "
+        "highest probability down. A curve that rises steeply at the left puts the deposits in "
+        "a small area. All deposits were used in training.",
+    ),
+    curve_figure_name("prediction_area", "authors"): (
+        "Prediction–area plot (authors' protocol, in-sample)",
+        "Prediction rate (share of deposits above a threshold, left axis) and occupied area "
+        "(share of the map above it, right axis) against the probability threshold. Where the "
+        "curves cross, X % of the deposits lie in (100 − X) % of the area: the higher the "
+        "crossing, the more selective the map.",
+    ),
+    curve_figure_name("success_rate", "lodo"): (
+        "Success-rate curves (leave one deposit out, held-out)",
+        "Each held-out deposit placed at the share of background area ranked at or above it by "
+        "the model that did not see it, all seeds pooled. This is the curve to trust for "
+        "finding new deposits: the dashed diagonal is a random ranking.",
+    ),
+    curve_figure_name("success_rate", "blocks"): (
+        "Success-rate curves (spatial blocks, held-out)",
+        "Held-out deposits of every block placed at the share of background area ranked at or "
+        "above them by the model of their fold, all seeds pooled; the diagonal is random.",
+    ),
+}
+
+
+CURVE_ORDER = (
+    curve_figure_name("success_rate", "lodo"),
+    curve_figure_name("success_rate", "blocks"),
+    curve_figure_name("roc", "authors"),
+    curve_figure_name("success_rate", "authors"),
+    curve_figure_name("prediction_area", "authors"),
+)
+
+
+SAMPLING_ROWS = (
+    ("n_windows", "windows", "count"),
+    ("mean_offset_cells", "mean offset length (window cells)", "float"),
+    ("outside_share", "share of taps outside the map", "percent"),
+    ("outside_share_regular_grid", "same for the undeformed 3 × 3 grid (reference)", "percent"),
+    ("mean_mask", "mean modulation mask (0–1)", "float"),
+)
+
+
+def seed_sentence(n_seeds: int, models: Sequence[str]) -> str:
+    names = ", ".join(model_label(m) for m in models) or "no models"
+    if n_seeds == 1:
+        return (
+            f"{names}, each trained once (1 seed): no confidence interval can be given, and "
+            "differences between models may be chance"
+        )
+    return f"{names}, each trained with {n_seeds} seeds; numbers are means over the seeds"
+
+
+def knowledge_text(summary: Any, config: Mapping[str, Any]) -> str:
+    knowledge = config.get("knowledge") or {}
+    if not isinstance(knowledge, dict) or not (knowledge.get("faults") or knowledge.get("weights")):
+        return "none (GK models cannot be trained without it)"
+    if knowledge.get("weights"):
+        text = f"ready-made weight raster {knowledge['weights']}"
+    else:
+        decay = knowledge.get("decay") or {}
+        if decay.get("kind") == "exponential":
+            how = f"exp(−distance / {decay.get('scale', 0):g} map units)"
+        else:
+            how = (
+                f"rings {decay.get('ring_width', 0):g} map units wide, weight falling as a power "
+                f"law (exponent {decay.get('exponent', 0):g}) to 0 at ring {decay.get('rings', 0)}"
+            )
+        text = f"fault proximity from {knowledge['faults']}: {how}"
+    if knowledge.get("as_channel"):
+        text += "; also fed to the networks as an extra channel"
+    if isinstance(summary, dict) and summary.get("mean") is not None:
+        text += (
+            f". Mean weight {float(summary['mean']):.3f}; "
+            f"{100 * float(summary.get('nonzero_fraction') or 0):.1f} % of valid cells have weight > 0"
+        )
+    return text
+
+
+def maps_caption(data: Mapping[str, Any]) -> tuple[str, str]:
+    return (
+        "Mean probability maps (authors' protocol)",
+        "Each model's probability of a mineralization-related anomaly, averaged over seeds, on "
+        "the map grid (axes in km of the map CRS"
+        + (f", {data['crs']}" if data.get("crs") else "")
+        + "). Red triangles: known deposits; white lines: faults. Blank cells have no data. "
+        "These models were trained with every deposit, so high values at the deposits are "
+        "expected; look at where else the models point.",
+    )

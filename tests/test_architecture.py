@@ -1,0 +1,156 @@
+"""The house has one direction of flow: no import cycle among gkdcn's modules.
+
+Every ``import`` counts, at module level, inside functions and under ``TYPE_CHECKING`` alike: a
+cycle hidden in a function-level import is still a cycle in the design.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = "gkdcn"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted((SRC / PACKAGE).rglob("*.py")):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _is_package(name: str, modules: dict[str, Path]) -> bool:
+    return modules[name].name == "__init__.py"
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str | None:
+    """The longest known module that ``name`` (a module or a name inside one) belongs to."""
+    while name:
+        if name in modules:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def _imports(module: str, modules: dict[str, Path]) -> set[str]:
+    """gkdcn modules that importing ``module`` executes (besides its own parent packages)."""
+    tree = ast.parse(modules[module].read_text(encoding="utf-8"))
+    package = module if _is_package(module, modules) else module.rpartition(".")[0]
+    targets: set[str] = set()
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        for name in names:
+            found = _resolve(name, modules)
+            if found is None:
+                continue
+            # Importing a.b.c runs a/__init__, a/b/__init__ and a/b/c.
+            parts = found.split(".")
+            for i in range(1, len(parts) + 1):
+                targets.add(".".join(parts[:i]))
+    own_parents = {".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)}
+    return targets - own_parents - {module, PACKAGE}
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {m: _imports(m, modules) for m in modules}
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_graph_sees_function_level_imports() -> None:
+    graph = _graph()
+    # cli imports the comparison inside its command function only.
+    assert "gkdcn.compare" in graph["gkdcn.cli"]
+    assert "gkdcn.io.atomic" in graph["gkdcn.figures"]
+
+
+def test_no_import_cycle() -> None:
+    cycle = _find_cycle(_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+@pytest.mark.parametrize(
+    ("leaf", "allowed"),
+    [
+        (
+            "gkdcn.figures",
+            {"gkdcn.config", "gkdcn.errors", "gkdcn.io", "gkdcn.io.atomic", "gkdcn.io.grid"},
+        ),
+        ("gkdcn.compare.layout", {"gkdcn.explain", "gkdcn.explain.layout"}),
+        ("gkdcn.explain.layout", set()),
+        ("gkdcn.io.jsonsafe", set()),
+    ],
+)
+def test_leaves_stay_leaves(leaf: str, allowed: set[str]) -> None:
+    """The plotting module and the run-folder layout import nothing above the bottom floor."""
+    assert _graph()[leaf] <= allowed
+
+
+RUN_FOLDER_NAMES = {
+    "run.json",
+    "summary.json",
+    "result.json",
+    "probability.tif",
+    "report.html",
+    "maps.png",
+    "_mean_probability.tif",
+    "index.json",
+    "sampling_summary.json",
+    "element_ranking.png",
+    "element_attribution.csv",
+    "gradcam_map.tif",
+}
+LAYOUTS = {"gkdcn.compare.layout", "gkdcn.explain.layout"}
+
+
+def test_run_folder_names_live_in_the_layouts() -> None:
+    """Only RunLayout / ExplainLayout spell the file names of a run folder (no hidden names)."""
+    found = []
+    for module, path in _modules().items():
+        if module in LAYOUTS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in RUN_FOLDER_NAMES:
+                found.append(f"{module}:{node.lineno}: {node.value!r}")
+    assert not found, "run-folder names outside the layouts:\n" + "\n".join(found)
