@@ -267,3 +267,55 @@ def test_recipe_trains_every_kind(kind: str) -> None:
     data, *_ = _fold()
     result = fit_network(kind, data, _cfg(epochs=2), seed=0)
     assert np.isfinite(result.history["train_loss"]).all()
+
+
+# --------------------------------------------------------------------------------------------
+# inside a comparison
+
+
+def test_comparison_folds_draw_background_away_from_held_out_and_scored_cells(
+    tmp_path, monkeypatch
+) -> None:
+    """In every held-out fold of ``compare``, the background pool keeps outside the exclusion
+    radius of the held-out deposit, and off the cells that deposit is ranked against."""
+    import gkdcn.train as train_module
+    from conftest import write_tiny_study
+    from gkdcn.compare import background_cells, make_plan, run_comparison, study_samples
+    from gkdcn.config import config_from_dict
+    from gkdcn.data.study import load_study
+
+    root = tmp_path / "study"
+    raw = write_tiny_study(
+        root,
+        train={"epochs": 1, "width": 8, "batch_size": 16, "patience": None},
+        split={"method": "site", "validation_fraction": 0.25, "seed": 0, "exclusion_radius": 3.0},
+        compare={"seeds": 1, "models": ["gk-cnn"], "protocols": ["lodo"], "bootstrap": 0,
+                 "heldout_background": 60},
+    )  # fmt: skip
+    study = load_study(config_from_dict(raw, base_dir=root))
+    seen: list[tuple[object, np.ndarray]] = []
+    original = train_module.background_pool
+
+    def spy(valid, grid, sites, samples, split, **kw):  # type: ignore[no-untyped-def]
+        pool = original(valid, grid, sites, samples, split, **kw)
+        seen.append((split, np.stack([pool.rows, pool.cols], axis=1)))
+        return pool
+
+    monkeypatch.setattr(train_module, "background_pool", spy)
+    comparison = run_comparison(study, tmp_path / "run", make_plan(study.config), workers=1)
+    samples = study_samples(study)
+    bg_rows, bg_cols = background_cells(study, samples, 60, 0)
+    scored = set(zip(bg_rows.tolist(), bg_cols.tolist(), strict=True))
+    n_deposits = int((study.sites.labels == 1).sum())
+    assert len(seen) == n_deposits
+    for split, cells in seen:
+        assert len(cells) > 0
+        assert not scored & set(map(tuple, cells.tolist()))
+        held = int(split.held_out[0])
+        d = _distances(study.grid, cells[:, 0], cells[:, 1], study.sites.rows[held],
+                       study.sites.cols[held])  # fmt: skip
+        assert d.min() > 3.0
+    cal = comparison.calibration["lodo"]
+    assert set(cal["model"]) == {"gk-cnn"}
+    assert 0 <= cal["area_above_0.5"].iloc[0] <= 1
+    assert cal["heldout_deposits"].sum() == n_deposits

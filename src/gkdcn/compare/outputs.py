@@ -55,6 +55,10 @@ def write_outputs(comparison: Comparison, study: Study) -> None:
         ):
             with atomic_path(layout.table(protocol, name), overwrite=True) as tmp:
                 frame.to_csv(tmp, index=False)
+        calibration = comparison.calibration.get(protocol)
+        if calibration is not None and len(calibration):
+            with atomic_path(layout.table(protocol, "calibration"), overwrite=True) as tmp:
+                calibration.to_csv(tmp, index=False)
     maps = mean_maps(layout, comparison.plan)
     for model, prob in maps.items():
         write_probability_map(
@@ -75,6 +79,11 @@ def write_outputs(comparison: Comparison, study: Study) -> None:
                 "title": PROTOCOL_TITLES[p],
                 "summary": comparison.summary[p].to_dict(orient="records"),
                 "paired": comparison.paired[p].to_dict(orient="records"),
+                **(
+                    {"calibration": comparison.calibration[p].to_dict(orient="records")}
+                    if len(comparison.calibration.get(p, ()))
+                    else {}
+                ),
             }
             for p in comparison.plan.protocols
         },
