@@ -193,12 +193,12 @@ class TrainConfig(_Section):
         "geological prior where the geochemistry is silent",
     )
     augment: bool = Field(
-        False,
+        True,
         description="a random rotation by k*90 degrees and flip of every training window, "
         "redrawn each epoch",
     )
     noise: float = Field(
-        0.0,
+        0.05,
         ge=0,
         description="standard deviation of Gaussian value noise added to training windows "
         "(transformed units), redrawn each epoch; 0 = off",
