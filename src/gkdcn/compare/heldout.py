@@ -15,7 +15,9 @@ from gkdcn.compare.layout import RunLayout
 from gkdcn.data.samples import SampleSet, Split
 from gkdcn.data.study import Study
 
-HELDOUT_METRICS = ("auc", "area_50", "area_80", "area_100", "capture_top10")
+HELDOUT_METRICS = ("auc", "area_50", "area_80", "area_100", "capture_top10", "capture_top15")
+#: Calibration columns of held-out runs (networks with calibration records only).
+CALIBRATION_METRICS = ("area_above_0.5", "area_above_0.9")
 
 
 def background_cells(
@@ -170,6 +172,7 @@ def heldout_metrics(area_shares: np.ndarray) -> dict[str, float]:
         "area_80": float(shares[int(np.ceil(0.8 * n)) - 1]),
         "area_100": float(shares[-1]),
         "capture_top10": float(np.mean(shares <= 0.10)),
+        "capture_top15": float(np.mean(shares <= 0.15)),
     }
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from gkdcn.compare.heldout import (
+    CALIBRATION_METRICS,
     HELDOUT_METRICS,
     heldout_calibration,
     heldout_metrics,
@@ -71,10 +72,18 @@ def collect(layout: RunLayout | Path, plan: Plan) -> Comparison:
                     )
                 else:
                     shares = heldout_shares(layout, protocol, model, [seed])
-                    rows.append({"model": model, "seed": seed} | heldout_metrics(shares))
+                    row = {"model": model, "seed": seed} | heldout_metrics(shares)
+                    folds = heldout_calibration(layout, protocol, model, [seed])
+                    if folds:
+                        row |= {
+                            m: float(np.mean([f[m] for f in folds])) for m in CALIBRATION_METRICS
+                        }
+                    rows.append(row)
         runs = pd.DataFrame(rows)
         held = is_heldout(protocol)
         metric_names = HELDOUT_METRICS if held else (*AUTHORS_METRICS, "success_auc")
+        if held:
+            metric_names = (*metric_names, *(m for m in CALIBRATION_METRICS if m in runs))
         comparison.runs[protocol] = runs
         comparison.summary[protocol] = summarize_over_seeds(runs, list(metric_names))
         paired_metrics = ["auc"] if held else ["auc", "success_auc"]
