@@ -521,6 +521,10 @@ def test_explain_model_map_geotiffs_sit_on_the_input_grid(
         centre = ds.read(1)
     expected = gradcam_map(bundle, features, study.valid, layer="conv2")
     np.testing.assert_allclose(centre, expected, rtol=1e-5, atol=1e-7)
+    # It opens styled in QGIS: band 1 named, ramp over its values.
+    qml = (out / "gradcam_map.qml").read_text()
+    assert 'value="gradcam_conv2_centre"' in qml
+    assert f'classificationMax="{np.nanmax(centre):.10g}"' in qml
     # Top-2 elements by mean contribution at the deposits, plus the requested element.
     table = pd.read_csv(out / "element_attribution.csv", index_col="id")
     deposits = table[table["label"] == "deposit"][bundle.channels]

@@ -318,7 +318,7 @@ def test_predict_to_file_end_to_end(tmp_path: Path, source: ElementSource) -> No
     out = tmp_path / "out" / "map.tif"
     written = predict_to_file(models, source, out, csv_path=tmp_path / "out" / "map.csv")
     assert written == [out, tmp_path / "out" / "map.csv"]
-    _no_leftovers(out.parent, {"map.tif", "map.csv"})
+    _no_leftovers(out.parent, {"map.tif", "map.csv", "map.qml"})
     expected = predict_map([ModelBundle.load(m) for m in models], source)
     assert _band(out, 1) == pytest.approx(expected.mean[expected.valid])
     assert _band(out, 2) == pytest.approx(expected.std[expected.valid])  # type: ignore[index]

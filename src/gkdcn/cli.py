@@ -162,11 +162,16 @@ def synth(
         float | None,
         typer.Option(help="With systems: share of mineralised bodies without a known deposit."),
     ] = None,
+    samples: Annotated[
+        int, typer.Option(help="Also write samples.csv: a survey of this many point samples.")
+    ] = 0,
     overwrite: Overwrite = False,
 ) -> None:
     """Generate a synthetic district (GeoTIFFs, deposits, faults, study.toml)."""
     from gkdcn.data.synthetic import generate_district, spec_from_dict
 
+    if samples and samples < 3:
+        raise GkdcnError(f"--samples must be at least 3 (or 0 for none), not {samples}")
     # Validated like a spec file, so a bad value is one line, not a traceback.
     spec = spec_from_dict(
         {
@@ -181,6 +186,11 @@ def synth(
     )
     config_path = generate_district(out_dir, spec, overwrite=overwrite)
     console.print(f"wrote synthetic district to {out_dir} (study config: {config_path})")
+    if samples:
+        from gkdcn.data.survey import write_survey
+
+        path = write_survey(out_dir / "samples.csv", spec, samples)
+        console.print(f"wrote a survey of {samples} samples: {path}")
 
 
 @app.command()
@@ -302,6 +312,7 @@ def predict(
         int | None, typer.Option(help="Rows per streamed block (default: the config's [predict]).")
     ] = None,
     device: Device = "auto",
+    cog: Annotated[bool, typer.Option(help="Write a Cloud-Optimized GeoTIFF.")] = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Map the anomaly probability of every valid cell onto the element grid (GeoTIFF)."""
@@ -311,10 +322,11 @@ def predict(
         written = predict_to_file(
             models, data, out, csv_path=csv, data_dir=data_dir, mc_dropout=mc_dropout,
             batch_size=batch_size, block_rows=block_rows, device=_device(device),
-            overwrite=overwrite, progress=progress,
+            overwrite=overwrite, progress=progress, cog=cog,
         )  # fmt: skip
     for path in written:
         console.print(f"wrote {path}")
+    console.print(f"wrote {written[0].with_suffix('.qml')} (QGIS style)")
 
 
 @app.command()
@@ -474,6 +486,100 @@ def demo(
             log=lambda text: console.print(text, highlight=False, soft_wrap=True),
         )  # fmt: skip
     console.print(f"\n[bold green]done.[/] Open the report: {report_path.resolve()}")
+
+
+@app.command()
+@_friendly
+def grid(
+    samples: Annotated[
+        Path, typer.Argument(help="Point samples: CSV with coordinate columns, or a vector file.")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for <element>.tif: a study's elements folder.")],
+    x: Annotated[str, typer.Option(help="CSV x column.")] = "x",
+    y: Annotated[str, typer.Option(help="CSV y column.")] = "y",
+    crs: Annotated[
+        str | None, typer.Option(help="CRS of CSV coordinates, e.g. EPSG:32645.")
+    ] = None,
+    columns: Annotated[
+        str | None, typer.Option(help="Comma-separated columns to grid (default: all numeric).")
+    ] = None,
+    cell: Annotated[
+        float | None, typer.Option(help="Cell size in map units (default: from the spacing).")
+    ] = None,
+    like: Annotated[
+        Path | None, typer.Option(help="Grid onto the grid of this raster instead.")
+    ] = None,
+    to_crs: Annotated[
+        str | None,
+        typer.Option(help="Projected CRS to grid in (default for lon/lat: the UTM zone)."),
+    ] = None,
+    method: Annotated[str, typer.Option(help="idw or verde-spline.")] = "idw",
+    max_distance: Annotated[
+        float | None,
+        typer.Option(help="Cells farther than this from every sample are nodata (map units)."),
+    ] = None,
+    nodata: Annotated[
+        list[float] | None, typer.Option(help="Missing-value code in the samples (repeatable).")
+    ] = None,
+    below_detection: Annotated[
+        str,
+        typer.Option(
+            help="Values below detection (negative -d or text <d): half (d/2), nodata, or keep "
+            "(negative numbers kept as they are)."
+        ),
+    ] = "half",
+    overwrite: Overwrite = False,
+) -> None:
+    """Grid point geochemistry into one GeoTIFF per element, with a cross-validated error."""
+    from gkdcn.data.gridding import (
+        CV_FILE,
+        GriddingOptions,
+        format_cross_validation,
+        grid_file,
+        parse_columns,
+    )
+
+    options = GriddingOptions(
+        x=x, y=y, crs=crs, columns=parse_columns(columns), cell=cell, like=like, to_crs=to_crs,
+        method=method,  # checked by grid_file
+        max_distance=max_distance, nodata=tuple(nodata or ()),
+        below_detection=below_detection,
+    )  # fmt: skip
+    say = lambda text: console.print(f"note: {text}", highlight=False, soft_wrap=True)  # noqa: E731
+    result = grid_file(samples, out, options, overwrite=overwrite, log=say)
+    console.print(format_cross_validation(result.cross_validation), highlight=False)
+    console.print(
+        f"wrote {len(result.layers)} element grids ({result.grid.height} x {result.grid.width}) "
+        f'and {CV_FILE} to {out}; use it as [elements] path = "{out}", or run '
+        f"gkdcn init {out.parent} with the deposits and faults there",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+@_friendly
+def init(
+    data_dir: Annotated[Path, typer.Argument(help="Folder with element grids, deposits, faults.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Config to write (default DATA_DIR/study.toml).")
+    ] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Write a commented study.toml from the files found in a folder (every guess stated)."""
+    from gkdcn.data.discover import discover, write_study
+
+    found = discover(data_dir)
+    for key, lines in found.comments.items():
+        for line in lines:
+            console.print(f"{key}: {line}", highlight=False, markup=False, soft_wrap=True)
+    for note in found.notes:
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    path = write_study(found, out, overwrite=overwrite)
+    console.print(
+        f"wrote {path}; check it, then run: gkdcn prepare {path}", highlight=False, soft_wrap=True
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point

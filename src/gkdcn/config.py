@@ -38,6 +38,26 @@ class ElementsConfig(_Section):
         description="layers that are not concentrations (magnetics, a distance raster): only "
         "scaled, left out of the log / centred log-ratio",
     )
+    nodata: float | dict[str, float] | None = Field(
+        None,
+        description="no-value code besides each file's own nodata: one number for every layer, "
+        "or a table by layer name (key 'default' for the others), e.g. { Au = -1, Te = -1 }",
+    )
+    valid_range: dict[str, tuple[float, float]] | None = Field(
+        None,
+        description="[low, high] per layer name (key 'default' for the others): values outside "
+        "are nodata, e.g. { pH = [0, 14] }",
+    )
+
+    @field_validator("valid_range")
+    @classmethod
+    def _ordered(
+        cls, value: dict[str, tuple[float, float]] | None
+    ) -> dict[str, tuple[float, float]] | None:
+        for name, (low, high) in (value or {}).items():
+            if not low < high:
+                raise ValueError(f"{name}: low {low:g} must be below high {high:g}")
+        return value
 
 
 class RasterSitesConfig(_Section):

@@ -44,6 +44,7 @@ from gkdcn.data.transforms import ChannelTransform
 from gkdcn.errors import GkdcnError, InputError
 from gkdcn.io.atomic import atomic_path, check_writable
 from gkdcn.io.grid import Grid
+from gkdcn.io.qml import qml_path
 from gkdcn.io.rasters import (
     PROBABILITY_NODATA,
     ElementSource,
@@ -443,12 +444,14 @@ def write_prediction(
     *,
     overwrite: bool = False,
     csv_path: str | Path | None = None,
+    cog: bool = False,
 ) -> Path:
     """Write the map as a tiled, DEFLATE-compressed float32 GeoTIFF (and optionally a CSV).
 
     Band 1 is "probability", band 2 "std" when the result has uncertainty; invalid cells hold
-    nodata -9999. The CSV (the authors' format) has one row per valid cell: ``x, y`` of the cell
-    centre in the grid's CRS, ``probability`` (and ``std``). Both files are written atomically;
+    nodata -9999. Internal overviews (``cog``: a Cloud-Optimized GeoTIFF) and a QGIS style
+    ``<map>.qml`` beside it (band 1 on a 0-1 ramp, nodata transparent) open it ready in QGIS.
+    The CSV (the authors' format) has one row per valid cell: ``x, y`` of the cell centre in the grid's CRS, ``probability`` (and ``std``). Both files are written atomically;
     if the CSV fails, the new GeoTIFF is removed again.
     """
     out_path = Path(out_path)
@@ -465,12 +468,15 @@ def write_prediction(
         names.append("std")
     stack = np.stack(bands).astype(np.float32)
     stack[:, ~result.valid] = NODATA
-    write_probability_map(out_path, stack, result.grid, descriptions=names, overwrite=overwrite)
+    write_probability_map(
+        out_path, stack, result.grid, descriptions=names, overwrite=overwrite, cog=cog
+    )
     if csv_path is not None:
         try:
             write_prediction_csv(result, csv_path, overwrite=overwrite)
         except BaseException:
             out_path.unlink(missing_ok=True)
+            qml_path(out_path).unlink(missing_ok=True)
             raise
     return out_path
 
@@ -519,7 +525,10 @@ def open_prediction_source(
     align = align or cfg.align
     wants_knowledge = KNOWLEDGE_CHANNEL in channels
     layers = [c for c in channels if c != KNOWLEDGE_CHANNEL] if wants_knowledge else list(channels)
-    source = open_elements(cfg.resolve(cfg.elements.path), layers=layers, align=align)
+    source = open_elements(
+        cfg.resolve(cfg.elements.path), layers=layers, align=align, nodata=cfg.elements.nodata,
+        valid_range=cfg.elements.valid_range,
+    )  # fmt: skip
     if not wants_knowledge:
         return source, cfg.predict
     try:
@@ -579,6 +588,7 @@ def predict_to_file(
     data_dir: str | Path | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    cog: bool = False,
 ) -> list[Path]:
     """Check the outputs can be written, load the model(s), predict, write; the written paths.
 
@@ -588,13 +598,14 @@ def predict_to_file(
     ``block_rows`` default to the config's ``[predict]`` settings). Every check that can fail
     (outputs writable, models readable and compatible, channels present, grid large enough)
     happens before the long computation; on any error no output file is left behind. Returns
-    ``[GeoTIFF]`` or ``[GeoTIFF, CSV]``; use :func:`predict_map` and :func:`write_prediction` to
+    ``[GeoTIFF]`` or ``[GeoTIFF, CSV]`` (the QGIS style beside the GeoTIFF is not listed); use :func:`predict_map` and :func:`write_prediction` to
     keep the :class:`PredictionResult` in memory as well.
     """
     items = [models] if isinstance(models, str | Path | ModelBundle) else list(models)
     if not items:
         raise GkdcnError("no model file given")
     check_writable(out, overwrite)
+    check_writable(qml_path(out), overwrite)
     if csv_path is not None:
         check_writable(csv_path, overwrite)
         if Path(csv_path).resolve() == Path(out).resolve():
@@ -624,7 +635,7 @@ def predict_to_file(
     finally:
         if opened is not None:
             opened.close()
-    write_prediction(result, out, overwrite=overwrite, csv_path=csv_path)
+    write_prediction(result, out, overwrite=overwrite, csv_path=csv_path, cog=cog)
     return [Path(out)] + ([Path(csv_path)] if csv_path is not None else [])
 
 

@@ -42,7 +42,7 @@ from gkdcn.data.sites import (
 from gkdcn.errors import InputError
 from gkdcn.io.atomic import atomic_dir
 from gkdcn.io.grid import Grid
-from gkdcn.io.rasters import AlignmentWarning, open_elements, write_geotiff
+from gkdcn.io.rasters import AlignmentWarning, NodataWarning, open_elements, write_geotiff
 from gkdcn.io.vectors import read_points
 
 PREPARED_FORMAT = 1
@@ -112,7 +112,7 @@ def _shorten(names: list[str], limit: int = 12) -> str:
 def _warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
     notes = []
     for w in caught:
-        if issubclass(w.category, AlignmentWarning):
+        if issubclass(w.category, (AlignmentWarning, NodataWarning)):
             notes.append(str(w.message))
         else:  # not ours to swallow: hand it back to the caller's filters
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -158,10 +158,12 @@ def load_study(config: StudyConfig) -> Study:
     notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AlignmentWarning)
+        warnings.simplefilter("always", NodataWarning)
         elements_path = config.resolve(config.elements.path)
         with open_elements(
-            elements_path, config.elements.layers, config.elements.exclude, config.align
-        ) as source:
+            elements_path, config.elements.layers, config.elements.exclude, config.align,
+            nodata=config.elements.nodata, valid_range=config.elements.valid_range,
+        ) as source:  # fmt: skip
             names = list(source.names)
             grid = source.grid
             raw = source.read()

@@ -41,6 +41,7 @@ from gkdcn.explain.offsets import (
 from gkdcn.figures import save_figure
 from gkdcn.io.atomic import atomic_dir
 from gkdcn.io.jsonsafe import json_safe
+from gkdcn.io.qml import qml_path, style_for_values
 from gkdcn.io.rasters import write_geotiff
 
 if TYPE_CHECKING:
@@ -334,6 +335,8 @@ def explain_model(
                 grid,
                 nodata=math.nan,
                 descriptions=[f"gradcam_{cam_layer}_centre", f"gradcam_{cam_layer}_mean"],
+                overviews=True,
+                style=style_for_values(f"gradcam_{cam_layer}_centre", cam_maps["centre"]),
             )
             record(
                 path,
@@ -341,6 +344,7 @@ def explain_model(
                 f"Grad-CAM at {cam_layer} of the window centred on each cell ({CAM_UNITS}): "
                 "band 1 at the window centre, band 2 the window mean; NaN off the data",
             )
+            record(qml_path(path), tmp, "QGIS style of the Grad-CAM map (band 1, its value range)")
             mapped = ranking[:top_k]
             if shown not in mapped:
                 mapped.append(shown)

@@ -29,14 +29,16 @@ from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
+from rasterio.shutil import copy as rio_copy
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from gkdcn.config import Align
 from gkdcn.errors import GkdcnError, InputError
-from gkdcn.io.atomic import atomic_path
+from gkdcn.io.atomic import atomic_path, check_writable
 from gkdcn.io.grid import Grid
+from gkdcn.io.qml import QmlStyle, qml_path, write_qml
 
 ResamplingName = Literal["nearest", "bilinear"]
 
@@ -49,6 +51,16 @@ _ALIGN_HINT = (
 
 class AlignmentWarning(UserWarning):
     """A raster was lined up by array index although its georeferenced header says otherwise."""
+
+
+class NodataWarning(UserWarning):
+    """A layer holds float sentinels (|value| >= 1e30) that no nodata declares; read as nodata."""
+
+
+#: Values this large are "no value" markers in float rasters, never data (e.g. -3.4e38).
+SENTINEL = 1e30
+#: Key of a per-layer nodata table that applies to the layers it does not name.
+NODATA_DEFAULT_KEY = "default"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -106,9 +118,14 @@ class _FileReader:
         align: Align,
         resampling: ResamplingName,
         check_overlap: bool = True,
+        codes: Mapping[int, float] | None = None,
+        ranges: Mapping[int, tuple[float, float]] | None = None,
     ) -> None:
         self.path = Path(path)
         self.grid = grid
+        # Declared no-value codes and valid ranges by band, on top of the file's own nodata.
+        self.codes = dict(codes or {})
+        self.ranges = dict(ranges or {})
         self.ds = _open(self.path)
         self.vrt: WarpedVRT | None = None
         try:
@@ -165,6 +182,9 @@ class _FileReader:
         if own.crs is None:
             kwargs["src_crs"] = dst_crs
             kwargs["src_transform"] = own.transform
+        if self.ds.count == 1 and 1 in self.codes:
+            # Declared codes must not be blended into their neighbours by the resampling.
+            kwargs["src_nodata"] = self.codes[1]
         try:
             return WarpedVRT(
                 self.ds,
@@ -207,8 +227,77 @@ class _FileReader:
                     self._read_native(bands, r0, c0, hh, ww, out[:, :hh, :ww])
         except (RasterioError, OSError) as exc:
             raise InputError(self.path, f"cannot read ({_first_line(exc)})") from None
-        out[~np.isfinite(out)] = np.nan
+        for i, band in enumerate(bands):
+            if band in self.codes:
+                out[i][out[i] == out.dtype.type(self.codes[band])] = np.nan
+            if band in self.ranges:
+                low, high = self.ranges[band]
+                with np.errstate(invalid="ignore"):
+                    out[i][(out[i] < low) | (out[i] > high)] = np.nan
+        with np.errstate(invalid="ignore"):
+            out[~np.isfinite(out) | (np.abs(out) >= SENTINEL)] = np.nan
         return out
+
+    def count_outside(self, band: int, step: int = 512) -> int:
+        """Valid cells of ``band`` outside its declared valid range (0 when none is declared)."""
+        if band not in self.ranges:
+            return 0
+        low, high = self.ranges[band]
+        saved, self.ranges = self.ranges, {}
+        count = 0
+        try:
+            for r0 in range(0, self.grid.height, step):
+                win = Window(0, r0, self.grid.width, min(step, self.grid.height - r0))
+                data = self.read([band], win)[0]
+                with np.errstate(invalid="ignore"):
+                    count += int(((data < low) | (data > high)).sum())
+        finally:
+            self.ranges = saved
+        return count
+
+    def scan(self, band: int, step: int = 512) -> tuple[int, float, float, int]:
+        """One pass over the file's own cells of ``band``, for the notes at open time.
+
+        Returns ``(sentinels, example, code, code_count)``: the cells holding |value| >= 1e30
+        that no nodata declares (float bands only) and one such value; and the most common
+        undeclared negative value with its count when it looks like a no-value code (one value
+        on at least 10 cells and 0.5 % of the layer, and most of its negative cells), else NaN, 0.
+        """
+        floating = np.issubdtype(np.dtype(self.ds.dtypes[band - 1]), np.floating)
+        declared = [c for c in (self.ds.nodata, self.codes.get(band)) if c is not None]
+        count, example = 0, math.nan
+        negatives: dict[float, int] = {}
+        for r0 in range(0, self.ds.height, step):
+            win = Window(0, r0, self.ds.width, min(step, self.ds.height - r0))
+            try:
+                data = self.ds.read(band, window=win)
+            except (RasterioError, OSError) as exc:
+                raise InputError(self.path, f"cannot read ({_first_line(exc)})") from None
+            keep = np.ones(data.shape, dtype=bool)
+            for code in declared:
+                if not math.isnan(code):
+                    native = _native_nodata(code, data.dtype)
+                    if native is not None:
+                        keep &= data != native
+            with np.errstate(invalid="ignore"):
+                big = np.abs(data) >= SENTINEL if floating else np.zeros(data.shape, bool)
+                hit = keep & np.isfinite(data) & big
+                negative = keep & (data < 0) & ~big
+            n = int(hit.sum())
+            if n:
+                count += n
+                example = float(data[hit][0]) if math.isnan(example) else example
+            if negative.any() and len(negatives) < 10_000:
+                values, counts = np.unique(data[negative], return_counts=True)
+                for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+                    negatives[v] = negatives.get(v, 0) + c
+        code, code_count = math.nan, 0
+        if negatives:
+            value, top = max(negatives.items(), key=lambda item: item[1])
+            cells = self.ds.height * self.ds.width
+            if top >= max(10, 0.005 * cells) and top > 0.5 * sum(negatives.values()):
+                code, code_count = float(value), int(top)
+        return count, example, code, code_count
 
     def _read_native(
         self, bands: Sequence[int], r0: int, c0: int, h: int, w: int, out: np.ndarray
@@ -456,17 +545,97 @@ def _check_not_empty(reader: _FileReader, band: int, name: str, grid: Grid) -> N
     )
 
 
+def layer_nodata(
+    nodata: float | Mapping[str, float] | None, available: Sequence[str], where: Path
+) -> dict[str, float]:
+    """Declared no-value code per layer name from a config's ``elements.nodata``.
+
+    ``nodata`` is one number for every layer, or a table by layer name whose key ``"default"``
+    applies to the layers it does not name. A name that is no layer is a one-line error.
+    """
+    if nodata is None:
+        return {}
+    if not isinstance(nodata, Mapping):
+        return {name: float(nodata) for name in available}
+    unknown = [k for k in nodata if k != NODATA_DEFAULT_KEY and k not in available]
+    if unknown:
+        raise InputError(
+            where,
+            f"elements.nodata names unknown layers: {', '.join(unknown)} "
+            f"(available: {', '.join(sorted(available))})",
+        )
+    default = nodata.get(NODATA_DEFAULT_KEY)
+    codes = {name: float(nodata[name]) for name in available if name in nodata}
+    if default is not None:
+        codes = {name: codes.get(name, float(default)) for name in available}
+    return codes
+
+
+def _warn_sentinels(reader: _FileReader, band: int, name: str) -> None:
+    count, example, code, code_count = reader.scan(band)
+    if code_count:
+        warnings.warn(
+            f"{reader.path}: layer '{name}': {code_count} cells hold {code:g}, which looks like a "
+            f"no-value code; if it is one, declare it: [elements] nodata = {{ {name} = {code:g} }}",
+            NodataWarning,
+            stacklevel=3,
+        )
+    if count:
+        warnings.warn(
+            f"{reader.path}: layer '{name}': {count} cells hold {example:.3g} "
+            "(|value| >= 1e30, a float no-value marker) that no nodata declares; read as nodata",
+            NodataWarning,
+            stacklevel=3,
+        )
+    outside = reader.count_outside(band)
+    if outside:
+        low, high = reader.ranges[band]
+        warnings.warn(
+            f"{reader.path}: layer '{name}': {outside} cells outside its valid range "
+            f"[{low:g}, {high:g}]; read as nodata",
+            NodataWarning,
+            stacklevel=3,
+        )
+
+
+def layer_ranges(
+    ranges: Mapping[str, tuple[float, float]] | None, available: Sequence[str], where: Path
+) -> dict[str, tuple[float, float]]:
+    """Valid range per layer name from a config's ``elements.valid_range`` (key ``"default"``
+    for the layers it does not name); a name that is no layer is a one-line error."""
+    if not ranges:
+        return {}
+    unknown = [k for k in ranges if k != NODATA_DEFAULT_KEY and k not in available]
+    if unknown:
+        raise InputError(
+            where,
+            f"elements.valid_range names unknown layers: {', '.join(unknown)} "
+            f"(available: {', '.join(sorted(available))})",
+        )
+    default = ranges.get(NODATA_DEFAULT_KEY)
+    out = {name: tuple(ranges[name]) for name in available if name in ranges}
+    if default is not None:
+        out = {name: out.get(name, tuple(default)) for name in available}
+    return {name: (float(r[0]), float(r[1])) for name, r in out.items()}
+
+
 def open_elements(
     path: str | Path,
     layers: Sequence[str] = (),
     exclude: Sequence[str] = (),
     align: Align = "strict",
+    nodata: float | Mapping[str, float] | None = None,
+    valid_range: Mapping[str, tuple[float, float]] | None = None,
 ) -> ElementSource:
     """Open element layers: a folder of single-band GeoTIFFs (name = file stem) or one multi-band
     GeoTIFF whose band descriptions name the layers.
 
     Channel order is ``layers`` when given, else the sorted names. The first layer in that order
     defines the element grid; others are aligned to it by ``align`` (see the module docstring).
+    ``nodata`` declares no-value codes besides each file's own (see :func:`layer_nodata`); float
+    sentinels (|value| >= 1e30) are always nodata, with a :class:`NodataWarning` naming the layer
+    and the count where nothing declares them; values outside a layer's ``valid_range``
+    (see :func:`layer_ranges`) are nodata too, with a warning giving the count.
     """
     path = Path(path)
     layers = list(layers)
@@ -478,12 +647,18 @@ def open_elements(
         if path.is_dir():
             files = _layer_files(path)
             order = _order(list(files), layers, exclude, path)
+            codes = layer_nodata(nodata, list(files), path)
+            limits = layer_ranges(valid_range, list(files), path)
             first = _open(files[order[0]])
             grid = _grid_of_dataset(first)
             first.close()
             readers: list[tuple[_FileReader, list[int], list[int]]] = []
             for pos, name in enumerate(order):
-                reader = _FileReader(files[name], grid, align, "bilinear")
+                reader = _FileReader(
+                    files[name], grid, align, "bilinear",
+                    codes={1: codes[name]} if name in codes else None,
+                    ranges={1: limits[name]} if name in limits else None,
+                )  # fmt: skip
                 opened.append(reader)
                 if reader.count != 1:
                     raise InputError(
@@ -510,11 +685,16 @@ def open_elements(
             if dupes:
                 raise InputError(path, f"band descriptions repeat: {', '.join(dupes)}")
             order = _order(descriptions, layers, exclude, path)
+            codes = layer_nodata(nodata, descriptions, path)
+            reader.codes = {descriptions.index(n) + 1: code for n, code in codes.items()}
+            limits = layer_ranges(valid_range, descriptions, path)
+            reader.ranges = {descriptions.index(n) + 1: r for n, r in limits.items()}
             bands = [descriptions.index(name) + 1 for name in order]
             readers = [(reader, bands, list(range(len(order))))]
             paths = [path] * len(order)
         for reader, bands, positions in readers:
             for band, pos in zip(bands, positions, strict=True):
+                _warn_sentinels(reader, band, order[pos])
                 _check_not_empty(reader, band, order[pos], grid)
     except BaseException:
         for reader in opened:
@@ -533,14 +713,23 @@ def write_geotiff(
     tags: Sequence[Mapping[str, str]] | None = None,
     overwrite: bool = False,
     dtype: str = "float32",
+    overviews: bool = False,
+    cog: bool = False,
+    style: QmlStyle | None = None,
 ) -> None:
     """Write ``(B, H, W)`` or ``(H, W)`` bands on ``grid`` as a GeoTIFF, atomically.
 
     DEFLATE-compressed, tiled in 256-cell blocks when the raster is big enough, band descriptions,
     per-band metadata ``tags`` (e.g. ``{"unit": "ppm"}``) and nodata set. Non-finite cells are
     written as ``nodata`` whenever it is a number, so GIS tools see one nodata value.
+
+    ``overviews`` adds internal overviews (averages, halving until under 256 cells) to rasters
+    larger than 256 cells, so large maps pan fast; ``cog`` writes a Cloud-Optimized GeoTIFF
+    (GDAL's COG driver, overviews included); ``style`` also writes a QGIS ``.qml`` beside it.
     """
     path = Path(path)
+    if style is not None:
+        check_writable(qml_path(path), overwrite)
     data = np.asarray(bands)
     if data.ndim == 2:
         data = data[np.newaxis]
@@ -577,9 +766,11 @@ def write_geotiff(
     }
     if grid.height >= 256 and grid.width >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
+    factors = _overview_factors(grid) if overviews and not cog else []
     with atomic_path(path, overwrite) as tmp:
+        plain = tmp.with_name(f"{tmp.stem}.plain.tif") if cog else tmp
         try:
-            with rasterio.open(tmp, "w", **profile) as dst:
+            with rasterio.open(plain, "w", **profile) as dst:
                 dst.write(data.astype(target, copy=False))
                 if descriptions is not None:
                     for i, text in enumerate(descriptions, start=1):
@@ -588,8 +779,35 @@ def write_geotiff(
                     for i, band_tags in enumerate(tags, start=1):
                         if band_tags:
                             dst.update_tags(i, **band_tags)
+                if factors:
+                    dst.build_overviews(factors, Resampling.average)
+                    dst.update_tags(ns="rio_overview", resampling="average")
+            if cog:
+                rio_copy(
+                    plain, tmp, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=256,
+                    OVERVIEWS="IF_NEEDED", RESAMPLING="AVERAGE", BIGTIFF="IF_SAFER",
+                )  # fmt: skip
         except (RasterioError, OSError) as exc:
             raise GkdcnError(f"{path}: cannot write ({_first_line(exc)})") from None
+        finally:
+            if cog:
+                plain.unlink(missing_ok=True)
+    if style is not None:
+        try:
+            write_qml(path, style, overwrite=overwrite)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+
+def _overview_factors(grid: Grid, smallest: int = 256) -> list[int]:
+    """Overview decimation factors 2, 4, 8, ... until the overview fits in ``smallest`` cells."""
+    factors: list[int] = []
+    factor = 2
+    while max(grid.height, grid.width) / (factor / 2) > smallest:
+        factors.append(factor)
+        factor *= 2
+    return factors
 
 
 #: The nodata value of every probability GeoTIFF gkdcn writes (in memory: NaN).
@@ -603,9 +821,14 @@ def write_probability_map(
     *,
     descriptions: Sequence[str] = ("probability",),
     overwrite: bool = False,
+    cog: bool = False,
 ) -> Path:
     """Write probability bands (``(H, W)`` or ``(B, H, W)``, NaN = no data) as float32 GeoTIFF
-    with nodata :data:`PROBABILITY_NODATA`: the one convention of every probability map."""
+    with nodata :data:`PROBABILITY_NODATA`: the one convention of every probability map.
+
+    QGIS-ready: internal overviews (``cog``: a Cloud-Optimized GeoTIFF instead) and a ``.qml``
+    style beside it (band 1 on a 0-1 ramp, nodata transparent).
+    """
     write_geotiff(
         path,
         np.asarray(bands, dtype=np.float32),
@@ -613,5 +836,8 @@ def write_probability_map(
         nodata=PROBABILITY_NODATA,
         descriptions=list(descriptions),
         overwrite=overwrite,
+        overviews=True,
+        cog=cog,
+        style=QmlStyle(str(descriptions[0]), 0.0, 1.0),
     )
     return Path(path)

@@ -1,0 +1,185 @@
+"""``gkdcn init``: a study guessed from a folder, and the path from point samples to ``compare``."""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gkdcn.cli import app
+from gkdcn.config import load_config
+from gkdcn.data.discover import discover, render_toml, write_study
+from gkdcn.data.study import build_samples, load_study
+from gkdcn.data.synthetic import SyntheticSpec, generate_district
+from gkdcn.errors import InputError, OutputExistsError
+
+runner = CliRunner()
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["--threads", "1", *args])
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def district(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("init") / "district"
+    generate_district(root, SyntheticSpec(height=32, width=40, n_layers=6, n_deposits=5, seed=1))
+    return root
+
+
+def _inputs(path: Path) -> dict[str, object]:
+    cfg = load_config(path)
+    return {
+        "elements": (
+            cfg.resolve(cfg.elements.path).resolve(),
+            cfg.elements.layers,
+            cfg.elements.exclude,
+        ),
+        "deposits": cfg.sites.deposits.model_dump()
+        | {"points": cfg.resolve(cfg.sites.deposits.points).resolve()},  # type: ignore[union-attr]
+        "non_deposits": cfg.sites.non_deposits,
+        "faults": cfg.resolve(cfg.knowledge.faults).resolve() if cfg.knowledge.faults else None,
+        "weights": cfg.knowledge.weights,
+        "decay": cfg.knowledge.decay,
+        "transform": cfg.transform,
+        "align": cfg.align,
+    }
+
+
+def test_init_on_a_synth_folder_equals_its_own_study(district: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "copy"
+    shutil.copytree(district, folder)
+    (folder / "study.toml").rename(folder / "original.toml")
+    code, out = _cli("init", str(folder))
+    assert code == 0, out
+    for said in ("elements/", "deposits.csv", "faults.gpkg", "EPSG:32645"):
+        assert said in out
+    text = (folder / "study.toml").read_text()
+    assert "# guessed: deposits.csv" in text and "# guessed: faults.gpkg" in text
+    assert _inputs(folder / "study.toml") == _inputs(folder / "original.toml")
+    # prepare accepts it: the same sites and layers as the synth's own config.
+    ours = load_study(load_config(folder / "study.toml"))
+    theirs = load_study(load_config(folder / "original.toml"))
+    assert ours.names == theirs.names
+    np.testing.assert_array_equal(ours.raw, theirs.raw)
+    assert list(ours.sites.ids) == list(theirs.sites.ids)
+    np.testing.assert_array_equal(ours.knowledge, theirs.knowledge)
+    samples, _ = build_samples(ours)
+    assert len(samples) > 0
+    # Nothing is overwritten without --overwrite.
+    before = (folder / "study.toml").read_text()
+    code, out = _cli("init", str(folder))
+    assert code == 2 and "--overwrite" in out
+    assert (folder / "study.toml").read_text() == before
+    code, out = _cli("init", str(folder), "--overwrite")
+    assert code == 0, out
+
+
+def test_written_toml_round_trips(district: Path, tmp_path: Path) -> None:
+    found = discover(district)
+    text = render_toml(found)
+    assert tomllib.loads(text)["elements"] == {"path": "elements"}
+    with pytest.raises(OutputExistsError):
+        write_study(found)  # the synth's own study.toml is there
+    target = write_study(found, district / "guessed.toml")
+    assert load_config(target).sites.deposits.points == Path("deposits.csv")  # type: ignore[union-attr]
+
+
+def test_init_guesses_rasters_labels_and_other_grids(tmp_path: Path) -> None:
+    from affine import Affine
+
+    from conftest import write_raster
+
+    folder = tmp_path / "survey"
+    for name in ("Cu", "Au", "Zn"):
+        write_raster(folder / "geochem" / f"{name}.tif", np.ones((10, 12), np.float32))
+    # On another grid: excluded by name, and said so.
+    write_raster(
+        folder / "geochem" / "Ni.tif", np.ones((10, 12), np.float32),
+        transform=Affine(500.0, 0, 0, 0, -500.0, 0),
+    )  # fmt: skip
+    labels = np.zeros((10, 12), np.uint8)
+    labels[3, 4] = 1
+    write_raster(folder / "label" / "Au_deposits.tif", labels)
+    (folder / "notes.csv").write_text("a,b\n1,2\n")
+    found = discover(folder)
+    assert found.config["elements"] == {"path": "geochem", "exclude": ["Ni"]}
+    assert found.config["sites"]["deposits"] == {"raster": "label/Au_deposits.tif", "value": 1}
+    assert "knowledge" not in found.config
+    assert any("no fault file" in line for line in found.comments["knowledge"])
+    path = write_study(found)
+    assert load_config(path).elements.exclude == ["Ni"]
+
+
+def test_init_errors(tmp_path: Path) -> None:
+    (tmp_path / "samples.csv").write_text("x,y,Au,As,Cu,Zn\n0,0,1,2,3,4\n1,1,1,2,3,4\n")
+    with pytest.raises(InputError, match=r"gkdcn grid samples\.csv"):
+        discover(tmp_path)
+    code, out = _cli("init", str(tmp_path / "missing"))
+    assert code == 2 and "not a folder" in out
+
+
+@pytest.mark.slow
+def test_from_point_samples_to_compare(tmp_path: Path) -> None:
+    """A user with only samples, deposits and faults reaches `compare` with no hand-written config."""
+    code, out = _cli(
+        "synth", str(tmp_path / "district"), "--height", "32", "--width", "40", "--layers", "5",
+        "--deposits", "5", "--samples", "1200",
+    )  # fmt: skip
+    assert code == 0, out
+    user = tmp_path / "survey"
+    user.mkdir()
+    for name in ("samples.csv", "deposits.csv", "faults.gpkg"):
+        shutil.copy(tmp_path / "district" / name, user / name)
+    code, out = _cli(
+        "grid", str(user / "samples.csv"), "--out", str(user / "elements"), "--crs", "EPSG:32645",
+        "--cell", "1000", "--nodata", "-9999",
+    )  # fmt: skip
+    assert code == 0, out
+    assert "below detection" in out and "exact duplicate" in out
+    code, out = _cli("init", str(user))
+    assert code == 0, out
+    assert "gridded from point samples" in (user / "study.toml").read_text()
+    code, out = _cli("prepare", str(user / "study.toml"))
+    assert code == 0, out
+    assert "5 deposits" in out
+    code, out = _cli(
+        "compare", str(user / "study.toml"), "--out", str(tmp_path / "run"), "--quick",
+        "--seeds", "1", "--models", "cnn,gk-cnn", "--protocols", "authors", "--jobs", "1",
+    )  # fmt: skip
+    assert code == 0, out
+    assert (tmp_path / "run" / "summary.json").exists()
+
+
+TIANSHAN = Path(__file__).parents[2] / "shared/data/tianshan"
+
+
+@pytest.mark.skipif(not TIANSHAN.exists(), reason="Tianshan release not next to the repository")
+def test_init_guesses_the_tianshan_release_like_the_example_config() -> None:
+    found = discover(TIANSHAN)
+    example = tomllib.loads((Path(__file__).parents[1] / "examples/tianshan.toml").read_text())
+    for key in ("elements",):
+        assert found.config[key] == example[key]
+    assert found.config["sites"]["deposits"] == example["sites"]["deposits"]
+    assert found.config["sites"]["non_deposits"] == example["sites"]["non_deposits"]
+    assert found.config["knowledge"]["weights"] == example["knowledge"]["weights"]
+    # The release's label rasters sit on other grids: the file says so and how to proceed.
+    assert any('align = "resample"' in line for line in found.comments["sites.deposits"])
+
+
+def test_init_names_poorly_gridded_elements(district: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "copy"
+    shutil.copytree(district, folder)
+    (folder / "study.toml").unlink()
+    (folder / "elements" / "cross_validation.csv").write_text(
+        "element,samples,space,cv_rmse,cv_mae,cv_r,cv_r2\nAu,90,log10,0.4,0.3,0.4,0.16\n"
+        "Cu,90,log10,0.1,0.1,0.9,0.81\n"
+    )
+    found = discover(folder)
+    assert any("mapped poorly (R² < 0.5): Au 0.16" in c for c in found.comments["elements"])
+    assert load_config(write_study(found)).elements.path == Path("elements")
