@@ -19,6 +19,7 @@ from gkdcn.models.baselines import (
     fit_fold_baseline,
     fold_features,
 )
+from gkdcn.train import prepare_windows
 
 SPEC = SyntheticSpec(height=40, width=48, n_layers=6, n_deposits=6, n_faults=2, seed=4)
 WINDOW = 5
@@ -58,11 +59,11 @@ def setting() -> dict:
 
 def _features(setting: dict, split) -> CellFeatures:
     d = setting["district"]
-    features, _ = fold_features(
+    transform = prepare_windows(
         d.values, d.names, setting["knowledge"], setting["samples"], split,
         TransformConfig(), WINDOW, "zero",
-    )  # fmt: skip
-    return features
+    ).transform  # fmt: skip
+    return fold_features(d.values, d.names, setting["knowledge"], transform, WINDOW, "zero")
 
 
 @pytest.mark.parametrize("padding", ["zero", "reflect"])

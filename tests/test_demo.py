@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import rasterio
 
-from gkdcn.config import MODEL_KINDS
+from gkdcn.config import NETWORK_KINDS
 from gkdcn.data.synthetic import SyntheticSpec
 from gkdcn.demo import run_demo
 from gkdcn.errors import GkdcnError, OutputExistsError
@@ -39,7 +39,7 @@ def test_demo_maps_are_on_the_district_grid(demo_dir: Path) -> None:
     element = next(iter(sorted((demo_dir / "district").rglob("*.tif"))))
     with rasterio.open(element) as src:
         shape, transform, crs = (src.height, src.width), src.transform, src.crs
-    for model in MODEL_KINDS:
+    for model in NETWORK_KINDS:
         with rasterio.open(demo_dir / "maps" / f"{model}.tif") as src:
             assert (src.height, src.width) == shape == (SPEC.height, SPEC.width)
             assert src.transform == transform and src.crs == crs
@@ -52,7 +52,7 @@ def test_demo_evaluations_are_those_of_their_maps(demo_dir: Path) -> None:
     sites = pd.read_csv(demo_dir / "prepared" / "sites.csv")
     deposits = sites[sites.label == 1]
     assert len(deposits) == SPEC.n_deposits
-    for model in MODEL_KINDS:
+    for model in NETWORK_KINDS:
         prob, valid, _ = read_probability_map(demo_dir / "maps" / f"{model}.tif")
         again = evaluate_map(
             prob, valid, deposits.row.to_numpy(), deposits.col.to_numpy(), n_boot=0

@@ -23,7 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from gkdcn.config import MODEL_KINDS, StudyConfig, load_config
+from gkdcn.config import NETWORK_KINDS, StudyConfig, is_baseline, load_config
 from gkdcn.errors import GkdcnError
 from gkdcn.explain import defaults as explain_defaults
 
@@ -224,7 +224,12 @@ def prepare(
 @_friendly
 def train(
     config: Annotated[Path, typer.Argument(help="Study config (TOML) or prepared folder.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="cnn, dcn, gk-cnn or gk-dcn.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="cnn, dcn, gk-cnn or gk-dcn (baselines run inside compare)."
+        ),
+    ],
     out: Annotated[
         Path, typer.Option(help="Folder for model.pt, history.csv, training_curve.png.")
     ],
@@ -246,8 +251,13 @@ def train(
     from gkdcn.io.atomic import check_writable
     from gkdcn.train import train_study, write_training_outputs
 
-    if model not in MODEL_KINDS:
-        raise GkdcnError(f"--model must be one of {', '.join(MODEL_KINDS)}, not {model!r}")
+    if is_baseline(model):
+        raise GkdcnError(
+            f"--model {model} is a baseline, not a network: baselines have no model file and "
+            f"are fitted and scored inside a comparison (gkdcn compare CONFIG --models {model})"
+        )
+    if model not in NETWORK_KINDS:
+        raise GkdcnError(f"--model must be one of {', '.join(NETWORK_KINDS)}, not {model!r}")
     for name in ("model.pt", "history.csv", "training_curve.png"):
         check_writable(out / name, overwrite)
     study = _study(config, data_dir)
@@ -377,7 +387,11 @@ def compare(
     quick: Annotated[bool, typer.Option(help="Small version: 2 seeds, short training.")] = False,
     seeds: Annotated[int | None, typer.Option(help="Number of seeds.")] = None,
     models: Annotated[
-        str | None, typer.Option(help="Comma-separated subset of cnn,dcn,gk-cnn,gk-dcn.")
+        str | None,
+        typer.Option(
+            help="Comma-separated subset of the networks cnn,dcn,gk-cnn,gk-dcn and the "
+            "baselines knowledge,element,logistic,random-forest (default: all eight)."
+        ),
     ] = None,
     protocols: Annotated[
         str | None, typer.Option(help="Comma-separated: authors, lodo, blocks.")
@@ -387,7 +401,7 @@ def compare(
     device: Device = "cpu",
     overwrite: Overwrite = False,
 ) -> None:
-    """Train CNN, DCN, GK-CNN and GK-DCN over seeds under the authors' and honest protocols."""
+    """Train CNN, DCN, GK-CNN and GK-DCN and fit four baselines over seeds, in-sample and held out."""
     from gkdcn.compare import make_plan, run_comparison
     from gkdcn.console import comparison_tables
     from gkdcn.data.study import load_study

@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from gkdcn.compare import PROTOCOL_TITLES, Comparison
-from gkdcn.config import MODEL_LABELS
+from gkdcn.compare.stats import best_network_against_best_baseline
+from gkdcn.config import MODEL_LABELS, is_baseline
+from gkdcn.report.texts import baseline_sentence
 
 
 def _shorten(names: list[str], limit: int = 12) -> str:
@@ -81,13 +83,20 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
     for protocol in comparison.plan.protocols:
         summary = comparison.summary[protocol]
         metrics = [c[: -len("_mean")] for c in summary.columns if c.endswith("_mean")]
-        table = Table(title=PROTOCOL_TITLES[protocol], title_justify="left")
+        check = best_network_against_best_baseline(summary, comparison.paired[protocol])
+        table = Table(
+            title=PROTOCOL_TITLES[protocol],
+            title_justify="left",
+            caption=baseline_sentence(check, in_sample=protocol == "authors") or None,
+            caption_justify="left",
+        )
         table.add_column("model")
         for m in metrics:
             table.add_column(m, justify="right")
         for _, row in summary.iterrows():
+            name = str(row["model"])
             table.add_row(
-                MODEL_LABELS.get(str(row["model"]), str(row["model"])),
+                MODEL_LABELS.get(name, name) + (" (baseline)" if is_baseline(name) else ""),
                 *(
                     f"{row[f'{m}_mean']:.3f} [{row[f'{m}_lo']:.3f},{row[f'{m}_hi']:.3f}]"
                     for m in metrics

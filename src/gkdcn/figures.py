@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from gkdcn.config import MODEL_LABELS
+from gkdcn.config import MODEL_LABELS, is_baseline
 from gkdcn.io.atomic import atomic_path
 from gkdcn.io.grid import Grid
 
@@ -141,7 +141,9 @@ def heldout_success_curves(shares: dict[str, np.ndarray], title: str) -> Figure:
         x = np.concatenate([[0.0], np.repeat(values, 2), [1.0]]) * 100
         y = np.concatenate([[0.0], np.repeat(np.arange(n + 1), 2)[1:-1] / n, [1.0]]) * 100
         auc = 1.0 - values.mean()
-        ax.plot(x, y, label=f"{MODEL_LABELS.get(model, model)} (AUC {auc:.3f}, n={n})")
+        base = is_baseline(model)  # baselines dotted, so the networks stand out
+        label = f"{MODEL_LABELS.get(model, model)}{' (baseline)' if base else ''}"
+        ax.plot(x, y, ls=":" if base else "-", label=f"{label} (AUC {auc:.3f}, n={n})")
     ax.plot([0, 100], [0, 100], color="grey", ls="--", lw=0.8, label="random")
     ax.set(xlabel="share of valid area (%)", ylabel="held-out deposits captured (%)", title=title)
     ax.set_xlim(0, 100)

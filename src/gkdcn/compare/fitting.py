@@ -4,15 +4,18 @@ Every job calls :func:`fit_model` and gets a :class:`FittedModel`; the job never
 it holds. The scores it needs are the same for every kind: the whole map (in-sample protocols)
 or chosen cells (held-out deposits and background cells), as probabilities in [0, 1].
 
-A new model kind (e.g. a baseline that is not a network: knowledge alone, one element, logistic
-regression, a random forest) is added here only: a class with ``score_map`` / ``score_cells`` /
-``save`` and one branch in :func:`fit_model`; add its name to the config's model kinds. It is
-then trained on exactly the same folds and seeds and scored against the same background cells
-as the four networks, and its rows appear in every table, statistic and figure.
+A new model kind is added here only: a class with ``score_map`` / ``score_cells`` / ``save`` and
+one branch in :func:`fit_model`; add its name to the config's model kinds. It is then trained on
+exactly the same folds and seeds and scored against the same background cells as the four
+networks, and its rows appear in every table, statistic and figure. The baselines
+(:mod:`gkdcn.models.baselines`: knowledge, element, logistic, random-forest) come in this way:
+:class:`FittedBaseline` fits them on the centres of the fold's training windows, with the
+transform fitted on those windows' cells, exactly as a network's.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,16 +23,18 @@ from typing import Any, Protocol
 import numpy as np
 from rich.progress import Progress
 
-from gkdcn.config import MODEL_KINDS, TrainConfig
+from gkdcn.config import BASELINE_KINDS, NETWORK_KINDS, TrainConfig
 from gkdcn.data.samples import SampleSet, Split
 from gkdcn.data.study import Study
+from gkdcn.io.atomic import write_text
+from gkdcn.io.jsonsafe import json_safe
 from gkdcn.io.rasters import ArraySource
+from gkdcn.models import baselines
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.predict import predict_cells, predict_map
-from gkdcn.train import TrainResult, train_study, write_training_outputs
+from gkdcn.train import TrainResult, prepare_windows, train_study, write_training_outputs
 
-#: Model kinds that are networks trained by :func:`gkdcn.train.train_study`.
-NETWORK_KINDS: tuple[str, ...] = tuple(MODEL_KINDS)
+BASELINE_FILE = "baseline.json"
 
 
 class FittedModel(Protocol):
@@ -97,6 +102,53 @@ class FittedNetwork:
         write_training_outputs(self.trained, folder, overwrite=True)
 
 
+@dataclass
+class FittedBaseline:
+    """A baseline fitted on one fold, with the fold's per-cell features it scores from."""
+
+    model: baselines.FittedBaseline
+    features: baselines.CellFeatures
+    valid: Any  # (H, W) bool
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {
+            "baseline": self.model.description,
+            "n_fit_windows": len(self.model.trained_on),
+            **self.model.info,
+        }
+
+    def score_map(self) -> np.ndarray:
+        return self.model.score_map(self.features, self.valid)
+
+    def score_cells(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return self.model.score(self.features, rows, cols)
+
+    def save(self, folder: Path) -> None:
+        # No model file: what was fitted, in words and numbers (the random forest's trees are
+        # not written; refitting with the run's seed gives the same forest).
+        record: dict[str, Any] = {
+            "kind": self.model.kind,
+            "description": self.model.description,
+            "features": self.features.names,
+            **self.model.info,
+        }
+        estimator = self.model.estimator
+        if self.model.kind == "logistic" and estimator is not None:
+            scaler, logit = estimator[0], estimator[-1]
+            record["standardised_coefficients"] = dict(
+                zip(self.features.names, logit.coef_[0].tolist(), strict=True)
+            )
+            record["intercept"] = float(logit.intercept_[0])
+            record["feature_mean"] = scaler.mean_.tolist()
+            record["feature_scale"] = scaler.scale_.tolist()
+        if self.model.kind == "random-forest" and estimator is not None:
+            record["feature_importance"] = dict(
+                zip(self.features.names, estimator.feature_importances_.tolist(), strict=True)
+            )
+        write_text(folder / BASELINE_FILE, json.dumps(json_safe(record), indent=2), overwrite=True)
+
+
 def fit_model(
     kind: str,
     study: Study,
@@ -118,7 +170,7 @@ def fit_model(
     if kind in NETWORK_KINDS:
         trained = train_study(
             study,
-            kind,  # type: ignore[arg-type]
+            kind,
             samples=samples,
             split=split,
             cfg=cfg,
@@ -129,4 +181,19 @@ def fit_model(
             exclude_background=exclude_background,
         )
         return FittedNetwork(trained, study, device)
+    if kind in BASELINE_KINDS:
+        window, padding = study.config.samples.window, study.config.samples.padding
+        # The very transform a network of this fold is trained with (fitted on the fold's
+        # training windows only), so baselines and networks see the same stack.
+        transform = prepare_windows(
+            study.raw, study.names, study.knowledge, samples, split,
+            study.config.transform, window, padding, compositional=study.compositional,
+        ).transform  # fmt: skip
+        features = baselines.fold_features(
+            study.raw, study.names, study.knowledge, transform, window, padding
+        )
+        model = baselines.fit_fold_baseline(
+            kind, features, samples, split, seed=seed, has_knowledge=study.knowledge is not None
+        )
+        return FittedBaseline(model, features, study.valid)
     raise ValueError(f"no fitting rule for model kind {kind!r}")

@@ -16,6 +16,7 @@ from gkdcn.compare.layout import MAPS_FIGURE, RunLayout, curve_figure_name
 from gkdcn.compare.plan import Plan
 from gkdcn.compare.protocols import PROTOCOL_TITLES, is_heldout
 from gkdcn.compare.results import Comparison
+from gkdcn.compare.stats import best_network_against_best_baseline
 from gkdcn.config import MODEL_LABELS
 from gkdcn.data.study import Study, build_samples, summarize
 from gkdcn.evaluate import evaluate_map
@@ -79,6 +80,9 @@ def write_outputs(comparison: Comparison, study: Study) -> None:
                 "title": PROTOCOL_TITLES[p],
                 "summary": comparison.summary[p].to_dict(orient="records"),
                 "paired": comparison.paired[p].to_dict(orient="records"),
+                "baseline_check": best_network_against_best_baseline(
+                    comparison.summary[p], comparison.paired[p]
+                ),
                 **(
                     {"calibration": comparison.calibration[p].to_dict(orient="records")}
                     if len(comparison.calibration.get(p, ()))
@@ -100,7 +104,13 @@ def comparison_figures(
     deposits = study.sites.deposits()
     dep_xy = study.grid.xy(deposits.rows, deposits.cols)
     if maps:
-        fig = map_panels(maps, study.grid, deposits_xy=dep_xy, faults=study.faults)
+        fig = map_panels(
+            maps,
+            study.grid,
+            deposits_xy=dep_xy,
+            faults=study.faults,
+            ncols=4 if len(maps) > 4 else None,  # networks on one row, baselines on the next
+        )
         fig.suptitle("Mean probability over seeds (authors' protocol)")
         written["maps"] = save_figure(fig, layout.figure(MAPS_FIGURE))
         evaluations = {

@@ -43,10 +43,12 @@ def run_comparison(
     layout = RunLayout(Path(out_dir))
     started = time.perf_counter()
     check_workers(workers)
-    if study.knowledge is None and any(m.startswith("gk-") for m in plan.models):
+    needs_knowledge = [m for m in plan.models if m.startswith("gk-") or m == "knowledge"]
+    if study.knowledge is None and needs_knowledge:
         raise GkdcnError(
-            "GK-CNN and GK-DCN need geological knowledge: set [knowledge] faults or weights in "
-            "the config, or leave them out with --models cnn,dcn"
+            f"{', '.join(needs_knowledge)} need geological knowledge: set [knowledge] faults or "
+            "weights in the config, or leave them out with --models "
+            "cnn,dcn,element,logistic,random-forest"
         )
     claim_run_dir(layout, study, plan, overwrite)
     samples = study_samples(study)

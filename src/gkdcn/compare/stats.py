@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from gkdcn.config import BASELINE_KINDS, MODEL_LABELS, NETWORK_KINDS
+
 # Natural range of each metric; intervals over few seeds are clipped to it.
 METRIC_RANGE = {"kappa": (-1.0, 1.0), "mcc": (-1.0, 1.0)}
 PAIRS: tuple[tuple[str, str, str], ...] = (
@@ -17,6 +19,11 @@ PAIRS: tuple[tuple[str, str, str], ...] = (
     ("GK-CNN - CNN", "gk-cnn", "cnn"),
 )
 TIE = 1e-12
+
+
+def pair_name(first: str, second: str) -> str:
+    """The comparison's name in the paired table, e.g. ``GK-DCN - knowledge``."""
+    return f"{MODEL_LABELS.get(first, first)} - {MODEL_LABELS.get(second, second)}"
 
 
 def mean_ci(
@@ -40,10 +47,14 @@ def mean_ci(
 
 
 def summarize_over_seeds(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """Mean, SD and 95 % CI over seeds of each metric, one row per model."""
+    """Mean, SD and 95 % CI over seeds of each metric, one row per model.
+
+    ``kind`` says whether the model is a ``network`` or a ``baseline``.
+    """
     rows = []
     for model, group in runs.groupby("model", sort=False):
-        row: dict[str, Any] = {"model": model, "seeds": len(group)}
+        kind = "baseline" if model in BASELINE_KINDS else "network"
+        row: dict[str, Any] = {"model": model, "kind": kind, "seeds": len(group)}
         for m in metrics:
             mean, lo, hi = mean_ci(group[m].to_numpy(), bounds=METRIC_RANGE.get(m, (0.0, 1.0)))
             row[f"{m}_mean"] = mean
@@ -58,11 +69,15 @@ def paired_differences(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Per-seed differences between models trained on the same split and seed, with CIs.
 
     "GK - no GK" averages the two like-for-like knowledge effects (GK-CNN - CNN, GK-DCN - DCN).
+    Every network present is also paired with every baseline present (``GK-DCN - knowledge``).
     """
     by_model = {m: g.set_index("seed").sort_index() for m, g in runs.groupby("model")}
     rows = []
     pairs = [(name, [(a, b)]) for name, a, b in PAIRS]
     pairs.append(("GK - no GK", [("gk-cnn", "cnn"), ("gk-dcn", "dcn")]))
+    pairs += [
+        (pair_name(net, base), [(net, base)]) for net in NETWORK_KINDS for base in BASELINE_KINDS
+    ]
     for name, members in pairs:
         if not all(a in by_model and b in by_model for a, b in members):
             continue
@@ -89,3 +104,43 @@ def paired_differences(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def best_network_against_best_baseline(
+    summary: pd.DataFrame, paired: pd.DataFrame, metric: str = "auc"
+) -> dict[str, Any] | None:
+    """The best network (highest mean ``metric``) against the best baseline, with their paired
+    difference over seeds; None unless both networks and baselines were compared.
+
+    Returns ``network``, ``baseline``, their means, and the paired row's ``mean_difference``,
+    ``ci_lo``, ``ci_hi``, ``seeds_first_better``, ``seeds_second_better``; ``beats`` says
+    whether the network is ahead on average and ``clear`` whether the interval excludes 0.
+    """
+    col = f"{metric}_mean"
+    if col not in summary or paired is None or not len(paired):
+        return None
+    means = summary.set_index("model")[col]
+    networks = [m for m in means.index if m in NETWORK_KINDS]
+    bases = [m for m in means.index if m in BASELINE_KINDS]
+    if not networks or not bases:
+        return None
+    net = max(networks, key=lambda m: float(means[m]))
+    base = max(bases, key=lambda m: float(means[m]))
+    row = paired[(paired["comparison"] == pair_name(net, base)) & (paired["metric"] == metric)]
+    if not len(row):
+        return None
+    r = row.iloc[0]
+    return {
+        "metric": metric,
+        "network": net,
+        "baseline": base,
+        "network_mean": float(means[net]),
+        "baseline_mean": float(means[base]),
+        "mean_difference": float(r["mean_difference"]),
+        "ci_lo": float(r["ci_lo"]),
+        "ci_hi": float(r["ci_hi"]),
+        "seeds_first_better": int(r["seeds_first_better"]),
+        "seeds_second_better": int(r["seeds_second_better"]),
+        "beats": float(r["mean_difference"]) > TIE,
+        "clear": float(r["ci_lo"]) > 0 or float(r["ci_hi"]) < 0,
+    }

@@ -65,12 +65,17 @@ PATHFINDERS: tuple[str, ...] = ("Au", "As", "Sb", "Hg", "Cu")
 # that lie this close to a fault (in cells); the second pair is the fallback if too few qualify.
 _DEPOSIT_PERCENTILE = (92.0, 90.5)
 _DEPOSIT_FAULT_CELLS = (3.0, 4.0)
-# Systems mode: deposits need only a moderately anomalous cell (top 25 %, then 35 %) within 3
-# (then 5) cells of a fault, and bodies vary in strength, so the geochemistry alone does not
-# give every deposit away.
-_SYSTEM_DEPOSIT_PERCENTILE = (75.0, 65.0)
-_SYSTEM_DEPOSIT_FAULT_CELLS = (3.0, 5.0)
-_SYSTEM_BODY_SCALE = (0.35, 1.0)
+# Systems mode: deposits need only a moderately anomalous cell (top 30 %, relaxed to 40 % and
+# 50 % if they do not fit) within 4 (6, 7) cells of a fault, and bodies vary in strength, so the
+# geochemistry alone does not give every deposit away.
+_SYSTEM_DEPOSIT_PERCENTILE = (70.0, 60.0, 50.0)
+_SYSTEM_DEPOSIT_FAULT_CELLS = (4.0, 6.0, 7.0)
+_SYSTEM_BODY_SCALE = (0.25, 0.9)
+# Systems mode: this share of the bodies with known deposits lies under transported cover, its
+# surface expression damped to this factor; their deposits sit near a fault whatever the
+# geochemistry says, so only the geological prior points to them.
+_COVERED_SHARE = 0.2
+_COVER_DAMPING = 0.2
 # A cell belongs to a body where its unit-amplitude footprint exceeds this (about 1.5 radii).
 _FOOTPRINT = 0.32
 #: Up to this many deposits a district scatters its bodies along the faults (the small default
@@ -274,6 +279,7 @@ class _Body:
     scale: float  # overall amplitude
     system: int = -1  # anomaly system (systems mode), -1 otherwise
     undiscovered: bool = False  # a mineralised body that gets no deposit
+    covered: bool = False  # under cover: weak surface expression, deposits placed regardless
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,8 +352,9 @@ def make_district(spec: SyntheticSpec = DEFAULT_SPEC) -> District:
     score = pathfinder_score(values[pf])
     known = [i for i, b in enumerate(ore) if not b.undiscovered]
     ore_feet = [footprints[i] >= _FOOTPRINT for i in known]
+    covered = [ore[i].covered for i in known]
     rows, cols, picked_in = _place_deposits(
-        spec, ore_feet, truth, score, dist_cells, holes, _rng(spec.seed, 4)
+        spec, ore_feet, covered, truth, score, dist_cells, holes, _rng(spec.seed, 4)
     )
     per_body = np.bincount(np.asarray(known)[picked_in], minlength=len(ore) + len(barren))
     bodies = _body_table(spec, ore + barren, per_body)
@@ -730,6 +737,10 @@ def _system_bodies(
     n_undiscovered = n_bodies - n_known
     for b in rng.choice(n_bodies, n_undiscovered, replace=False):
         bodies[int(b)].undiscovered = True
+    known = [b for b in bodies if not b.undiscovered]
+    for b in rng.choice(len(known), round(_COVERED_SHARE * len(known)), replace=False):
+        known[int(b)].covered = True
+        known[int(b)].scale *= _COVER_DAMPING
     return bodies
 
 
@@ -880,6 +891,7 @@ def _field(shape: tuple[int, int], corr: float, rng: np.random.Generator) -> np.
 def _place_deposits(
     spec: SyntheticSpec,
     ore_feet: list[np.ndarray],
+    covered: list[bool],
     truth: np.ndarray,
     score: np.ndarray,
     dist_cells: np.ndarray,
@@ -888,30 +900,68 @@ def _place_deposits(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Deposit cells: inside mineralised bodies, high pathfinder score, near a fault, not in a hole.
 
-    Returns rows, cols and, per deposit, the index (into ``ore_feet``) of the body it was placed in.
-
     Every body gets one deposit where it can; the rest go to bodies at random. Deposits are at
     more than two cells apart (so their 3 x 3 shifted windows never share a centre), at least two
-    cells from the map edge and from any hole.
+    cells from the map edge and from any hole. The scattered layout takes the first level of
+    (score percentile, fault distance) with enough candidate cells; the systems layout moves on
+    to the next level whenever the deposits do not fit. A ``covered`` body's cells qualify by
+    fault distance alone. Returns rows, cols and, per deposit, the index (into ``ore_feet``) of
+    the body it was placed in.
     """
     valid = np.isfinite(score)
     keep_out = binary_dilation(holes, iterations=2)
     keep_out[:2] = keep_out[-2:] = True
     keep_out[:, :2] = keep_out[:, -2:] = True
-    levels = (
-        zip(_SYSTEM_DEPOSIT_PERCENTILE, _SYSTEM_DEPOSIT_FAULT_CELLS, strict=True)
-        if spec.systems
-        else zip(_DEPOSIT_PERCENTILE, _DEPOSIT_FAULT_CELLS, strict=True)
+
+    def candidates_at(pct: float, max_d: float) -> tuple[float, list[np.ndarray]]:
+        threshold = float(np.percentile(score[valid], pct))
+        near = valid & (truth == TRUTH_MINERALISED) & (dist_cells <= max_d) & ~keep_out
+        good = near & (score >= threshold)
+        return threshold, [
+            np.flatnonzero((near if cover else good) & foot)
+            for foot, cover in zip(ore_feet, covered, strict=True)
+        ]
+
+    if not spec.systems:
+        for pct, max_d in zip(_DEPOSIT_PERCENTILE, _DEPOSIT_FAULT_CELLS, strict=True):
+            threshold, candidates = candidates_at(pct, max_d)
+            if sum(len(c) for c in candidates) >= spec.n_deposits:
+                break
+        placed = _pick_deposits(spec, candidates, threshold, score, rng)
+        if isinstance(placed, int):
+            raise GkdcnError(
+                f"synthetic district: room for only {placed} of {spec.n_deposits} deposits; "
+                "use a larger grid or fewer deposits"
+            )
+        return placed
+    room = 0
+    for pct, max_d in zip(_SYSTEM_DEPOSIT_PERCENTILE, _SYSTEM_DEPOSIT_FAULT_CELLS, strict=True):
+        threshold, candidates = candidates_at(pct, max_d)
+        if sum(len(c) for c in candidates) < spec.n_deposits:
+            continue
+        placed = _pick_deposits(spec, candidates, threshold, score, rng)
+        if not isinstance(placed, int):
+            return placed
+        room = max(room, placed)
+    raise GkdcnError(
+        f"synthetic district: room for only {room} of {spec.n_deposits} deposits; "
+        "use a larger grid, fewer deposits or more systems"
     )
-    for pct, max_d in levels:
-        threshold = np.percentile(score[valid], pct)
-        good = valid & (truth == TRUTH_MINERALISED) & (score >= threshold)
-        good &= (dist_cells <= max_d) & ~keep_out
-        candidates = [np.flatnonzero(good & foot) for foot in ore_feet]
-        if sum(len(c) for c in candidates) >= spec.n_deposits:
-            break
+
+
+def _pick_deposits(
+    spec: SyntheticSpec,
+    candidates: list[np.ndarray],
+    threshold: float,
+    score: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | int:
+    """Deposits drawn from each body's candidate cells (see :func:`_place_deposits`).
+
+    Returns rows, cols and body index per deposit, or the number placed when they do not fit.
+    """
     flat_score = score.ravel()
-    taken = np.zeros(truth.size, dtype=bool)
+    taken = np.zeros(score.size, dtype=bool)
     chosen: list[int] = []
     picked_in: list[int] = []
 
@@ -920,12 +970,13 @@ def _place_deposits(
         free = cells[~taken[cells]]
         if len(free) == 0:
             return False
-        weight = flat_score[free] - threshold + 0.1
+        # Covered bodies' cells may lie below the threshold: they get the floor weight.
+        weight = np.maximum(flat_score[free] - threshold + 0.1, 0.1)
         cell = int(rng.choice(free, p=weight / weight.sum()))
         chosen.append(cell)
         picked_in.append(body)
         r, c = divmod(cell, spec.width)
-        block = np.zeros(truth.shape, dtype=bool)
+        block = np.zeros(score.shape, dtype=bool)
         block[max(r - 2, 0) : r + 3, max(c - 2, 0) : c + 3] = True
         taken[block.ravel()] = True
         return True
@@ -937,10 +988,7 @@ def _place_deposits(
     while len(chosen) < spec.n_deposits:
         open_bodies = [b for b in range(len(candidates)) if (~taken[candidates[b]]).any()]
         if not open_bodies:
-            raise GkdcnError(
-                f"synthetic district: room for only {len(chosen)} of {spec.n_deposits} deposits; "
-                "use a larger grid or fewer deposits"
-            )
+            return len(chosen)
         p = sizes[open_bodies] / sizes[open_bodies].sum()
         pick(open_bodies[int(rng.choice(len(open_bodies), p=p))])
     rows, cols = np.divmod(np.array(chosen, dtype=np.int64), spec.width)
@@ -960,6 +1008,7 @@ def _body_table(spec: SyntheticSpec, bodies: list[_Body], deposits: np.ndarray) 
             kind = f"barren ({body.barren})"
         else:
             kind = "undiscovered" if body.undiscovered else "mineralised"
+            kind += " (covered)" if body.covered else ""
         peak = body.pts[_peak(body)]
         records.append(
             {
@@ -1006,14 +1055,17 @@ def _readme(district: District) -> str:
     barren = int((district.truth == TRUTH_BARREN).sum())
     kinds = district.bodies["kind"]
     n_undiscovered = int((kinds == "undiscovered").sum())
-    n_mineralised = int((kinds == "mineralised").sum()) + n_undiscovered
+    n_covered = int((kinds == "mineralised (covered)").sum())
+    n_mineralised = int(kinds.str.startswith("mineralised").sum()) + n_undiscovered
     if spec.systems:
         layout = (
             f"- Layout: {spec.systems} fault-controlled anomaly systems, each a stretch of one main "
             f"fault with a few mineralised bodies ({n_mineralised} in all); {n_undiscovered} of "
             "them, drawn at random, carry no known deposit (undiscovered: truth code 3). Bodies "
             f"vary in strength ({_SYSTEM_BODY_SCALE[0]:g} to {_SYSTEM_BODY_SCALE[1]:g} of the "
-            "full contrast). Deposits: cells of a known body within "
+            f"full contrast); {n_covered} bodies with known deposits lie under cover (surface "
+            f"expression x {_COVER_DAMPING:g}, deposits placed by fault distance alone). "
+            "Deposits: cells of a known body within "
             f"{_SYSTEM_DEPOSIT_FAULT_CELLS[0]:g} cells of a fault in the top "
             f"{100 - _SYSTEM_DEPOSIT_PERCENTILE[0]:g} % of the pathfinder score (relaxed to "
             f"{_SYSTEM_DEPOSIT_FAULT_CELLS[1]:g} cells and the top "

@@ -38,14 +38,15 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from gkdcn.config import TransformConfig
+from gkdcn.config import BASELINE_KINDS, BaselineKind
 from gkdcn.data.samples import SampleSet, Split
-from gkdcn.data.transforms import ChannelTransform, cells_in_windows
+from gkdcn.data.transforms import ChannelTransform
 from gkdcn.errors import GkdcnError
 
-BaselineKind = Literal["knowledge", "element", "logistic", "random-forest"]
-BASELINES: tuple[BaselineKind, ...] = ("knowledge", "element", "logistic", "random-forest")
+BASELINES = BASELINE_KINDS  # the names, in table order
 RANDOM_FOREST_TREES = 300
+# Box-filter edge modes that pad like the network windows (gkdcn.data.samples.padded_index).
+_FILTER_MODE: dict[str, Literal["constant", "mirror"]] = {"zero": "constant", "reflect": "mirror"}
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def cell_features(
     stack = np.asarray(transformed, dtype=np.float32)
     if stack.ndim != 3 or stack.shape[0] != len(names):
         raise GkdcnError(f"expected ({len(names)}, H, W) transformed layers, got {stack.shape}")
-    mode = {"zero": "constant", "reflect": "mirror"}.get(padding)
+    mode = _FILTER_MODE.get(padding)
     if mode is None:
         raise GkdcnError(f"unknown padding {padding!r} (use 'zero' or 'reflect')")
     # float64 accumulation: uniform_filter sums in the input dtype.
@@ -159,7 +160,7 @@ def fit_baseline(
     """
     if kind not in BASELINES:
         raise GkdcnError(f"unknown baseline {kind!r} (choose from {', '.join(BASELINES)})")
-    baseline = cast(BaselineKind, kind)
+    baseline: BaselineKind = kind
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
     y = np.asarray(labels).astype(np.int64).reshape(-1)
@@ -219,20 +220,17 @@ def fold_features(
     raw: np.ndarray,
     names: list[str],
     knowledge: np.ndarray | None,
-    samples: SampleSet,
-    split: Split,
-    transform_cfg: TransformConfig,
+    transform: ChannelTransform,
     window: int,
     padding: str,
-) -> tuple[CellFeatures, ChannelTransform]:
-    """Fit the transform on the fold's training windows' cells (as the networks do), then features."""
-    train = np.asarray(split.train, dtype=np.int64)
-    if len(train) == 0:
-        raise GkdcnError(f"split '{split.name}' has no training windows")
-    cells = cells_in_windows(raw.shape[1:], samples.rows[train], samples.cols[train], window)
-    values = raw.reshape(raw.shape[0], -1)[:, cells].T
-    transform = ChannelTransform.fit(values, transform_cfg.method, transform_cfg.scaling)
-    return cell_features(transform.apply(raw), names, knowledge, window, padding), transform
+) -> CellFeatures:
+    """Per-cell features of ``raw`` under a fold's fitted ``transform``.
+
+    Pass the transform the networks of the fold are trained with
+    (:func:`gkdcn.train.prepare_windows` fits it on the training windows' cells), so baselines
+    and networks see the same stack.
+    """
+    return cell_features(transform.apply(raw), names, knowledge, window, padding)
 
 
 def fit_fold_baseline(

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from gkdcn.config import MODEL_KINDS, ModelKind
+from gkdcn.config import NETWORK_KINDS, ModelKind
 from gkdcn.errors import GkdcnError
 from gkdcn.models.deform import DeformConv2d
 
@@ -32,9 +32,9 @@ class ModelSpec:
     width: int = 64
 
     def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
+        if self.kind not in NETWORK_KINDS:
             raise GkdcnError(
-                f"unknown model kind {self.kind!r} (choose from {', '.join(MODEL_KINDS)})"
+                f"unknown model kind {self.kind!r} (choose from {', '.join(NETWORK_KINDS)})"
             )
         if self.window < 3 or self.window % 2 == 0:
             raise GkdcnError(f"window must be an odd size >= 3, got {self.window}")

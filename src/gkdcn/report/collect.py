@@ -18,7 +18,14 @@ from gkdcn.report.commands import reproduce_commands
 from gkdcn.report.formatting import coord, duration, fmt_number, model_label, relative_path
 from gkdcn.report.images import Image, read_image
 from gkdcn.report.tables import data_rows, plan_rows, protocol_sections
-from gkdcn.report.texts import CURVE_ORDER, FIGURE_TEXT, SAMPLING_ROWS, maps_caption, seed_sentence
+from gkdcn.report.texts import (
+    CURVE_ORDER,
+    FIGURE_TEXT,
+    SAMPLING_ROWS,
+    baselines_intro,
+    maps_caption,
+    seed_sentence,
+)
 
 MAX_SITES = 4  # deposits shown per explained model
 
@@ -49,6 +56,7 @@ class Report:
     seconds: str | None
     commands: list[str]
     problems: list[str] = field(default_factory=list)
+    baselines_intro: str = ""  # what the run's baselines are (HTML, "" without baselines)
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
@@ -98,6 +106,7 @@ def collect_report(run_dir: Path, out: Path) -> Report:
         run_dir=relative_path(run_dir, report_dir),
         run_name=run_dir.resolve().name,
         intro_seeds=seed_sentence(len(seeds), models),
+        baselines_intro=baselines_intro(models),
         data=data_rows(data, config, layout),
         splits=list(data.get("splits") or []),
         layers=[str(x) for x in data.get("layers") or []],

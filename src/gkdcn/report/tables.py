@@ -7,8 +7,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gkdcn.compare.layout import RunLayout
+from gkdcn.config import BASELINE_KINDS
 from gkdcn.report.formatting import TIE, as_float, coord, fmt_interval, fmt_number, model_label
-from gkdcn.report.texts import METRICS, PROTOCOL_TEXT, MetricInfo, knowledge_text
+from gkdcn.report.texts import (
+    METRICS,
+    PROTOCOL_TEXT,
+    MetricInfo,
+    baseline_sentence,
+    knowledge_text,
+)
 
 HELDOUT_PROTOCOLS = ("lodo", "blocks")
 
@@ -75,6 +82,10 @@ def _protocol(
         "in_sample": name == "authors",
         "text": PROTOCOL_TEXT.get(name, ""),
         "models": [model_label(str(r.get("model"))) for r in records],
+        "baseline_columns": [str(r.get("model")) in BASELINE_KINDS for r in records],
+        "baseline_sentence": baseline_sentence(
+            block.get("baseline_check"), in_sample=name == "authors"
+        ),
         "seeds": n_seeds,
         "rows": rows,
         "paired": paired_rows(block.get("paired") or []),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gkdcn.compare.layout import curve_figure_name
+from gkdcn.config import BASELINE_KINDS
 from gkdcn.report.formatting import model_label
 
 
@@ -175,7 +176,11 @@ SAMPLING_ROWS = (
 
 
 def seed_sentence(n_seeds: int, models: Sequence[str]) -> str:
-    names = ", ".join(model_label(m) for m in models) or "no models"
+    networks = [model_label(m) for m in models if m not in BASELINE_KINDS]
+    bases = [m for m in models if m in BASELINE_KINDS]
+    names = ", ".join(networks) or "no networks"
+    if bases:
+        names += f" and the baselines {', '.join(bases)}"
     if n_seeds == 1:
         return (
             f"{names}, each trained once (1 seed): no confidence interval can be given, and "
@@ -219,4 +224,60 @@ def maps_caption(data: Mapping[str, Any]) -> tuple[str, str]:
         + "). Red triangles: known deposits; white lines: faults. Blank cells have no data. "
         "These models were trained with every deposit, so high values at the deposits are "
         "expected; look at where else the models point.",
+    )
+
+
+BASELINE_TEXT = {
+    "knowledge": "the knowledge weight itself as the map (no training)",
+    "element": "the single transformed element layer, either sign, that ranks the fold's "
+    "training deposits best (chosen inside each fold)",
+    "logistic": "logistic regression on each layer's cell value and window mean plus the "
+    "knowledge weight",
+    "random-forest": "a random forest (300 trees, seeded) on the same features",
+}
+
+
+def baselines_intro(models: Sequence[str]) -> str:
+    """What the baselines of a run are, in one sentence ("" when it has none)."""
+    bases = [m for m in models if m in BASELINE_KINDS]
+    if not bases:
+        return ""
+    parts = "; ".join(f"<b>{m}</b>: {BASELINE_TEXT[m]}" for m in bases)
+    return (
+        "Next to the networks come baselines that a network has to beat to be worth its training, "
+        f"fitted on the same folds, windows and seeds and scored on the same cells: {parts}."
+    )
+
+
+def baseline_sentence(check: Mapping[str, Any] | None, in_sample: bool = False) -> str:
+    """One sentence: did any network beat the best baseline, with the paired difference."""
+    if not check:
+        return ""
+    metric = METRICS.get(str(check.get("metric")), MetricInfo(str(check.get("metric")), ""))
+    net, base = model_label(str(check["network"])), str(check["baseline"])
+    n = int(check.get("seeds_first_better", 0)) + int(check.get("seeds_second_better", 0))
+    diff = (
+        f"{float(check['mean_difference']):+.3f} "
+        f"[{float(check['ci_lo']):+.3f}, {float(check['ci_hi']):+.3f}]"
+    )
+    where = " (in-sample)" if in_sample else ""
+    means = (
+        f"{net} ({metric.label} {float(check['network_mean']):.3f}) against {base} "
+        f"({float(check['baseline_mean']):.3f})"
+    )
+    seeds = f"; {check.get('seeds_first_better', 0)} of {n} seeds favour {net}" if n else ""
+    if check.get("beats") and check.get("clear"):
+        return (
+            f"A network beat the best baseline{where}: the best network, {means}, paired "
+            f"difference {diff}{seeds}."
+        )
+    if check.get("beats"):
+        return (
+            f"No network has been shown to beat the best baseline{where}: the best network, "
+            f"{means}, is ahead on average, paired difference {diff}, an interval that "
+            f"includes 0{seeds}."
+        )
+    return (
+        f"No network beat the best baseline{where}: the best network, {means}, paired "
+        f"difference {diff}{seeds}."
     )
