@@ -83,7 +83,7 @@ class PreparedWindows:
         """Unlabelled windows (label 0, never used as one) at background centres."""
         if self.features is None or self.weight is None:
             raise GkdcnError("these prepared windows carry no stack to cut background from")
-        x = extract_windows(self.features, rows, cols, self.window, self.padding)  # type: ignore[arg-type]
+        x = extract_windows(self.features, rows, cols, self.window, self.padding)
         w = np.nan_to_num(self.weight[rows, cols].astype(np.float32), nan=0.0)
         return WindowData(x=x, y=np.zeros(len(rows), dtype=np.float32), knowledge=w)
 
@@ -377,7 +377,9 @@ def _calibrate(
             hi = mid
     offset = 0.5 * (lo + hi)
     last = net.head[-1]  # type: ignore[index]
-    last.bias += offset
+    if not isinstance(last, torch.nn.Linear) or last.bias is None:
+        raise GkdcnError("calibration needs the network to end in a linear layer with a bias")
+    last.bias.add_(offset)
     return {
         "method": "prior-shift",
         "logit_offset": offset,
