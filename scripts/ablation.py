@@ -60,6 +60,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
 }
 STUDY_KEYS = ("knowledge.as_channel",)
+DEFAULT_VARIANTS = (
+    "full recipe",
+    "no background",
+    "background as nnPU unlabelled",
+    "no knowledge on background",
+    "no augmentation",
+    "no value noise",
+    "no knowledge channel",
+    "recipe off",
+)
 
 
 def variant_config(train: TrainConfig, update: dict[str, Any], epochs: int | None) -> TrainConfig:
@@ -129,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--district", default="synthetic", help="'synthetic' or a study config")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--synthetic-deposits", type=int, default=10)
+    parser.add_argument("--synthetic-deposits", type=int, default=60)
     parser.add_argument("--synthetic-seed", type=int, default=0)
     parser.add_argument("--systems", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=3)
@@ -139,13 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--extra-models",
         default="cnn",
-        help="models also run for the full recipe (the GK effect, the networks' table)",
+        help="models also run for the full recipe: the GK effect, the other networks, and the "
+        "baselines (knowledge, element, logistic, random-forest) on the same folds",
     )
     parser.add_argument("--protocol", default="lodo", choices=["lodo", "blocks"])
     parser.add_argument(
         "--background", type=int, default=1000, help="background cells held-out deposits rank in"
     )
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
+    parser.add_argument(
+        "--variants",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"comma-separated, from: {'; '.join(VARIANTS)}",
+    )
     parser.add_argument(
         "--as-channel",
         action="store_true",
