@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -184,7 +185,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.threads < 1:
             parser.error("--threads must be >= 1")
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from benchdevice import bench_device
+
+    device = bench_device(args.device)
     print(f"device {device}, {torch.get_num_threads()} threads, best of {args.repeats}")
     print(f"{'':<24}{' inference (no grad) ':-^26}{' forward + backward ':-^26}")
     print(f"{'shape':<24}" + f"{'ours ms':>9}{'tv ms':>9}{'tv/ours':>8}" * 2)

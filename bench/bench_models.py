@@ -3,6 +3,7 @@
 Usage::
 
     python bench/bench_models.py [--out bench/results/models.json] [--repeats 3] [--threads N]
+    python bench/bench_models.py --device cuda     # on a GPU machine (falls back to the CPU)
 
 For CNN, DCN, GK-CNN and GK-DCN (39 channels, 9 x 9 windows, the paper's width 64) at batch 64
 and 1024 it times inference (eval mode, no grad) and a training step (forward, the model's loss,
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,15 +30,20 @@ from gkdcn.models.deform import DeformConv2d
 from gkdcn.models.losses import BCELoss, GKLoss
 from gkdcn.models.nets import ModelSpec, build_network
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdevice import bench_device, synchronize
+
 KINDS = ("cnn", "dcn", "gk-cnn", "gk-dcn")
 
 
-def _best(fn: Callable[[], None], repeats: int) -> float:
+def _best(fn: Callable[[], None], repeats: int, device: torch.device) -> float:
     fn()  # warm-up
+    synchronize(device)
     times = []
     for _ in range(repeats):
         tic = time.perf_counter()
         fn()
+        synchronize(device)
         times.append(time.perf_counter() - tic)
     return min(times)
 
@@ -59,15 +66,16 @@ def _use_torchvision(net: torch.nn.Module) -> None:
             module.forward = forward  # type: ignore[method-assign]
 
 
-def measure(kind: str, op: str, batch: int, repeats: int) -> dict[str, float]:
+def measure(kind: str, op: str, batch: int, repeats: int, device: torch.device) -> dict[str, float]:
     torch.manual_seed(0)
     net = build_network(ModelSpec(kind=kind, in_channels=39, window=9))  # type: ignore[arg-type]
     if op == "torchvision":
         _use_torchvision(net)
-    x = torch.randn(batch, 39, 9, 9)
-    y = (torch.rand(batch) > 0.5).float()
-    w = torch.rand(batch)
-    criterion = GKLoss() if kind.startswith("gk") else BCELoss()
+    net = net.to(device)
+    x = torch.randn(batch, 39, 9, 9).to(device)
+    y = (torch.rand(batch) > 0.5).float().to(device)
+    w = torch.rand(batch).to(device)
+    criterion = (GKLoss() if kind.startswith("gk") else BCELoss()).to(device)
     optimiser = torch.optim.AdamW(list(net.parameters()) + list(criterion.parameters()))
 
     def infer() -> None:
@@ -82,8 +90,8 @@ def measure(kind: str, op: str, batch: int, repeats: int) -> dict[str, float]:
         loss.backward()
         optimiser.step()
 
-    t_inf = _best(infer, repeats)
-    t_step = _best(step, repeats)
+    t_inf = _best(infer, repeats, device)
+    t_step = _best(step, repeats, device)
     return {"inference_windows_per_s": batch / t_inf, "train_windows_per_s": batch / t_step}
 
 
@@ -93,7 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--batches", default="64,1024")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (falls back to the CPU)")
     args = parser.parse_args(argv)
+    device = bench_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -108,10 +118,11 @@ def main(argv: list[str] | None = None) -> None:
             for op in ops if kind in ("dcn", "gk-dcn") else ("gkdcn",):
                 rows.append(
                     {"kind": kind, "op": op, "batch": batch}
-                    | measure(kind, op, batch, args.repeats)
+                    | measure(kind, op, batch, args.repeats, device)
                 )
     by = {(r["kind"], r["op"], r["batch"]): r for r in rows}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor()}")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, {where}")
     print(f"{'model':8s} {'op':12s} {'batch':>5s} {'infer win/s':>12s} {'train win/s':>12s}")
     for r in rows:
         print(
@@ -146,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
         json.dumps(
             {
                 "torch": torch.__version__,
+                "device": str(device),
+                "device_name": where,
                 "threads": torch.get_num_threads(),
                 "rows": rows,
                 "ratios": ratios,

@@ -20,6 +20,7 @@ Usage::
     python bench/bench_predict.py                        # everything, JSON to bench/results/
     python bench/bench_predict.py --skip-scaling --kinds dcn
     PYTHONPATH=src /root/tv-venv/bin/python bench/bench_predict.py   # + torchvision naive DCN
+    python bench/bench_predict.py --device cuda          # on a GPU (falls back to the CPU)
 
 Numbers are wall-clock on a possibly shared machine: compare ratios from the same run only.
 """
@@ -146,8 +147,10 @@ def _worker(task: dict[str, Any]) -> dict[str, Any]:
     if task.get("threads"):
         torch.set_num_threads(task["threads"])
     out: dict[str, Any] = {"task": task, "torch_threads": torch.get_num_threads()}
+    device = task.get("device", "cpu")
+    out["device"] = device
     if task["mode"] == "gemm":
-        out.update(_gemm_flops(task["batch_size"], task["width"]))
+        out.update(_gemm_flops(task["batch_size"], task["width"], device))
         return out
     import rasterio
 
@@ -163,18 +166,22 @@ def _worker(task: dict[str, Any]) -> dict[str, Any]:
             cpu = _cpu_seconds()
             start = time.perf_counter()
             result = predict_map(
-                bundle, src, batch_size=task["batch_size"], block_rows=task["block_rows"]
+                bundle,
+                src,
+                batch_size=task["batch_size"],
+                block_rows=task["block_rows"],
+                device=device,
             )
             seconds = time.perf_counter() - start
             out.update(windows=result.info["windows"], cells=src.grid.height * src.grid.width)
             out["checksum"] = float(np.nansum(result.mean))
         elif task["mode"] == "naive":
-            net = bundle.network()
+            net = bundle.network(torch.device(device))
             if task.get("op") == "torchvision":
                 _use_torchvision_deform(net)
             cpu = _cpu_seconds()
             start = time.perf_counter()
-            windows = _naive_predict(bundle, net, source, task.get("max_windows"))
+            windows = _naive_predict(bundle, net, source, task.get("max_windows"), device)
             seconds = time.perf_counter() - start
             out.update(windows=windows)
         else:  # pragma: no cover - internal
@@ -185,11 +192,13 @@ def _worker(task: dict[str, Any]) -> dict[str, Any]:
     out["windows_per_cpu_s"] = out["windows"] / cpu
     # The attainable GEMM rate right after the run (the machine may be shared), measured after
     # the peak RSS was recorded so its matrices do not count.
-    out["gemm_after"] = _gemm_flops(task["batch_size"], task["width"])
+    out["gemm_after"] = _gemm_flops(task["batch_size"], task["width"], device)
     return out
 
 
-def _naive_predict(bundle: Any, net: Any, source: Any, max_windows: int | None) -> int:
+def _naive_predict(
+    bundle: Any, net: Any, source: Any, max_windows: int | None, device: str = "cpu"
+) -> int:
     """The authors' full-map prediction: loops, one list of windows, one giant batch.
 
     As in their release: the (H, W, C) stack is read whole, every interior window (no padding,
@@ -211,41 +220,51 @@ def _naive_predict(bundle: Any, net: Any, source: Any, max_windows: int | None) 
             value = array[row : row + WINDOW, col : col + WINDOW, :]
             patches.append(value.reshape(1, WINDOW, WINDOW, array.shape[2]))
     with torch.no_grad():
-        tensor = torch.from_numpy(np.concatenate(patches, axis=0)).float()
+        tensor = torch.from_numpy(np.concatenate(patches, axis=0)).float().to(device)
         del patches
         logits = net(tensor.permute(0, 3, 1, 2))  # their model permutes inside forward
         probability = torch.sigmoid(logits).cpu().numpy().tolist()
     return len(probability)
 
 
-def _gemm_flops(batch: int, width: int) -> dict[str, Any]:
+def _gemm_flops(batch: int, width: int, device: str = "cpu") -> dict[str, Any]:
     """Float32 matmul FLOP/s: one shaped like the middle 3x3 layer's im2col GEMM, one large square.
 
     The larger of the two is taken as this CPU's attainable GEMM rate (the representative shape,
-    with only ``width`` output columns, often runs well below it).
+    with only ``width`` output columns, often runs well below it). On the CPU the square product
+    is also timed in CPU seconds (``gemm_gflops_per_cpu_s``): on a machine shared with other
+    work, the rate per CPU-second of the GEMM and of a prediction run compare like with like.
     """
     import torch
 
-    def rate(m: int, k: int, n: int) -> float:
-        a = torch.randn(m, k)
-        b = torch.randn(k, n)
+    from benchdevice import synchronize
+
+    dev = torch.device(device)
+
+    def rate(m: int, k: int, n: int, clock: Any = time.perf_counter) -> float:
+        a = torch.randn(m, k, device=dev)
+        b = torch.randn(k, n, device=dev)
         for _ in range(2):
             a @ b
+        synchronize(dev)
         best = float("inf")
         for _ in range(5):
-            start = time.perf_counter()
+            start = clock()
             a @ b
-            best = min(best, time.perf_counter() - start)
+            synchronize(dev)
+            best = min(best, clock() - start)
         return 2 * m * k * n / best / 1e9
 
     shape = (batch * WINDOW * WINDOW, width * 9, width)
     representative = rate(*shape)
-    square = rate(2048, 2048, 2048)
+    square = rate(2048, 2048, 2048) if dev.type == "cpu" else rate(8192, 8192, 8192)
+    per_cpu_s = rate(2048, 2048, 2048, _cpu_seconds) if dev.type == "cpu" else None
     return {
         "gemm_shape": list(shape),
         "gemm_representative_gflops": representative,
         "gemm_square_gflops": square,
         "gemm_gflops": max(representative, square),
+        "gemm_gflops_per_cpu_s": per_cpu_s,
     }
 
 
@@ -391,8 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workdir", type=Path, default=None, help="folder for synthetic grids")
     parser.add_argument("--timeout", type=float, default=3600.0, help="per measurement, seconds")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (falls back to the CPU)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
     if args.worker:
         print("RESULT " + json.dumps(_worker(json.loads(args.worker))), flush=True)
@@ -400,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from benchdevice import bench_device
+
+    args.device = bench_device(args.device).type
     try:
         import torchvision  # noqa: F401
 
@@ -427,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "block_rows": args.block_rows,
         "threads": args.threads,
+        "device": args.device,
     }
     gemm = _run_worker({"mode": "gemm", **common}, 600)
     report["gemm"] = gemm
@@ -455,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  running {kind} {mode} {op or ''} ...", flush=True)
                 rows.append(_run_worker(task, args.timeout))
         report["tianshan"] = rows
-        _print_tianshan(rows, gemm.get("gemm_gflops"), args.width)
+        _print_tianshan(rows, gemm.get("gemm_gflops"), args.width, gemm)
 
     # (b) Scaling on synthetic grids.
     if not args.skip_scaling:
@@ -481,11 +506,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _print_tianshan(rows: list[dict[str, Any]], gemm_gflops: float | None, width: int) -> None:
+def _print_tianshan(
+    rows: list[dict[str, Any]],
+    gemm_gflops: float | None,
+    width: int,
+    gemm_any: dict[str, Any] | None = None,
+) -> None:
+    gemm_any = gemm_any or {}
     print("\n(a) Tianshan 117 x 289 x 39, window 9: streaming vs the authors' naive path")
     header = (
         f"{'model':6} {'path':22} {'windows':>8} {'wall s':>7} {'win/s':>7} {'win/cpu-s':>9} "
-        f"{'peak MiB':>8} {'% FLOP-best':>11}"
+        f"{'peak MiB':>8} {'% FLOP-best':>11} {'% per cpu-s':>11}"
     )
     print(header)
     print("-" * len(header))
@@ -504,10 +535,19 @@ def _print_tianshan(rows: list[dict[str, Any]], gemm_gflops: float | None, width
             r["flop_limited_windows_per_s"] = best
             r["fraction_of_flop_limit"] = r["windows_per_s"] / best
             frac = f"{100 * r['fraction_of_flop_limit']:.0f}"
+        frac_cpu = "-"
+        cpu_rates = [
+            g.get("gemm_gflops_per_cpu_s") or 0.0 for g in (r.get("gemm_after", {}), gemm_any)
+        ]
+        if max(cpu_rates) > 0:
+            macs = macs_per_window(t["kind"], LAYERS, width)["total"]
+            best_cpu = max(cpu_rates) * 1e9 / (2 * macs)
+            r["fraction_of_flop_limit_per_cpu_s"] = r["windows_per_cpu_s"] / best_cpu
+            frac_cpu = f"{100 * r['fraction_of_flop_limit_per_cpu_s']:.0f}"
         print(
             f"{t['kind']:6} {name:22} {r['windows']:>8} {_fmt(r['seconds'], 1):>7} "
             f"{_fmt(r['windows_per_s']):>7} {_fmt(r['windows_per_cpu_s']):>9} "
-            f"{_fmt(r['peak_rss_mb']):>8} {frac:>11}"
+            f"{_fmt(r['peak_rss_mb']):>8} {frac:>11} {frac_cpu:>11}"
         )
         if t["mode"] == "stream":
             stream[t["kind"]] = r
@@ -531,6 +571,10 @@ def _print_tianshan(rows: list[dict[str, Any]], gemm_gflops: float | None, width
             f"\nFLOP-limited best = GEMM rate / (2 x multiply-adds per window); GEMM rate = the "
             f"best of a float32 matmul before the runs ({gemm_gflops:.1f} GFLOP/s, same threads) "
             "and right after each run; at the first rate:"
+        )
+        print(
+            "  (% per cpu-s: windows per CPU-second against the square matmul's GFLOP per "
+            "CPU-second, the steadier figure on a shared machine)"
         )
         for kind in stream:
             macs = macs_per_window(kind, LAYERS, width)

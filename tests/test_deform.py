@@ -250,6 +250,80 @@ def test_blocked_cpu_path_matches_single_block(monkeypatch: pytest.MonkeyPatch) 
         torch.testing.assert_close(run_op(deform_conv2d, case, tensors), whole[0])
 
 
+# --- the forward-only path (no autograd: prediction) -------------------------------------------
+
+BORDER_CHOICES = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, -0.5, 0.5, -1.25, 1e-7)
+
+
+@pytest.mark.parametrize("offsets", ["fractional", "borders", "far"])
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_no_grad_forward_matches_reference_and_autograd_path(case: Case, offsets: str) -> None:
+    # Without autograd the op samples the unpadded input with clamped rows and zeroed weights;
+    # exact border positions, samples partly and wholly outside must all give the same output.
+    tensors = make_inputs(case, offset_scale=1.5, seed=30)
+    if offsets == "borders":
+        gen = torch.Generator().manual_seed(31)
+        choices = torch.tensor(BORDER_CHOICES, dtype=torch.float64)
+        tensors["offset"] = choices[
+            torch.randint(0, len(choices), tensors["offset"].shape, generator=gen)
+        ]
+    elif offsets == "far":
+        tensors["offset"] = tensors["offset"] * 40.0
+    with torch.no_grad():
+        fast = run_op(deform_conv2d, case, tensors)
+    autograd_out = grads(deform_conv2d, case, tensors)[0]
+    ref = run_op(reference_deform_conv2d, case, tensors)
+    torch.testing.assert_close(fast, autograd_out, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_no_grad_forward_blocks_groups_layouts_and_optional_inputs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    case = Case(5, 4, 3, 6, 5, (3, 3), (2, 1), (1, 1), (1, 1), 2)
+    tensors = make_inputs(case, offset_scale=1.5, seed=32)
+    with torch.no_grad():
+        whole = run_op(deform_conv2d, case, tensors)
+        monkeypatch.setattr(deform, "_NO_GRAD_BLOCK_BYTES", 1)  # one image per block
+        blocked = run_op(deform_conv2d, case, tensors)
+        cl = dict(tensors, input=tensors["input"].to(memory_format=torch.channels_last))
+        blocked_cl = run_op(deform_conv2d, case, cl)
+        bare = run_op(deform_conv2d, case, dict(tensors, bias=None, mask=None))  # type: ignore[arg-type]
+        empty = run_op(
+            deform_conv2d,
+            case,
+            {k: v[:0] if v.dim() == 4 and k != "weight" else v for k, v in tensors.items()},
+        )
+    ref = run_op(reference_deform_conv2d, case, tensors)
+    ref_bare = run_op(reference_deform_conv2d, case, dict(tensors, bias=None, mask=None))  # type: ignore[arg-type]
+    torch.testing.assert_close(whole, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(blocked, whole, rtol=1e-12, atol=1e-12)
+    assert blocked_cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(blocked_cl, whole, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(bare, ref_bare, rtol=1e-10, atol=1e-10)
+    assert empty.shape == (0, 3, *case.out_size())
+
+
+def test_module_forward_without_autograd_equals_with() -> None:
+    # Without autograd the layer runs its offset and mask branches as one convolution.
+    torch.manual_seed(33)
+    layer = DeformConv2d(16, 24, kernel_size=3, padding=1, offset_groups=2)
+    with torch.no_grad():
+        for branch in (layer.offset_conv, layer.mask_conv):
+            branch.weight.normal_(0.0, 0.3)
+            assert branch.bias is not None
+            branch.bias.normal_(0.0, 0.3)
+    x = torch.randn(6, 16, 9, 9).contiguous(memory_format=torch.channels_last)
+    with_grad = layer(x)
+    assert with_grad.requires_grad
+    with torch.inference_mode():
+        fast = layer(x)
+    assert not fast.requires_grad
+    torch.testing.assert_close(fast, with_grad.detach(), rtol=1e-5, atol=1e-5)
+    _, offset, _ = layer.forward_with_sampling(x)
+    assert offset.abs().max() > 0.5  # the offsets really move the samples
+
+
 def test_portable_corner_dots_match_fused_kernel() -> None:
     # The fallback used where the private embedding_bag kernel is missing.
     gen = torch.Generator().manual_seed(16)

@@ -100,6 +100,6 @@ def test_demo_never_replaces_a_folder_it_did_not_write(tmp_path: Path, demo_dir:
     foreign = tmp_path / "mine"
     (foreign / "keep.txt").parent.mkdir()
     (foreign / "keep.txt").write_text("user data")
-    with pytest.raises(GkdcnError, match="not a gkdcn demo folder"):
+    with pytest.raises(GkdcnError, match="did not write"):
         run_demo(foreign, overwrite=True, spec=SPEC, log=lambda _: None)
     assert (foreign / "keep.txt").read_text() == "user data"

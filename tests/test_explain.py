@@ -40,6 +40,7 @@ from gkdcn.explain.offsets import (
     sampling_summary,
 )
 from gkdcn.explain.run import explain_model, select_sites
+from gkdcn.io.atomic import MARKER
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.models.deform import DeformConv2d
 from gkdcn.models.nets import AnomalyNet, ModelSpec, build_network
@@ -496,7 +497,7 @@ def test_explain_model_writes_what_index_lists(
     assert on_disk["files"] == index["files"]
     listed = {f["path"] for f in on_disk["files"]}
     written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    assert written - {"index.json"} == listed
+    assert written - {"index.json", MARKER} == listed
     assert all(f["description"] for f in on_disk["files"])
     n_deposits = int((study.sites.labels == 1).sum())
     ids = [s["id"] for s in on_disk["sites"]]
@@ -572,6 +573,7 @@ def test_explain_model_refuses_to_overwrite(
 def test_explain_cnn_without_maps(study: Study, tmp_path: Path) -> None:
     out = tmp_path / "cnn"
     out.mkdir()
+    (out / MARKER).write_text("written by gkdcn explain\n")  # an earlier explanation ...
     (out / "old.txt").write_text("x")
     index = explain_model(
         study_bundle(study, "cnn"),

@@ -18,6 +18,7 @@ from gkdcn.data.gridding import GriddingOptions, grid_samples, read_samples, tar
 from gkdcn.data.survey import NOT_ANALYSED, make_survey
 from gkdcn.data.synthetic import SyntheticSpec, make_district
 from gkdcn.errors import GkdcnError, InputError
+from gkdcn.io.atomic import MARKER
 from gkdcn.io.rasters import grid_of
 
 CRS = "EPSG:32645"
@@ -283,7 +284,8 @@ def test_grid_reads_point_vector_files(tmp_path: Path) -> None:
         "grid", str(tmp_path / "samples.gpkg"), "--out", str(tmp_path / "el"), "--cell", "500"
     )
     assert code == 0, out
-    assert sorted(p.name for p in (tmp_path / "el").iterdir()) == ["Cu.tif", gridding.CV_FILE]
+    names = sorted(p.name for p in (tmp_path / "el").iterdir())
+    assert names == [MARKER, "Cu.tif", gridding.CV_FILE]
 
 
 def test_synth_samples_writes_a_survey_and_refuses_too_few(tmp_path: Path) -> None:

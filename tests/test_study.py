@@ -213,6 +213,7 @@ def test_save_and_load_prepared(tiny_study: StudyConfig, tmp_path: Path) -> None
     out = save_prepared(study, tmp_path / "prepared", samples=samples, splits=splits)
     names = sorted(p.name for p in out.iterdir())
     assert names == [
+        ".gkdcn-output",
         "knowledge.tif",
         "metadata.json",
         "samples.csv",

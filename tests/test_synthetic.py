@@ -27,7 +27,8 @@ from gkdcn.data.synthetic import (
     pathfinder_score,
     spec_from_dict,
 )
-from gkdcn.errors import InputError, OutputExistsError
+from gkdcn.errors import GkdcnError, InputError, OutputExistsError
+from gkdcn.io.atomic import MARKER
 
 SPEC = SyntheticSpec()
 
@@ -220,9 +221,16 @@ def test_refuses_to_overwrite_and_leaves_folder_untouched(tmp_path: Path) -> Non
     assert (out / "notes.txt").read_text() == "keep me"
     assert [p.name for p in tmp_path.iterdir()] == ["mine"]  # no temp folder left behind
 
+    # --overwrite never deletes a folder of the user's files ...
     small = SyntheticSpec(height=32, width=32, n_layers=5, n_faults=1, n_deposits=2, seed=3)
+    with pytest.raises(GkdcnError, match="did not write"):
+        generate_district(out, small, overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    # ... but replaces a district it wrote itself (marked as its output)
+    (out / "notes.txt").unlink()
+    generate_district(out, small, overwrite=True)  # an empty folder may be replaced
+    assert (out / MARKER).read_text().startswith("written by gkdcn synth")
     generate_district(out, small, overwrite=True)
-    assert not (out / "notes.txt").exists()
     assert (out / "study.toml").is_file()
 
 

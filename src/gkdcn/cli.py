@@ -24,7 +24,7 @@ from rich.progress import (
 )
 
 from gkdcn.config import NETWORK_KINDS, StudyConfig, is_baseline, load_config
-from gkdcn.errors import GkdcnError
+from gkdcn.errors import GkdcnError, Note
 from gkdcn.explain import defaults as explain_defaults
 
 app = typer.Typer(
@@ -75,11 +75,22 @@ def _main(
 
 
 def _friendly(func: F) -> F:
-    """Print GkdcnError as one line (exit 2) and warnings as one line each."""
+    """Print GkdcnError as one line (exit 2) and warnings as one line each.
+
+    GDAL's own error lines are silenced (rasterio turns them into exceptions that name the file),
+    so the one ``error:`` line is all a user sees.
+    """
+    interrupted = (
+        "interrupted; finished jobs are kept and the comparison resumes when run again"
+        if func.__name__ == "compare"
+        else "interrupted; no partial output was kept"
+    )
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with warnings.catch_warnings(record=True) as caught:
+        from gkdcn.io.rasters import quiet_gdal
+
+        with warnings.catch_warnings(record=True) as caught, quiet_gdal():
             warnings.simplefilter("always")
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)
@@ -89,7 +100,7 @@ def _friendly(func: F) -> F:
                 err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
                 raise typer.Exit(2) from None
             except KeyboardInterrupt:
-                err_console.print("interrupted (a comparison resumes when run again)")
+                err_console.print(interrupted)
                 raise typer.Exit(130) from None
             except OSError as exc:
                 where = f"{exc.filename}: " if exc.filename else ""
@@ -101,7 +112,11 @@ def _friendly(func: F) -> F:
                 raise typer.Exit(2) from None
             finally:
                 for w in caught:
-                    if issubclass(w.category, UserWarning):
+                    if issubclass(w.category, Note):
+                        err_console.print(
+                            f"[cyan]note:[/] {w.message}", highlight=False, soft_wrap=True
+                        )
+                    elif issubclass(w.category, UserWarning):
                         err_console.print(
                             f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True
                         )
@@ -131,6 +146,13 @@ def _workers(jobs: int | None) -> int:
 
 def _config(path: Path, data_dir: Path | None) -> StudyConfig:
     return load_config(path, data_dir=data_dir)
+
+
+def _inputs(config_or_prepared: Path, data_dir: Path | None) -> list[Path]:
+    """The paths a command reads from a config (its file and every path in it) or a folder."""
+    if config_or_prepared.suffix.lower() == ".toml" and config_or_prepared.is_file():
+        return [config_or_prepared, *_config(config_or_prepared, data_dir).input_paths()]
+    return [config_or_prepared]
 
 
 def _study(config_or_prepared: Path, data_dir: Path | None) -> Any:
@@ -205,18 +227,19 @@ def prepare(
 ) -> None:
     """Read and align the inputs, place the sites, cut the samples; print a summary."""
     from gkdcn.console import format_summary
-    from gkdcn.data.study import build_samples, load_study, save_prepared, summarize
+    from gkdcn.data.study import build_samples, check_window, load_study, save_prepared, summarize
 
     cfg = _config(config, data_dir)
     if out is not None:
         from gkdcn.io.atomic import check_writable
 
-        check_writable(out, overwrite)
+        check_writable(out, overwrite, inputs=[config, *cfg.input_paths()], folder=True)
     study = load_study(cfg)
+    check_window(study, config)
     samples, splits = build_samples(study)
     console.print(format_summary(summarize(study, samples, splits)), highlight=False)
     if out is not None:
-        save_prepared(study, out, overwrite=overwrite)
+        save_prepared(study, out, overwrite=overwrite, inputs=[config])
         console.print(f"wrote prepared dataset to {out}")
 
 
@@ -247,7 +270,7 @@ def train(
 ) -> None:
     """Train one of the four models and write its model file, history and training curve."""
     from gkdcn.compare.plan import override_training
-    from gkdcn.data.study import build_samples
+    from gkdcn.data.study import build_samples, check_window
     from gkdcn.io.atomic import check_writable
     from gkdcn.train import train_study, write_training_outputs
 
@@ -258,8 +281,9 @@ def train(
         )
     if model not in NETWORK_KINDS:
         raise GkdcnError(f"--model must be one of {', '.join(NETWORK_KINDS)}, not {model!r}")
+    inputs = _inputs(config, data_dir)
     for name in ("model.pt", "history.csv", "training_curve.png"):
-        check_writable(out / name, overwrite)
+        check_writable(out / name, overwrite, inputs=inputs)
     study = _study(config, data_dir)
     updates: dict[str, Any] = {}
     if split is not None:
@@ -271,7 +295,15 @@ def train(
         what="training option",
     )
     study.config = study.config.model_copy(update=updates)
+    check_window(study, config)
     samples, splits = build_samples(study)
+    if len(splits) > 1:
+        err_console.print(
+            f"[cyan]note:[/] the {study.config.split.method} split has {len(splits)} folds; train "
+            f"fits the first ({splits[0].name}); `gkdcn compare` runs every fold",
+            highlight=False,
+            soft_wrap=True,
+        )
     with progress_bar() as progress:
         result = train_study(
             study, model, samples=samples, split=splits[0], seed=seed, device=_device(device),
@@ -326,7 +358,10 @@ def predict(
     overwrite: Overwrite = False,
 ) -> None:
     """Map the anomaly probability of every valid cell onto the element grid (GeoTIFF)."""
-    from gkdcn.predict import predict_to_file
+    from gkdcn.predict import MAX_MC_DROPOUT, predict_to_file
+
+    if not 0 <= mc_dropout <= MAX_MC_DROPOUT:
+        raise GkdcnError(f"--mc-dropout must be between 0 and {MAX_MC_DROPOUT}, not {mc_dropout}")
 
     with progress_bar() as progress:
         written = predict_to_file(
@@ -358,9 +393,13 @@ def evaluate(
 ) -> None:
     """Score a probability map against deposits: metrics, ROC/PR, success-rate, P-A, CIs."""
     from gkdcn.data.sites import deposit_cells
-    from gkdcn.evaluate import evaluate_map, write_evaluation
+    from gkdcn.evaluate import check_evaluation_outputs, evaluate_map, write_evaluation
     from gkdcn.io.rasters import read_probability_map
 
+    if bootstrap < 0:
+        raise GkdcnError(f"--bootstrap must be 0 (no CI) or more, not {bootstrap}")
+    inputs = [map_path, *_inputs(sites, data_dir)]
+    check_evaluation_outputs(out, overwrite, inputs=inputs)
     prob, valid, grid = read_probability_map(map_path)
     rows, cols, notes = deposit_cells(
         sites, grid, valid, data_dir=data_dir, x=x, y=y, crs=crs, value=value
@@ -368,10 +407,12 @@ def evaluate(
     for note in notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     ev = evaluate_map(prob, valid, rows, cols, n_boot=bootstrap, seed=seed)
-    written = write_evaluation(ev, out, overwrite=overwrite, title=map_path.stem)
+    written = write_evaluation(ev, out, overwrite=overwrite, title=map_path.stem, inputs=inputs)
     m = ev.to_dict()
+    low, high = m["auc_ci"]
+    ci = "no CI" if low is None or high is None else f"95% CI {low:.3f}-{high:.3f}"
     console.print(
-        f"AUC {m['auc']:.3f} (95% CI {m['auc_ci'][0]:.3f}-{m['auc_ci'][1]:.3f}), "
+        f"AUC {m['auc']:.3f} ({ci}), "
         f"success-rate AUC {m['success_auc']:.3f}, F1 {m['f1']:.3f} at threshold {m['threshold']:.3f}; "
         f"{len(rows)} deposits, {int(valid.sum())} valid cells"
     )
@@ -416,7 +457,7 @@ def compare(
     with progress_bar() as progress:
         comparison = run_comparison(
             study, out, plan, overwrite=overwrite, progress=progress, device=_device(device),
-            workers=_workers(jobs),
+            workers=_workers(jobs), inputs=[config],
         )  # fmt: skip
     # soft_wrap: wide tables stay one row per line in logs and narrow terminals
     for table in comparison_tables(comparison):
@@ -453,7 +494,7 @@ def explain(
     from gkdcn.io.atomic import check_writable
     from gkdcn.models.bundle import ModelBundle
 
-    check_writable(out, overwrite)
+    check_writable(out, overwrite, inputs=[model, *_inputs(config, data_dir)], folder=True)
     bundle = ModelBundle.load(model)
     study = _study(config, data_dir)
     with progress_bar() as progress:

@@ -44,7 +44,9 @@ def is_baseline(model: str) -> bool:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: an infinite lr or weight decay is a typo, not a setting (it would only
+    # surface later as "Input contains NaN")
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ElementsConfig(_Section):
@@ -329,6 +331,13 @@ class StudyConfig(_Section):
         """Absolute path for a config path (relative ones resolve against ``base_dir``)."""
         path = Path(path).expanduser()
         return path if path.is_absolute() else (self.base_dir / path)
+
+    def input_paths(self) -> list[Path]:
+        """Every file or folder the study reads (resolved), so no output may replace one."""
+        sources = [self.sites.deposits, self.sites.non_deposits]
+        paths = [self.elements.path, self.knowledge.faults, self.knowledge.weights]
+        paths += [s.raster if isinstance(s, RasterSitesConfig) else s.points for s in sources if s]
+        return [self.resolve(p) for p in paths if p is not None]
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The config as plain data (paths as strings), for recording next to results."""

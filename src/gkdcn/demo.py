@@ -19,10 +19,9 @@ from gkdcn.config import is_baseline, load_config
 from gkdcn.console import format_summary, format_tables
 from gkdcn.data.study import build_samples, load_study, save_prepared, summarize
 from gkdcn.data.synthetic import SyntheticSpec, generate_district
-from gkdcn.errors import GkdcnError
 from gkdcn.evaluate import evaluate_map, write_evaluation
 from gkdcn.explain.run import explain_model
-from gkdcn.io.atomic import check_writable
+from gkdcn.io.atomic import check_writable, mark_output
 from gkdcn.io.rasters import open_elements, read_probability_map
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.predict import predict_to_file
@@ -50,12 +49,12 @@ def run_demo(
     ``workers``: trainings at once (see :func:`gkdcn.compare.run_comparison`).
     """
     out = Path(out)
-    check_writable(out, overwrite)
+    # Only ever replace a folder that an earlier demo wrote (marked), or an empty one.
+    check_writable(out, overwrite, folder=True)
     if out.exists() and overwrite:
-        # Only ever delete a folder that an earlier demo wrote.
-        if not (out / "district" / "study.toml").exists():
-            raise GkdcnError(f"{out}: exists and is not a gkdcn demo folder; choose another --out")
         shutil.rmtree(out)
+    out.mkdir(parents=True)
+    mark_output(out, "demo")
 
     log("1/7 generating the synthetic district")
     config_path = generate_district(out / "district", spec or SyntheticSpec(seed=seed))

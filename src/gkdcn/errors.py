@@ -47,3 +47,7 @@ def validation_message(exc: ValidationError) -> str:
     message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
     extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return (f"key '{key}': " if key else "") + message + extra
+
+
+class Note(UserWarning):
+    """Something the user should know that is not a problem (the CLI prints it as ``note:``)."""

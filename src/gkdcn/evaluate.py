@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -366,6 +367,16 @@ def evaluate_scores(
     pa = _pa_curve(asc, pos_sorted, n_pa_thresholds)
 
     rng = np.random.default_rng(seed)
+    if n_pos < 2 and n_boot > 0:
+        # Resampling one deposit only redraws the background: the interval would look tight and
+        # mean nothing about how well the map finds deposits.
+        warnings.warn(
+            "only one deposit: no bootstrap confidence interval (resampling a single deposit "
+            "says nothing about the map's uncertainty)",
+            UserWarning,
+            stacklevel=2,
+        )
+        n_boot = 0
     boot = _bootstrap_auc(pos_sorted, neg_sorted, n_boot, rng)
     auc_ci = _percentile_ci(boot)
     n = n_pos + n_neg
@@ -562,21 +573,39 @@ _CSV_STEMS = ("roc", "pr", "success_rate", "prediction_area")
 _PNG_STEMS = ("roc", "pr", "success_rate", "prediction_area")
 
 
-def write_evaluation(
-    ev: Evaluation, out_dir: Path, overwrite: bool = False, title: str = ""
-) -> list[Path]:
-    """Write ``metrics.json``, the four curve CSVs and four PNG figures into ``out_dir``.
-
-    Every target is checked before anything is written, and each file is written atomically.
-    ``title`` names the map in figure titles. Returns the written paths.
-    """
-    out_dir = Path(out_dir)
+def _evaluation_paths(out_dir: Path) -> tuple[Path, list[Path], list[Path]]:
     json_path = out_dir / "metrics.json"
     csv_paths = [out_dir / f"{s}.csv" for s in _CSV_STEMS]
     png_paths = [out_dir / f"{s}.png" for s in _PNG_STEMS]
+    return json_path, csv_paths, png_paths
+
+
+def check_evaluation_outputs(
+    out_dir: str | Path, overwrite: bool = False, *, inputs: Sequence[str | Path] = ()
+) -> None:
+    """Check every file :func:`write_evaluation` writes, before any work (see ``check_writable``)."""
+    json_path, csv_paths, png_paths = _evaluation_paths(Path(out_dir))
+    for target in [json_path, *csv_paths, *png_paths]:
+        check_writable(target, overwrite, inputs=inputs)
+
+
+def write_evaluation(
+    ev: Evaluation,
+    out_dir: Path,
+    overwrite: bool = False,
+    title: str = "",
+    *,
+    inputs: Sequence[str | Path] = (),
+) -> list[Path]:
+    """Write ``metrics.json``, the four curve CSVs and four PNG figures into ``out_dir``.
+
+    Every target is checked before anything is written (never one of ``inputs``), and each file
+    is written atomically. ``title`` names the map in figure titles. Returns the written paths.
+    """
+    out_dir = Path(out_dir)
+    json_path, csv_paths, png_paths = _evaluation_paths(out_dir)
     targets = [json_path, *csv_paths, *png_paths]
-    for target in targets:
-        check_writable(target, overwrite)
+    check_evaluation_outputs(out_dir, overwrite, inputs=inputs)
 
     with atomic_path(json_path, overwrite) as tmp:
         tmp.write_text(json.dumps(ev.to_dict(), indent=2, allow_nan=False) + "\n", "utf-8")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +42,14 @@ from gkdcn.config import Align, PredictConfig, StudyConfig, load_config
 from gkdcn.data.knowledge import knowledge_channel
 from gkdcn.data.samples import padded_index
 from gkdcn.data.transforms import ChannelTransform
-from gkdcn.errors import GkdcnError, InputError
+from gkdcn.errors import GkdcnError, InputError, Note
 from gkdcn.io.atomic import atomic_path, check_writable
 from gkdcn.io.grid import Grid
 from gkdcn.io.qml import qml_path
 from gkdcn.io.rasters import (
     PROBABILITY_NODATA,
     ElementSource,
+    layer_names,
     open_elements,
     write_probability_map,
 )
@@ -58,6 +60,7 @@ from gkdcn.threads import torch_threads
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 NODATA = PROBABILITY_NODATA  # one nodata for every probability map gkdcn writes
+MAX_MC_DROPOUT = 1000  # passes; more add nothing to a std estimate and only exhaust memory
 _CSV_CHUNK = 200_000
 _TRANSFORM_CELLS = 32_768
 
@@ -520,7 +523,9 @@ def open_prediction_source(
 
     path = Path(data)
     if path.suffix.lower() != ".toml":
-        return open_elements(path, layers=list(channels), align=align or "strict"), None
+        source = open_elements(path, layers=list(channels), align=align or "strict")
+        _note_unused(path, channels)
+        return source, None
     cfg = load_config(path, data_dir)
     align = align or cfg.align
     wants_knowledge = KNOWLEDGE_CHANNEL in channels
@@ -529,6 +534,7 @@ def open_prediction_source(
         cfg.resolve(cfg.elements.path), layers=layers, align=align, nodata=cfg.elements.nodata,
         valid_range=cfg.elements.valid_range,
     )  # fmt: skip
+    _note_unused(cfg.resolve(cfg.elements.path), channels)
     if not wants_knowledge:
         return source, cfg.predict
     try:
@@ -536,6 +542,19 @@ def open_prediction_source(
     except BaseException:
         source.close()
         raise
+
+
+def _note_unused(path: Path, channels: Sequence[str]) -> None:
+    """The one rule of every command: a model's channels are picked by name from a larger grid,
+    and a note names the layers it does not use (missing ones were refused already)."""
+    unused = [n for n in layer_names(path) if n not in channels]
+    if unused:
+        warnings.warn(
+            f"{path}: the model uses {len(channels)} of the layers; "
+            f"{len(unused)} unused: {', '.join(unused)}",
+            Note,
+            stacklevel=2,
+        )
 
 
 class _KnowledgeChannelSource(ElementSource):
@@ -604,10 +623,11 @@ def predict_to_file(
     items = [models] if isinstance(models, str | Path | ModelBundle) else list(models)
     if not items:
         raise GkdcnError("no model file given")
-    check_writable(out, overwrite)
-    check_writable(qml_path(out), overwrite)
+    inputs = _input_paths(items, source, data_dir)
+    check_writable(out, overwrite, inputs=inputs)
+    check_writable(qml_path(out), overwrite, inputs=inputs)
     if csv_path is not None:
-        check_writable(csv_path, overwrite)
+        check_writable(csv_path, overwrite, inputs=inputs)
         if Path(csv_path).resolve() == Path(out).resolve():
             raise GkdcnError(f"{csv_path}: the CSV and the GeoTIFF must be different files")
     bundles = [m if isinstance(m, ModelBundle) else ModelBundle.load(m) for m in items]
@@ -621,6 +641,7 @@ def predict_to_file(
         source = opened
     defaults = settings or PredictConfig()
     try:
+        _warn_far_outside(bundles[0], source)
         result = predict_map(
             bundles,
             source,
@@ -637,6 +658,53 @@ def predict_to_file(
             opened.close()
     write_prediction(result, out, overwrite=overwrite, csv_path=csv_path, cog=cog)
     return [Path(out)] + ([Path(csv_path)] if csv_path is not None else [])
+
+
+FAR_OUTSIDE = 25.0  # standard deviations of the training data, in scaled space
+
+
+def _warn_far_outside(bundle: ModelBundle, source: ElementSource, rows: int = 64) -> None:
+    """Warn (once per layer) when the data lie far outside what the model was trained on.
+
+    A sample of ``rows`` evenly spaced grid rows is transformed as the model sees it; a channel
+    beyond :data:`FAR_OUTSIDE` standard deviations (a unit mix-up, an undeclared sentinel) gives
+    probabilities that are extrapolation. Only meaningful with standard or robust scaling.
+    """
+    if bundle.transform.scaling not in ("standard", "robust"):
+        return
+    grid = source.grid
+    picks = np.unique(np.linspace(0, grid.height - 1, min(rows, grid.height)).astype(int))
+    order = _channel_order(bundle, source)
+    sample = np.concatenate(
+        [source.read(Window(0, int(r), grid.width, 1))[order] for r in picks], axis=1
+    )
+    with np.errstate(all="ignore"):
+        z = np.abs(bundle.transform.apply(sample))
+    for name, reach in zip(bundle.channels, z.reshape(len(order), -1).max(axis=1), strict=True):
+        if reach > FAR_OUTSIDE:
+            warnings.warn(
+                f"layer '{name}': values reach {reach:.3g} standard deviations from the model's "
+                "training data (different units or an undeclared nodata value?); probabilities "
+                "there are extrapolation",
+                UserWarning,
+                stacklevel=2,
+            )
+
+
+def _input_paths(
+    items: Sequence[str | Path | ModelBundle],
+    source: ElementSource | str | Path,
+    data_dir: str | Path | None,
+) -> list[Path]:
+    """What a prediction reads (model files, config and its paths, element data): never an output."""
+    paths = [Path(m) for m in items if not isinstance(m, ModelBundle)]
+    if isinstance(source, ElementSource):
+        return paths + list(getattr(source, "paths", []) or [])
+    source = Path(source)
+    paths.append(source)
+    if source.suffix.lower() == ".toml" and source.is_file():
+        paths += load_config(source, data_dir).input_paths()
+    return paths
 
 
 def predict_cells(

@@ -39,7 +39,7 @@ from gkdcn.compare.jobs import Job, JobContext, make_jobs, run_job
 from gkdcn.compare.layout import ExplainLayout, RunLayout
 from gkdcn.compare.outputs import comparison_figures, mean_maps, write_outputs
 from gkdcn.compare.plan import QUICK_BACKGROUND, QUICK_EPOCHS, Plan, make_plan, override_training
-from gkdcn.compare.protocols import PROTOCOL_TITLES, is_heldout, protocol_folds
+from gkdcn.compare.protocols import PROTOCOL_TITLES, fold_scheme, is_heldout, protocol_folds
 from gkdcn.compare.results import AUTHORS_METRICS, Comparison, collect
 from gkdcn.compare.run import run_comparison, study_samples
 from gkdcn.compare.stats import (
@@ -69,6 +69,7 @@ __all__ = [
     "collect",
     "comparison_figures",
     "fit_model",
+    "fold_scheme",
     "heldout_metrics",
     "heldout_ranks",
     "heldout_shares",

@@ -12,8 +12,10 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,10 +27,10 @@ from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.plan import Plan
 from gkdcn.compare.protocols import is_heldout, protocol_folds
 from gkdcn.data.samples import SampleSet, Split
-from gkdcn.data.study import Study
+from gkdcn.data.study import Study, changed_files, data_fingerprint, input_files
 from gkdcn.errors import GkdcnError
 from gkdcn.evaluate import evaluate_map
-from gkdcn.io.atomic import write_text
+from gkdcn.io.atomic import check_not_input, check_writable, mark_output, write_text
 from gkdcn.io.rasters import write_probability_map
 from gkdcn.models.bundle import package_versions
 
@@ -67,8 +69,16 @@ class Job:
         )
 
     def done(self, layout: RunLayout) -> bool:
-        """Whether the job finished in an earlier (interrupted) run."""
-        return layout.result(self.protocol, self.model, self.seed, self.fold).exists()
+        """Whether the job finished in an earlier (interrupted) run.
+
+        Only a ``result.json`` holding a JSON object counts: an empty or truncated one (a crash
+        or a full disk while an older version wrote it) means the job runs again.
+        """
+        path = layout.result(self.protocol, self.model, self.seed, self.fold)
+        try:
+            return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
 
 
 def make_jobs(study: Study, samples: SampleSet, plan: Plan) -> Iterator[Job]:
@@ -142,7 +152,18 @@ def run_job(job: Job, context: JobContext, progress: Progress | None) -> None:
 
 
 def fingerprint(study: Study, plan: Plan) -> str:
-    """What makes two runs the same experiment: config, data folder and plan."""
+    """What makes two runs the same experiment's settings: config and plan (the data are
+    checked by content, :func:`gkdcn.data.study.data_fingerprint`, so a moved folder resumes)."""
+    blob = json.dumps(
+        {"config": study.config.to_toml_dict(), "plan": plan.to_dict()},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _legacy_fingerprint(study: Study, plan: Plan) -> str:
+    """The fingerprint of runs written before the data were fingerprinted (folder, not content)."""
     blob = json.dumps(
         {
             "config": study.config.to_toml_dict(),
@@ -155,33 +176,46 @@ def fingerprint(study: Study, plan: Plan) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def claim_run_dir(layout: RunLayout, study: Study, plan: Plan, overwrite: bool) -> None:
+def claim_run_dir(
+    layout: RunLayout,
+    study: Study,
+    plan: Plan,
+    overwrite: bool,
+    inputs: Sequence[str | Path] = (),
+) -> None:
     """Create the run folder, resume one of the same experiment, or replace a run (--overwrite).
 
-    Only a folder holding a gkdcn run (``run.json``) is ever deleted, and only with
-    ``overwrite``; any other non-empty folder is refused.
+    A run resumes only if its settings and its data (a content hash of the aligned stack, mask,
+    knowledge and sites) are the same; otherwise a one-line error names what differs (for data:
+    the input files whose size or modification time changed). Only a folder holding a gkdcn run
+    is ever deleted, only with ``overwrite``, and never one that is, holds or lies inside one of
+    ``inputs`` or the current folder (:func:`gkdcn.io.atomic.check_writable`).
     """
     out_dir = layout.root
     meta_path = layout.run_json
+    check_not_input(out_dir, [*study.config.input_paths(), *inputs])
     print_ = fingerprint(study, plan)
+    data_print = data_fingerprint(study)
+    files = input_files(study.config)
     if meta_path.exists():
         try:
             existing = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError):
             existing = {}
         if not overwrite:
-            if existing.get("fingerprint") == print_:
-                return  # resume
-            raise GkdcnError(
-                f"{out_dir}: holds a comparison with other settings "
-                "(pass --overwrite to replace it, or choose another --out)"
-            )
+            _check_resumable(out_dir, existing, print_, _legacy_fingerprint(study, plan))
+            _check_same_data(out_dir, existing, data_print, files)
+            return  # resume
+        check_writable(out_dir, True, folder=True, own=True)  # run.json: an (older) run of ours
         shutil.rmtree(out_dir)
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise GkdcnError(f"{out_dir}: folder exists and is not a gkdcn run; choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
+    mark_output(out_dir, "compare")
     meta = {
         "fingerprint": print_,
+        "data_fingerprint": data_print,
+        "input_files": files,
         "study": study.config.name,
         "config": study.config.to_toml_dict(),
         "config_base_dir": str(study.config.base_dir),
@@ -189,3 +223,40 @@ def claim_run_dir(layout: RunLayout, study: Study, plan: Plan, overwrite: bool) 
         "versions": package_versions(),
     }
     write_text(meta_path, json.dumps(meta, indent=2, default=str), overwrite=True)
+
+
+def _check_resumable(out_dir: Path, existing: dict[str, Any], print_: str, legacy: str) -> None:
+    if existing.get("fingerprint") == print_:
+        return
+    if existing.get("fingerprint") == legacy and "data_fingerprint" not in existing:
+        warnings.warn(
+            f"{out_dir}: a run from an older gkdcn, resumed without checking its data "
+            "(pass --overwrite to redo it)",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    raise GkdcnError(
+        f"{out_dir}: holds a comparison with other settings "
+        "(pass --overwrite to replace it, or choose another --out)"
+    )
+
+
+def _check_same_data(
+    out_dir: Path, existing: dict[str, Any], data_print: str, files: dict[str, list[int]]
+) -> None:
+    recorded = existing.get("data_fingerprint")
+    if recorded is None or recorded == data_print:
+        return
+    changed = changed_files(existing.get("input_files") or {}, files)
+    if changed:
+        shown = ", ".join(changed[:5]) + (
+            f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        )
+        what = f"{shown} changed since it ran"
+    else:
+        what = "the aligned data differ although no input file's size or time changed"
+    raise GkdcnError(
+        f"{out_dir}: holds a comparison of other data ({what}); its results would be stale "
+        "(pass --overwrite to redo it, or choose another --out)"
+    )

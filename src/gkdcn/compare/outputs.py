@@ -14,7 +14,7 @@ import numpy as np
 from gkdcn.compare.heldout import heldout_shares
 from gkdcn.compare.layout import MAPS_FIGURE, RunLayout, curve_figure_name
 from gkdcn.compare.plan import Plan
-from gkdcn.compare.protocols import PROTOCOL_TITLES, is_heldout
+from gkdcn.compare.protocols import PROTOCOL_TITLES, fold_scheme, is_heldout
 from gkdcn.compare.results import Comparison
 from gkdcn.compare.stats import best_network_against_best_baseline
 from gkdcn.config import MODEL_LABELS
@@ -70,14 +70,16 @@ def write_outputs(comparison: Comparison, study: Study) -> None:
             overwrite=True,
         )
     comparison_figures(comparison, study, maps)
+    samples, splits = build_samples(study)
     summary = {
         "finished": now_iso(),
         "seconds": round(comparison.seconds, 1),
         "plan": comparison.plan.to_dict(),
-        "data": summarize(study, *build_samples(study)),
+        "data": summarize(study, samples, splits),
         "protocols": {
             p: {
                 "title": PROTOCOL_TITLES[p],
+                "folds": fold_scheme(p, study, samples),
                 "summary": comparison.summary[p].to_dict(orient="records"),
                 "paired": comparison.paired[p].to_dict(orient="records"),
                 "baseline_check": best_network_against_best_baseline(

@@ -2,8 +2,11 @@
 
 A new protocol (fold scheme) is one entry in :data:`PROTOCOL_TITLES` and one branch of
 :func:`protocol_folds`; jobs, held-out scoring, statistics, tables and figures follow from those.
-A protocol that scores the whole map against deposits the models saw is *in-sample*
-(:data:`IN_SAMPLE`); every other protocol holds deposits out and ranks them among background cells.
+"lodo" holds out one deposit per fold for up to 20 deposits and spatial groups of deposits
+beyond (:func:`gkdcn.data.samples.deposit_folds`; :func:`fold_scheme` says which, and
+``summary.json`` and the report state it). A protocol that scores the whole map against
+deposits the models saw is *in-sample* (:data:`IN_SAMPLE`); every other protocol holds deposits
+out and ranks them among background cells.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import numpy as np
 from gkdcn.data.samples import (
     SampleSet,
     Split,
-    leave_one_deposit_out,
+    deposit_folds,
     spatial_blocks,
     split_by_window,
 )
@@ -21,7 +24,8 @@ from gkdcn.data.study import Study
 
 PROTOCOL_TITLES = {
     "authors": "Authors' protocol: random split by window, whole map scored (in-sample)",
-    "lodo": "Leave-one-deposit-out: each deposit scored by a model that never saw it",
+    "lodo": "Leave-one-deposit-out (grouped for many deposits): each deposit scored by a model "
+    "that never saw it",
     "blocks": "Spatial-block cross-validation: held-out blocks scored by models that never saw them",
 }
 #: Protocols scored on the whole map against every deposit (the others hold deposits out).
@@ -45,7 +49,7 @@ def protocol_folds(
     if protocol == "authors":
         return [(None, split_by_window(samples, cfg.validation_fraction, seed))]
     if protocol == "lodo":
-        folds = leave_one_deposit_out(samples, study.sites, study.grid, cfg.exclusion_radius)
+        folds, _ = _deposit_folds(study, samples)
     elif protocol == "blocks":
         folds = spatial_blocks(samples, study.sites, study.grid, cfg.block_size, cfg.folds, seed)
     else:
@@ -53,6 +57,21 @@ def protocol_folds(
             f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOL_TITLES)})"
         )
     return [(fold.name, fold_split(fold)) for fold in folds]
+
+
+def _deposit_folds(study: Study, samples: SampleSet) -> tuple[list[Split], str]:
+    # The same folds for every training seed (grouping seeded by the split config's seed).
+    cfg = study.config.split
+    return deposit_folds(
+        samples, study.sites, study.grid, cfg.exclusion_radius, groups=None, seed=cfg.seed
+    )
+
+
+def fold_scheme(protocol: str, study: Study, samples: SampleSet) -> str:
+    """One sentence saying how ``protocol`` cut the folds (which deposit scheme "lodo" used)."""
+    if protocol == "lodo":
+        return _deposit_folds(study, samples)[1]
+    return PROTOCOL_TITLES[protocol]
 
 
 def fold_split(fold: Split) -> Split:

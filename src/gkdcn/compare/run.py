@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.progress import Progress
@@ -33,12 +34,15 @@ def run_comparison(
     progress: Progress | None = None,
     device: str = "cpu",
     workers: int = 1,
+    inputs: Sequence[str | Path] = (),
 ) -> Comparison:
     """Run (or resume) the comparison into ``out_dir`` and write tables, maps and figures.
 
     Every training runs on one CPU thread, ``workers`` of them at once in worker processes
     (see :mod:`gkdcn.runner`; the command line uses the available cores, at most 4), so results
-    do not depend on ``workers``. On a GPU the jobs run one after another.
+    do not depend on ``workers``. On a GPU the jobs run one after another. ``inputs``: paths the
+    caller read besides the study's own (e.g. its config file), which the run folder may never
+    replace or hold.
     """
     layout = RunLayout(Path(out_dir))
     started = time.perf_counter()
@@ -50,7 +54,7 @@ def run_comparison(
             "weights in the config, or leave them out with --models "
             "cnn,dcn,element,logistic,random-forest"
         )
-    claim_run_dir(layout, study, plan, overwrite)
+    claim_run_dir(layout, study, plan, overwrite, inputs)
     samples = study_samples(study)
     jobs = list(make_jobs(study, samples, plan))
     todo = [job for job in jobs if not job.done(layout)]

@@ -616,7 +616,7 @@ def write_grids(
     """Write ``<element>.tif`` per layer and :data:`CV_FILE` into ``out_dir`` (built aside, then
     moved into place). The folder is directly an ``[elements]`` folder of a study config."""
     out_dir = Path(out_dir)
-    check_writable(out_dir, overwrite)
+    check_writable(out_dir, overwrite, folder=True)
     stems: dict[str, str] = {}
     for name in result.layers:
         stem = layer_file_name(name)
@@ -632,7 +632,7 @@ def write_grids(
     space = dict(
         zip(result.cross_validation["element"], result.cross_validation["space"], strict=True)
     )
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_dir(out_dir, overwrite=overwrite, command="grid") as tmp:
         for name, band in result.layers.items():
             write_geotiff(
                 tmp / f"{stems[name]}.tif",
@@ -664,7 +664,7 @@ def grid_file(
 ) -> GriddingResult:
     """Read, grid and write in one call (what ``gkdcn grid`` runs); notes go to ``log``."""
     say = log or (lambda _text: None)
-    check_writable(Path(out_dir), overwrite)
+    check_writable(Path(out_dir), overwrite, inputs=[samples_path], folder=True)
     if options.method not in GRID_METHODS:
         raise GkdcnError(
             f"--method must be one of {', '.join(GRID_METHODS)}, not {options.method!r}"

@@ -8,7 +8,9 @@ reuses. Splits say which samples train and which validate:
 
 - ``site``: sites (not windows) are split, stratified by label; no site is on both sides.
 - ``window``: the authors' protocol, windows split at random; it leaks (:func:`split_by_window`).
-- ``lodo``: leave one deposit out, with an optional exclusion radius around it.
+- ``lodo``: leave one deposit out, with an optional exclusion radius around it; for many
+  deposits, :func:`grouped_deposit_folds` holds out spatial groups of deposits instead
+  (:func:`deposit_folds` chooses).
 - ``blocks``: spatial block cross-validation.
 
 Augmentation code ``k`` in 0..7: rotate the spatial axes by ``(k % 4) * 90`` degrees with
@@ -490,6 +492,146 @@ def spatial_blocks(
             )
         )
     return splits
+
+
+# Leave-one-deposit-out is kept up to this many deposits; beyond it, grouped folds.
+LODO_MAX_DEPOSITS = 20
+# Folds of the grouped scheme by default: every deposit is still held out exactly once, by a
+# model trained without it, its group and anything within the exclusion radius of them.
+DEFAULT_DEPOSIT_GROUPS = 10
+
+
+def _kmeans(points: np.ndarray, k: int, seed: int, iterations: int = 100) -> np.ndarray:
+    """Cluster index (0..k-1) per point: k-means++ start (seeded), Lloyd steps, no empty cluster."""
+    rng = np.random.default_rng(seed)
+    n = points.shape[0]
+    centres = np.empty((k, points.shape[1]))
+    centres[0] = points[rng.integers(n)]
+    dist = np.sum((points - centres[0]) ** 2, axis=1)
+    for j in range(1, k):
+        total = dist.sum()
+        pick = int(rng.choice(n, p=dist / total)) if total > 0 else int(rng.integers(n))
+        centres[j] = points[pick]
+        dist = np.minimum(dist, np.sum((points - centres[j]) ** 2, axis=1))
+    labels = np.full(n, -1, dtype=np.int64)
+    for _ in range(iterations):
+        d2 = np.sum((points[:, None, :] - centres[None, :, :]) ** 2, axis=2)
+        new = np.argmin(d2, axis=1)
+        for j in np.setdiff1d(np.arange(k), new):
+            # An empty cluster takes, from a cluster with more than one point, the point
+            # farthest from its centre (there is one while a cluster is empty, as k <= n).
+            sizes = np.bincount(new, minlength=k)
+            candidates = np.flatnonzero(sizes[new] > 1)
+            new[candidates[np.argmax(d2[candidates, new[candidates]])]] = j
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        for j in range(k):
+            centres[j] = points[labels == j].mean(axis=0)
+    return labels
+
+
+def grouped_deposit_folds(
+    samples: SampleSet,
+    sites: SiteTable,
+    grid: Grid,
+    exclusion_radius: float = 0.0,
+    groups: int = DEFAULT_DEPOSIT_GROUPS,
+    seed: int = 0,
+) -> list[Split]:
+    """Leave-one-group-out over spatial clusters of deposits: ``groups`` folds instead of one per
+    deposit.
+
+    The deposits that have windows are clustered into ``groups`` groups of neighbours (k-means on
+    their cell centres in map units, seeded), so nearby deposits are held out together. Fold
+    ``g`` validates on the windows of group ``g``'s deposits and trains on every other window
+    except those of these deposits and those centred within ``exclusion_radius`` map units of any
+    of them, exactly as :func:`leave_one_deposit_out` excludes around its one deposit. Every
+    deposit is therefore scored once, by a model that never saw it, its group, or anything within
+    the radius of them; with ``groups`` equal to the number of deposits this is
+    leave-one-deposit-out (up to the folds' order). Non-deposit sites outside the radius stay in
+    training.
+    """
+    if exclusion_radius < 0:
+        raise GkdcnError(f"exclusion radius must be >= 0, got {exclusion_radius}")
+    labels = _check_sites(samples, sites)
+    deposits = np.flatnonzero(labels == 1)
+    with_windows = deposits[np.isin(deposits, samples.site)]
+    if with_windows.size == 0:
+        raise GkdcnError("grouped deposit folds need at least one deposit site with windows")
+    if groups < 1:
+        raise GkdcnError(f"deposit groups must be at least 1, got {groups}")
+    if groups == 1 or groups > with_windows.size:
+        raise GkdcnError(
+            f"{groups} deposit group(s) for {with_windows.size} deposit(s) with windows: use 2 to "
+            f"{with_windows.size} groups (or leave-one-deposit-out)"
+        )
+    sx, sy = grid.xy(np.asarray(sites.rows), np.asarray(sites.cols))
+    sx, sy = np.asarray(sx, dtype=np.float64), np.asarray(sy, dtype=np.float64)
+    wx, wy = grid.xy(samples.rows, samples.cols)
+    tol = 1e-9 * max(grid.cell_size)
+    cluster = _kmeans(np.stack([sx[with_windows], sy[with_windows]], axis=1), groups, seed)
+    # Folds in the order of each group's first deposit in the site table: stable names.
+    order = np.argsort([np.flatnonzero(cluster == g)[0] for g in range(groups)], kind="stable")
+    splits: list[Split] = []
+    for k, g in enumerate(order):
+        members = with_windows[cluster == g]
+        own = np.isin(samples.site, members)
+        near = np.zeros(len(samples), dtype=bool)
+        for i in members:
+            near |= np.hypot(wx - sx[i], wy - sy[i]) <= exclusion_radius + tol
+        ids = ", ".join(str(sites.ids[i]) for i in members)
+        splits.append(
+            Split(
+                name=f"group-{k + 1}of{groups}",
+                train=np.flatnonzero(~own & ~near),
+                val=np.flatnonzero(own),
+                description=(
+                    f"deposit group {k + 1} of {groups} (k-means, seed {seed}) left out: {ids}"
+                    + (
+                        f", no training window within {exclusion_radius:g} map units of them"
+                        if exclusion_radius > 0
+                        else ""
+                    )
+                ),
+                held_out=members.astype(np.int64),
+            )
+        )
+    return splits
+
+
+def deposit_folds(
+    samples: SampleSet,
+    sites: SiteTable,
+    grid: Grid,
+    exclusion_radius: float = 0.0,
+    groups: int | None = None,
+    seed: int = 0,
+) -> tuple[list[Split], str]:
+    """The held-out-deposit folds for a study, and a sentence saying which scheme was used.
+
+    ``groups=None`` (the default) chooses: leave-one-deposit-out for at most
+    :data:`LODO_MAX_DEPOSITS` deposits with windows, else :func:`grouped_deposit_folds` with
+    :data:`DEFAULT_DEPOSIT_GROUPS` groups. An explicit ``groups`` of the number of deposits (or
+    more) means leave-one-deposit-out; fewer, grouped folds.
+    """
+    labels = _check_sites(samples, sites)
+    n_dep = int(np.isin(np.flatnonzero(labels == 1), samples.site).sum())
+    if groups is None:
+        groups = n_dep if n_dep <= LODO_MAX_DEPOSITS else DEFAULT_DEPOSIT_GROUPS
+    radius = f" and anything within {exclusion_radius:g} map units" if exclusion_radius > 0 else ""
+    if groups >= n_dep:
+        splits = leave_one_deposit_out(samples, sites, grid, exclusion_radius)
+        return splits, (
+            f"leave-one-deposit-out: {len(splits)} folds, each deposit scored by a model trained "
+            f"without it{radius}"
+        )
+    splits = grouped_deposit_folds(samples, sites, grid, exclusion_radius, groups, seed)
+    return splits, (
+        f"grouped deposit folds: {n_dep} deposits clustered into {groups} spatial groups "
+        f"(k-means, seed {seed}), each deposit scored by a model trained without its whole "
+        f"group{radius}"
+    )
 
 
 def make_splits(samples: SampleSet, sites: SiteTable, grid: Grid, cfg: SplitConfig) -> list[Split]:

@@ -6,6 +6,7 @@ two points in one cell the first is kept and the other reported.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,7 +119,32 @@ def sites_from_raster(
     """
     data = read_layer_on_grid(path, grid, align, resampling="nearest")
     rows, cols = np.nonzero(data == value)  # row-major: sorted by row then col
+    if align == "resample":
+        _check_resampled_sites(Path(path), value, len(rows))
     return SiteTable(_numbered(id_prefix, len(rows)), np.full(len(rows), label), rows, cols)
+
+
+def _check_resampled_sites(path: Path, value: float, kept: int) -> None:
+    """Say when resampling a label raster onto the element grid lost marked cells.
+
+    Nearest-neighbour resampling of a finer or shifted label raster drops single-cell markers;
+    without this the loss surfaces later as a puzzling split error.
+    """
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        band = ds.read(1, masked=True)
+    native = int(np.count_nonzero((band.data == value) & ~np.ma.getmaskarray(band)))
+    if kept >= native:
+        return
+    message = (
+        f"{native - kept} of the {native} cells equal to {value:g} were lost when "
+        'align = "resample" brought this raster onto the element grid (nearest neighbour; '
+        "a finer or shifted label raster drops single-cell markers)"
+    )
+    if kept < 2:
+        raise InputError(path, f"{message}; give the sites as points instead")
+    warnings.warn(f"{path}: {message}", UserWarning, stacklevel=3)
 
 
 def drop_invalid(sites: SiteTable, valid: np.ndarray) -> tuple[SiteTable, list[str]]:
@@ -168,6 +194,33 @@ def sites_from_points(
         keep[i] = True
     table = SiteTable(ids[keep], np.full(int(keep.sum()), label), rows[keep], cols[keep])
     return table, messages
+
+
+def placement_hint(gdf: gpd.GeoDataFrame, grid: Grid, crs: object | None) -> str:
+    """Where points lie relative to the grid, and which CRS their coordinates were read in.
+
+    For the message when sites fall off the grid: a CRS mix-up (lon/lat read as metres, another
+    UTM zone) or sites of another district shows at once in the two extents.
+    """
+    x = gdf.geometry.x.to_numpy(dtype=float)
+    y = gdf.geometry.y.to_numpy(dtype=float)
+    left, bottom, right, top = grid.bounds
+    grid_crs = grid.describe().split(",")[0] if grid.crs is None else _crs_label(grid.crs)
+    read_as = (
+        f"coordinates read as {crs}"
+        if crs is not None
+        else f"no crs given, so coordinates were read as the grid's CRS ({grid_crs})"
+    )
+    return (
+        f"{read_as}; the points span x {x.min():.10g} .. {x.max():.10g}, "
+        f"y {y.min():.10g} .. {y.max():.10g} ({grid_crs}) but the grid covers "
+        f"x {left:.10g} .. {right:.10g}, y {bottom:.10g} .. {top:.10g}"
+    )
+
+
+def _crs_label(crs: object) -> str:
+    epsg = getattr(crs, "to_epsg", lambda: None)()
+    return f"EPSG:{epsg}" if epsg else str(crs)[:60]
 
 
 def sample_negatives(
@@ -245,6 +298,16 @@ def deposit_cells(
         target_crs=grid.crs,
     )  # fmt: skip
     table, notes = sites_from_points(gdf, grid, valid, 1)
+    rows, cols = grid.rowcol(gdf.geometry.x.to_numpy(float), gdf.geometry.y.to_numpy(float))
+    outside = int((~grid.inside(rows, cols)).sum())
+    if outside and 2 * outside > len(gdf):  # most sites elsewhere: another district or CRS
+        raise InputError(
+            sites,
+            f"{outside} of {len(gdf)} deposits lie outside the map's grid (sites of another "
+            f"district, or a CRS mix-up?): {placement_hint(gdf, grid, source.crs)}",
+        )
+    if outside:
+        notes.append(f"{outside} of {len(gdf)} deposits lie outside the map's grid; not scored")
     if len(table) == 0:
         raise InputError(sites, "no deposit falls on a valid cell of the map")
     return table.rows, table.cols, notes

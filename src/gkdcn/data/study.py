@@ -8,9 +8,12 @@ up by index) are collected in ``Study.notes`` for the CLI to show.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from gkdcn.data.sites import (
     NON_DEPOSIT,
     SiteTable,
     drop_invalid,
+    placement_hint,
     sample_negatives,
     sites_from_points,
     sites_from_raster,
@@ -109,6 +113,47 @@ def _shorten(names: list[str], limit: int = 12) -> str:
     return ", ".join(names) if len(names) <= limit else ", ".join(names[:limit]) + ", ..."
 
 
+def data_fingerprint(study: Study) -> str:
+    """A content hash of what a study computes from: the aligned stack, valid mask, knowledge
+    weight, site cells and labels, and the layer names (so a resumed comparison can tell that
+    the data changed even when every setting is the same)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(list(study.names)).encode())
+    for array in (study.raw, study.valid, study.knowledge):
+        if array is not None:
+            digest.update(str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    sites = study.sites
+    for array in (sites.rows, sites.cols, sites.labels):
+        digest.update(np.asarray(array, dtype=np.int64).tobytes())
+    digest.update("\0".join(map(str, sites.ids)).encode())
+    return digest.hexdigest()[:16]
+
+
+def input_files(config: StudyConfig) -> dict[str, list[int]]:
+    """``{path: [size, mtime_ns]}`` of every file a study reads (folders listed file by file; paths
+    relative to the config's folder where they lie inside it), to name what changed when its data
+    fingerprint no longer matches."""
+    files: dict[str, list[int]] = {}
+    base = Path(config.base_dir).resolve()
+    for path in config.input_paths():
+        members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for member in members:
+            with contextlib.suppress(OSError):
+                st = member.stat()
+                # relative to the config's folder: a copied or moved district keeps its names
+                resolved = member.resolve()
+                name = resolved.relative_to(base) if resolved.is_relative_to(base) else resolved
+                files[str(name)] = [st.st_size, st.st_mtime_ns]
+    return files
+
+
+def changed_files(recorded: dict[str, list[int]], current: dict[str, list[int]]) -> list[str]:
+    """The files that differ between two :func:`input_files` records (changed, new or gone)."""
+    names = sorted(set(recorded) | set(current))
+    return [n for n in names if recorded.get(n) != current.get(n)]
+
+
 def _warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
     notes = []
     for w in caught:
@@ -146,6 +191,14 @@ def _load_sites(
             target_crs=grid.crs,
         )
         table, messages = sites_from_points(gdf, grid, valid, label)
+        rows, cols = grid.rowcol(gdf.geometry.x.to_numpy(float), gdf.geometry.y.to_numpy(float))
+        if len(table) == 0 and len(gdf) and not grid.inside(rows, cols).any():
+            what = "deposit" if label == DEPOSIT else "non-deposit site"
+            raise InputError(
+                path,
+                f"no {what} left on the element grid ({len(gdf)} skipped: all outside the "
+                f"grid): {placement_hint(gdf, grid, source.crs)}",
+            )
     return table, [f"{path}: {m}" for m in messages], path
 
 
@@ -258,6 +311,18 @@ def _unique_ids(
     )
 
 
+def check_window(study: Study, source: str | Path) -> None:
+    """Refuse a ``samples.window`` larger than the grid before any window is cut (a model trained
+    so could never map the grid, and a huge window would allocate terabytes)."""
+    window, grid = study.config.samples.window, study.grid
+    if window > min(grid.height, grid.width):
+        raise InputError(
+            source,
+            f"key 'samples.window': {window} is larger than the element grid "
+            f"({grid.height} x {grid.width} cells)",
+        )
+
+
 def build_samples(study: Study) -> tuple[SampleSet, list[Split]]:
     """Window centres for the study's sites (``config.samples``) and its splits (``config.split``)."""
     cfg = study.config.samples
@@ -347,8 +412,12 @@ def save_prepared(
     overwrite: bool = False,
     samples: SampleSet | None = None,
     splits: list[Split] | None = None,
+    inputs: Sequence[str | Path] = (),
 ) -> Path:
     """Write the prepared study to a folder, atomically; returns the folder.
+
+    The folder never replaces, holds or lies inside the study's inputs (nor ``inputs``, e.g. the
+    config file); an existing one is replaced only with ``overwrite`` and only if gkdcn wrote it.
 
     Files: ``stack.tif`` (raw aligned stack, band descriptions = names, nodata NaN), ``valid.tif``
     (1 valid / 0), ``knowledge.tif`` (if any), ``faults.gpkg`` (if any), ``sites.csv``,
@@ -359,7 +428,8 @@ def save_prepared(
     if samples is None or splits is None:
         samples, splits = build_samples(study)
     summary = summarize(study, samples, splits)
-    with atomic_dir(out_dir, overwrite) as tmp:
+    inputs = [*study.config.input_paths(), *inputs]
+    with atomic_dir(out_dir, overwrite, inputs=inputs, command="prepare") as tmp:
         write_geotiff(
             tmp / "stack.tif", study.raw, study.grid, nodata=math.nan, descriptions=study.names
         )
@@ -450,6 +520,7 @@ def load_prepared(path: str | Path) -> Study:
         sites = SiteTable.from_frame(pd.read_csv(path / "sites.csv", dtype={"site_id": str}))
     except (KeyError, ValueError, pd.errors.ParserError) as exc:
         raise InputError(path / "sites.csv", f"cannot read ({exc})") from None
+    _check_prepared(path, meta, raw, valid, knowledge, sites)
     return Study(
         config=config,
         names=list(meta["names"]),
@@ -462,3 +533,37 @@ def load_prepared(path: str | Path) -> Study:
         notes=list(meta.get("notes", [])),
         skipped=int(meta.get("skipped", 0)),
     )
+
+
+def _check_prepared(
+    path: Path,
+    meta: dict[str, Any],
+    raw: np.ndarray,
+    valid: np.ndarray,
+    knowledge: np.ndarray | None,
+    sites: SiteTable,
+) -> None:
+    """Refuse a prepared folder whose files no longer agree (edited by hand or mixed up)."""
+    names = meta.get("names")
+    if not isinstance(names, list) or len(names) != raw.shape[0]:
+        count = len(names) if isinstance(names, list) else "no"
+        raise InputError(
+            path,
+            f"edited or inconsistent prepared study: metadata.json names {count} layers but "
+            f"stack.tif has {raw.shape[0]} bands (prepare it again)",
+        )
+    shape = raw.shape[1:]
+    for name, array in (("valid.tif", valid), ("knowledge.tif", knowledge)):
+        if array is not None and array.shape != shape:
+            raise InputError(
+                path / name,
+                f"shape {array.shape[0]} x {array.shape[1]} differs from stack.tif's "
+                f"{shape[0]} x {shape[1]} (prepare it again)",
+            )
+    inside = (
+        (sites.rows >= 0) & (sites.rows < shape[0]) & (sites.cols >= 0) & (sites.cols < shape[1])
+    )
+    if not inside.all():
+        raise InputError(
+            path / "sites.csv", "a site lies outside stack.tif's grid (prepare it again)"
+        )

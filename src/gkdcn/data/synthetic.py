@@ -391,10 +391,10 @@ def generate_district(
     ``overwrite`` is true, and leaves it untouched on any failure.
     """
     out_dir = Path(out_dir)
-    check_writable(out_dir, overwrite)
+    check_writable(out_dir, overwrite, folder=True)
     district = make_district(spec)
     config = study_config_dict(spec)
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_dir(out_dir, overwrite=overwrite, command="synth") as tmp:
         (tmp / "elements").mkdir()
         for name, band in zip(district.names, district.values, strict=True):
             unit = next(e.unit for e in spec.elements if e.name == name)

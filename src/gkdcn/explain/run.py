@@ -193,7 +193,10 @@ def explain_model(
     def record(path: Path, root: Path, description: str) -> None:
         files.append({"path": path.relative_to(root).as_posix(), "description": description})
 
-    with atomic_dir(out_dir, overwrite) as tmp:
+    config = getattr(study, "config", None)  # a Study has one; a bare StudyLike may not
+    inputs = config.input_paths() if config is not None else []
+    inputs += [Path(model_file)] if model_file is not None else []
+    with atomic_dir(out_dir, overwrite, inputs=inputs, command="explain") as tmp:
         features = bundle.transform.apply(np.asarray(study.raw)[order])
         windows = extract_windows(features, rows, cols, bundle.window, bundle.padding)
         site_files: list[list[str]] = [[] for _ in ids]

@@ -16,9 +16,11 @@ Invalid cells (the raster's nodata, internal masks, non-finite values) come back
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -61,6 +63,34 @@ class NodataWarning(UserWarning):
 SENTINEL = 1e30
 #: Key of a per-layer nodata table that applies to the layers it does not name.
 NODATA_DEFAULT_KEY = "default"
+
+
+@contextlib.contextmanager
+def quiet_gdal() -> Iterator[None]:
+    """Keep GDAL's own messages (``ERROR 4: ...``, logged by rasterio and pyogrio) off stderr.
+
+    Every GDAL failure that matters also raises, and is reported as one line naming the file;
+    the loggers' levels are restored on exit.
+    """
+    loggers = [logging.getLogger(name) for name in ("rasterio", "pyogrio", "fiona")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def layer_names(path: str | Path) -> list[str]:
+    """The layer names an element folder or multi-band GeoTIFF offers (sorted; nothing opened
+    but the one file's header)."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(_layer_files(path))
+    with _open(path) as ds:
+        return sorted(d for d in ds.descriptions if d)
 
 
 def _first_line(exc: BaseException) -> str:

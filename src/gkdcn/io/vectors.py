@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,18 @@ def _read_vector(path: Path) -> gpd.GeoDataFrame:
     if not path.exists():
         raise InputError(path, "file not found")
     try:
-        return gpd.read_file(path)
+        gdf = gpd.read_file(path)
     except Exception as exc:  # pyogrio/fiona raise many types; all mean "cannot read"
         text = str(exc).strip().splitlines()
         raise InputError(
             path, f"cannot read as a vector file ({text[0] if text else exc})"
         ) from None
+    if not isinstance(gdf, gpd.GeoDataFrame) or gdf._geometry_column_name not in gdf:
+        # a table read as a vector file (a lone .dbf, a CSV given where lines are expected)
+        raise InputError(
+            path, "holds a table without geometry (give a vector file with points or lines)"
+        )
+    return gdf
 
 
 def _to_crs(gdf: gpd.GeoDataFrame, target_crs: CrsLike | None, path: Path) -> gpd.GeoDataFrame:
@@ -111,9 +118,13 @@ def _read_csv_points(path: Path, x: str, y: str, crs: CrsLike | None) -> gpd.Geo
         raise InputError(path, "file not found")
     sep = "\t" if path.suffix.lower() == ".tsv" else None
     try:
-        frame = pd.read_csv(path, sep=sep, engine="python")
-    except pd.errors.EmptyDataError:
-        raise InputError(path, "no points in the file (it is empty)") from None
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark that would join the first
+        # column's name
+        frame = pd.read_csv(path, sep=sep, engine="python", encoding="utf-8-sig")
+    except (pd.errors.EmptyDataError, csv.Error):  # the sniffer of an empty file: csv.Error
+        if path.stat().st_size == 0 or not path.read_bytes().strip():
+            raise InputError(path, "no points in the file (it is empty)") from None
+        raise InputError(path, "cannot read as CSV (no delimiter found)") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         text = str(exc).strip().splitlines()
         raise InputError(path, f"cannot read as CSV ({text[0] if text else exc})") from None

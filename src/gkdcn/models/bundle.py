@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from gkdcn.data.transforms import ChannelTransform
-from gkdcn.errors import GkdcnError, InputError
+from gkdcn.errors import GkdcnError, InputError, Note
 from gkdcn.io.atomic import atomic_path
 from gkdcn.models.nets import AnomalyNet, ModelSpec, build_network
 
@@ -79,19 +80,26 @@ class ModelBundle:
         return net.to(device).eval()
 
     def channel_order(self, names: list[str], source: str | Path = "element layers") -> list[int]:
-        """Indices into ``names`` giving this model's channel order; error if layers differ."""
+        """Indices into ``names`` giving this model's channel order.
+
+        The one rule of every command: the model's channels are picked by name from a grid with
+        more layers (a :class:`~gkdcn.errors.Note` names the unused ones); a missing layer is an
+        :class:`InputError` naming it.
+        """
         missing = [c for c in self.channels if c not in names]
-        extra = [n for n in names if n not in self.channels]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"missing layers {', '.join(missing)}")
-            if extra:
-                parts.append(f"extra layers {', '.join(extra)}")
+        if missing:
             raise InputError(
                 source,
                 f"layers do not match the model's {len(self.channels)} channels: "
-                + "; ".join(parts),
+                f"missing layers {', '.join(missing)}",
+            )
+        extra = [n for n in names if n not in self.channels]
+        if extra:
+            warnings.warn(
+                f"{source}: the model uses {len(self.channels)} of the {len(names)} layers; "
+                f"{len(extra)} unused: {', '.join(extra)}",
+                Note,
+                stacklevel=2,
             )
         return [names.index(c) for c in self.channels]
 
@@ -115,7 +123,11 @@ class ModelBundle:
             "state": {k: v.detach().cpu().contiguous() for k, v in self.state.items()},
         }
         with atomic_path(path, overwrite) as tmp:
-            torch.save(payload, tmp)
+            try:
+                torch.save(payload, tmp)
+            except RuntimeError as exc:  # torch's stream writer reports a full disk this way
+                reason = str(exc).splitlines()[0][:120]
+                raise InputError(path, f"cannot write the model file ({reason})") from None
         return path
 
     @classmethod
@@ -136,7 +148,10 @@ class ModelBundle:
             ) from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise InputError(path, "not a gkdcn model file")
-        if meta.get("format_version", 0) > FORMAT_VERSION:
+        version = meta.get("format_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise InputError(path, f"model file has an invalid format_version {version!r}")
+        if version > FORMAT_VERSION:
             raise InputError(path, "model file written by a newer gkdcn; upgrade to read it")
         try:
             bundle = cls(
@@ -157,6 +172,16 @@ class ModelBundle:
         except (KeyError, TypeError, ValueError, RuntimeError, GkdcnError) as exc:
             reason = str(exc).splitlines()[0][:120]
             raise InputError(path, f"model file is incomplete or inconsistent ({reason})") from None
+        bad = [
+            name
+            for name, value in bundle.state.items()
+            if value.is_floating_point() and not bool(torch.isfinite(value).all())
+        ]
+        if bad:  # a diverged training: every map from it would be nodata or nonsense
+            raise InputError(
+                path,
+                f"model weights hold NaN or infinite values ({len(bad)} tensors, e.g. {bad[0]})",
+            )
         return bundle
 
 

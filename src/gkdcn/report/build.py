@@ -32,10 +32,13 @@ def build_report(
         raise InputError(
             run_dir, "not a comparison run folder (no run.json; make one with `gkdcn compare`)"
         )
-    check_writable(out, overwrite)
+    # Every file of the run is an input of the report (its summary, tables, maps, models), so
+    # the report never replaces one of them; only an earlier report (HTML) may be replaced.
+    inputs = [p for p in run_dir.rglob("*") if p.is_file() and p.suffix.lower() != ".html"]
+    check_writable(out, overwrite, inputs=inputs)
     report = collect_report(run_dir, out)
     html = render_report(report)
-    write_text(out, html, overwrite=overwrite)
+    write_text(out, html, overwrite=overwrite, inputs=inputs)
     return out
 
 

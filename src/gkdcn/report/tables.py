@@ -80,7 +80,10 @@ def _protocol(
         "anchor": f"protocol-{re.sub(r'[^a-z0-9]+', '-', name.lower())}",
         "title": str(block.get("title") or name),
         "in_sample": name == "authors",
-        "text": PROTOCOL_TEXT.get(name, ""),
+        # The fold scheme used (e.g. grouped deposit folds for many deposits), from summary.json.
+        "text": " ".join(
+            t for t in (PROTOCOL_TEXT.get(name, ""), str(block.get("folds") or "")) if t
+        ),
         "models": [model_label(str(r.get("model"))) for r in records],
         "baseline_columns": [str(r.get("model")) in BASELINE_KINDS for r in records],
         "baseline_sentence": baseline_sentence(
