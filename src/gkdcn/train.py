@@ -37,7 +37,7 @@ from sklearn.metrics import roc_auc_score
 
 from gkdcn.config import ModelKind, TrainConfig, TransformConfig
 from gkdcn.data.background import BackgroundPool, background_pool
-from gkdcn.data.samples import SampleSet, Split, extract_windows
+from gkdcn.data.samples import Padding, SampleSet, Split, extract_windows
 from gkdcn.data.transforms import ChannelTransform, cells_in_windows
 from gkdcn.errors import GkdcnError
 from gkdcn.figures import save_figure
@@ -74,7 +74,7 @@ class PreparedWindows:
     transform: ChannelTransform
     channels: list[str]
     window: int
-    padding: str
+    padding: Padding
     features: np.ndarray | None = None  # (C, H, W) transformed stack, to cut background from
     weight: np.ndarray | None = None  # (H, W) knowledge weight (zeros without knowledge)
     background: BackgroundPool | None = None  # None: labelled windows only
@@ -103,7 +103,7 @@ def prepare_windows(
     split: Split,
     transform_cfg: TransformConfig,
     window: int,
-    padding: str,
+    padding: Padding,
     compositional: list[bool] | None = None,
     background: BackgroundPool | None = None,
 ) -> PreparedWindows:
