@@ -154,3 +154,31 @@ def test_run_folder_names_live_in_the_layouts() -> None:
             if isinstance(node, ast.Constant) and node.value in RUN_FOLDER_NAMES:
                 found.append(f"{module}:{node.lineno}: {node.value!r}")
     assert not found, "run-folder names outside the layouts:\n" + "\n".join(found)
+
+
+def test_the_report_does_not_import_torch_or_matplotlib() -> None:
+    """``gkdcn report`` reads JSON and PNGs: importing it (and so compare.layout, which runs
+    compare/__init__) must not pull in torch or matplotlib. A fresh interpreter, so modules the
+    other tests imported do not count."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gkdcn.report, gkdcn.compare.layout; "
+        "print(','.join(m for m in ('torch', 'matplotlib', 'gkdcn.compare.run') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == ""
+
+
+def test_compare_exports_every_name_lazily() -> None:
+    import gkdcn.compare as compare
+
+    assert sorted(compare._LAZY) == sorted(compare.__all__)
+    for name in compare.__all__:
+        value = getattr(compare, name)
+        assert getattr(value, "__name__", name) == name or not callable(value)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = compare.no_such_name  # type: ignore[attr-defined]

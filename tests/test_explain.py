@@ -217,8 +217,9 @@ def test_gradcam_on_anomalynet_layers() -> None:
     assert net.training  # the caller's mode is restored
     with pytest.raises(GkdcnError, match="no layer 'conv9'"):
         gradcam(net, x, "conv9")
-    with pytest.raises(GkdcnError, match="windows must be shaped"):
+    with pytest.raises(ValueError, match="windows must be shaped") as info:
         gradcam(net, x[0], "conv2")
+    assert not isinstance(info.value, GkdcnError)  # API misuse, not a user error
 
 
 def test_plot_site_cam_has_both_panels_with_units() -> None:

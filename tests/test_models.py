@@ -232,6 +232,20 @@ def test_model_file_round_trips(tmp_path) -> None:
         assert torch.equal(bundle.network()(x), loaded.network()(x))
 
 
+def test_model_file_with_an_unknown_padding_is_refused_on_load(tmp_path) -> None:
+    import json
+
+    path = _bundle().save(tmp_path / "m.pt")
+    payload = torch.load(path, weights_only=True)
+    meta = json.loads(payload["meta"])
+    meta["padding"] = "mirror"
+    payload["meta"] = json.dumps(meta)
+    torch.save(payload, path)
+    with pytest.raises(InputError, match="unknown padding 'mirror'") as info:
+        ModelBundle.load(path)
+    assert str(info.value).startswith(str(path))
+
+
 def test_model_file_is_loaded_without_unpickling_code(tmp_path) -> None:
     import pickle
 

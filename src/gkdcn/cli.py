@@ -11,7 +11,7 @@ import functools
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -514,16 +514,19 @@ def explain(
     overwrite: Overwrite = False,
 ) -> None:
     """Grad-CAM, deformable sampling and per-element attribution for a trained model."""
-    from gkdcn.explain.run import explain_model
+    from gkdcn.explain.run import SiteChoice, explain_model
     from gkdcn.io.atomic import check_writable
     from gkdcn.models.bundle import ModelBundle
 
     check_writable(out, overwrite, inputs=[model, *_inputs(config, data_dir)], folder=True)
     bundle = ModelBundle.load(model)
     study = _study(config, data_dir)
+    # A plain str on the command line (so a wrong one gets explain's one-line error, not
+    # Typer's usage box); explain_model refuses anything but "deposits" and "all".
+    choice = cast("SiteChoice", sites)
     with progress_bar() as progress:
         index = explain_model(
-            bundle, study, out, sites=sites, layer=layer, element=element, top_k=top_k,
+            bundle, study, out, sites=choice, layer=layer, element=element, top_k=top_k,
             map_outputs=maps, map_ig_steps=map_ig_steps, overwrite=overwrite, progress=progress,
             model_file=model,
         )  # fmt: skip
@@ -612,7 +615,9 @@ def grid(
     """Grid point geochemistry into one GeoTIFF per element, with a cross-validated error."""
     from gkdcn.data.gridding import (
         CV_FILE,
+        BelowDetection,
         GriddingOptions,
+        GridMethod,
         format_cross_validation,
         grid_file,
         parse_columns,
@@ -620,9 +625,10 @@ def grid(
 
     options = GriddingOptions(
         x=x, y=y, crs=crs, columns=parse_columns(columns), cell=cell, like=like, to_crs=to_crs,
-        method=method,  # checked by grid_file
+        # Plain str options, so a wrong value gets grid_file's one-line error (it checks both).
+        method=cast("GridMethod", method),
         max_distance=max_distance, nodata=tuple(nodata or ()),
-        below_detection=below_detection,
+        below_detection=cast("BelowDetection", below_detection),
     )  # fmt: skip
     say = lambda text: console.print(f"note: {text}", highlight=False, soft_wrap=True)  # noqa: E731
     result = grid_file(samples, out, options, overwrite=overwrite, log=say)

@@ -36,7 +36,7 @@ import rasterio.errors
 import torch
 from rasterio.windows import Window
 from rich.progress import Progress
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 
 from gkdcn.config import Align, PredictConfig, StudyConfig, load_config
 from gkdcn.data.knowledge import knowledge_channel
@@ -217,17 +217,19 @@ def _inference_network(bundle: ModelBundle, device: torch.device) -> AnomalyNet:
         if isinstance(conv, torch.nn.Conv2d):
             setattr(net, conv_name, fuse_conv_bn_eval(conv, bn))
         elif isinstance(conv, DeformConv2d):
+            # For fixed sampling positions the deformable conv is linear in (weight, bias), and
+            # its offset/mask convs read the layer's input, not its output, so they stay as they
+            # are: torch's weight folding applies to weight and bias unchanged.
             assert bn.running_var is not None and bn.running_mean is not None
-            scale = torch.rsqrt(bn.running_var + bn.eps)
-            if bn.weight is not None:
-                scale = scale * bn.weight
-            shift = -bn.running_mean * scale + (bn.bias if bn.bias is not None else 0.0)
-            with torch.no_grad():
-                conv.weight.mul_(scale.view(-1, 1, 1, 1))
-                if conv.bias is None:
-                    conv.bias = torch.nn.Parameter(shift.clone())
-                else:
-                    conv.bias.mul_(scale).add_(shift)
+            conv.weight, conv.bias = fuse_conv_bn_weights(
+                conv.weight,
+                conv.bias,
+                bn.running_mean,
+                bn.running_var,
+                bn.eps,
+                bn.weight,
+                bn.bias,
+            )
         else:
             continue
         setattr(net, bn_name, torch.nn.Identity())
@@ -236,7 +238,8 @@ def _inference_network(bundle: ModelBundle, device: torch.device) -> AnomalyNet:
             # Every ReLU follows a layer whose output nothing else reads; in place avoids a new
             # (batch, 64, w, w) buffer per call (out-of-place ReLU on channels-last is also slow).
             module.inplace = True
-    return net.to(memory_format=torch.channels_last).eval()
+    # Module.to accepts memory_format at run time; torch's overloads for it omit the keyword.
+    return net.to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
 
 
 def _set_mc_dropout(net: AnomalyNet) -> None:

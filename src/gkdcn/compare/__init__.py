@@ -27,28 +27,95 @@ One file per job: :mod:`~gkdcn.compare.plan` (what to train), :mod:`~gkdcn.compa
 :mod:`~gkdcn.compare.run` (the whole run).
 """
 
-from gkdcn.compare.fitting import FittedModel, fit_model
-from gkdcn.compare.heldout import (
-    HELDOUT_METRICS,
-    background_cells,
-    heldout_metrics,
-    heldout_ranks,
-    heldout_shares,
-)
-from gkdcn.compare.jobs import Job, JobContext, make_jobs, run_job
-from gkdcn.compare.layout import ExplainLayout, RunLayout
-from gkdcn.compare.outputs import comparison_figures, mean_maps, write_outputs
-from gkdcn.compare.plan import QUICK_BACKGROUND, QUICK_EPOCHS, Plan, make_plan, override_training
-from gkdcn.compare.protocols import PROTOCOL_TITLES, fold_scheme, is_heldout, protocol_folds
-from gkdcn.compare.results import AUTHORS_METRICS, Comparison, collect
-from gkdcn.compare.run import run_comparison, study_samples
-from gkdcn.compare.stats import (
-    METRIC_RANGE,
-    PAIRS,
-    mean_ci,
-    paired_differences,
-    summarize_over_seeds,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The names are loaded on first use (PEP 562), not here: `gkdcn report` needs only
+# compare.layout, and importing that submodule runs this file; eager imports would pull in torch
+# (fitting, run) and matplotlib (outputs) for a command that reads JSON and PNGs.
+if TYPE_CHECKING:
+    from gkdcn.compare.fitting import FittedModel, fit_model
+    from gkdcn.compare.heldout import (
+        HELDOUT_METRICS,
+        background_cells,
+        heldout_metrics,
+        heldout_ranks,
+        heldout_shares,
+    )
+    from gkdcn.compare.jobs import Job, JobContext, make_jobs, run_job
+    from gkdcn.compare.layout import ExplainLayout, RunLayout
+    from gkdcn.compare.outputs import comparison_figures, mean_maps, write_outputs
+    from gkdcn.compare.plan import (
+        QUICK_BACKGROUND,
+        QUICK_EPOCHS,
+        Plan,
+        make_plan,
+        override_training,
+    )
+    from gkdcn.compare.protocols import PROTOCOL_TITLES, fold_scheme, is_heldout, protocol_folds
+    from gkdcn.compare.results import AUTHORS_METRICS, Comparison, collect
+    from gkdcn.compare.run import run_comparison, study_samples
+    from gkdcn.compare.stats import (
+        METRIC_RANGE,
+        PAIRS,
+        mean_ci,
+        paired_differences,
+        summarize_over_seeds,
+    )
+
+_LAZY = {
+    "AUTHORS_METRICS": "gkdcn.compare.results",
+    "Comparison": "gkdcn.compare.results",
+    "ExplainLayout": "gkdcn.compare.layout",
+    "FittedModel": "gkdcn.compare.fitting",
+    "HELDOUT_METRICS": "gkdcn.compare.heldout",
+    "Job": "gkdcn.compare.jobs",
+    "JobContext": "gkdcn.compare.jobs",
+    "METRIC_RANGE": "gkdcn.compare.stats",
+    "PAIRS": "gkdcn.compare.stats",
+    "PROTOCOL_TITLES": "gkdcn.compare.protocols",
+    "Plan": "gkdcn.compare.plan",
+    "QUICK_BACKGROUND": "gkdcn.compare.plan",
+    "QUICK_EPOCHS": "gkdcn.compare.plan",
+    "RunLayout": "gkdcn.compare.layout",
+    "background_cells": "gkdcn.compare.heldout",
+    "collect": "gkdcn.compare.results",
+    "comparison_figures": "gkdcn.compare.outputs",
+    "fit_model": "gkdcn.compare.fitting",
+    "fold_scheme": "gkdcn.compare.protocols",
+    "heldout_metrics": "gkdcn.compare.heldout",
+    "heldout_ranks": "gkdcn.compare.heldout",
+    "heldout_shares": "gkdcn.compare.heldout",
+    "is_heldout": "gkdcn.compare.protocols",
+    "make_jobs": "gkdcn.compare.jobs",
+    "make_plan": "gkdcn.compare.plan",
+    "mean_ci": "gkdcn.compare.stats",
+    "mean_maps": "gkdcn.compare.outputs",
+    "override_training": "gkdcn.compare.plan",
+    "paired_differences": "gkdcn.compare.stats",
+    "protocol_folds": "gkdcn.compare.protocols",
+    "run_comparison": "gkdcn.compare.run",
+    "run_job": "gkdcn.compare.jobs",
+    "study_samples": "gkdcn.compare.run",
+    "summarize_over_seeds": "gkdcn.compare.stats",
+    "write_outputs": "gkdcn.compare.outputs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The public name ``name``, imported from its submodule on first access."""
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "AUTHORS_METRICS",

@@ -73,7 +73,12 @@ class FittedNetwork:
 
     @property
     def info(self) -> dict[str, Any]:
-        return {"best_epoch": self.trained.best_epoch}
+        info = self.bundle.info
+        return {
+            "best_epoch": self.trained.best_epoch,
+            "background_per_epoch": info.get("background_per_epoch", 0),
+            **({"calibration": info["calibration"]} if "calibration" in info else {}),
+        }
 
     def score_map(self) -> np.ndarray:
         study = self.study
@@ -155,8 +160,13 @@ def fit_model(
     device: str = "cpu",
     progress: Progress | None = None,
     label: str | None = None,
+    exclude_background: np.ndarray | None = None,
 ) -> FittedModel:
-    """Fit model ``kind`` on ``split``'s training windows (the one dispatch on model kind)."""
+    """Fit model ``kind`` on ``split``'s training windows (the one dispatch on model kind).
+
+    ``exclude_background`` (``(H, W)`` bool) marks cells a network must not draw as unlabelled
+    background: the cells the held-out deposits are ranked against.
+    """
     if kind in NETWORK_KINDS:
         trained = train_study(
             study,
@@ -168,6 +178,7 @@ def fit_model(
             device=device,
             progress=progress,
             label=label,
+            exclude_background=exclude_background,
         )
         return FittedNetwork(trained, study, device)
     if kind in BASELINE_KINDS:

@@ -8,13 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from gkdcn.compare.fitting import FittedModel
 from gkdcn.compare.layout import RunLayout
 from gkdcn.data.samples import SampleSet, Split
 from gkdcn.data.study import Study
 
-HELDOUT_METRICS = ("auc", "area_50", "area_80", "area_100", "capture_top10")
+HELDOUT_METRICS = ("auc", "area_50", "area_80", "area_100", "capture_top10", "capture_top15")
+#: Calibration columns of held-out runs (networks with calibration records only).
+CALIBRATION_METRICS = ("area_above_0.5", "area_above_0.9")
 
 
 def background_cells(
@@ -50,6 +53,19 @@ def heldout_ranks(
     Only the held-out deposits and the background cells are scored (windows cut exactly as
     for the full map), so a fold costs a few thousand windows instead of a whole map.
     """
+    return heldout_scores(study, samples, model, split, background_sample, seed)[0]
+
+
+def heldout_scores(
+    study: Study,
+    samples: SampleSet,
+    model: FittedModel,
+    split: Split,
+    background_sample: int | None,
+    seed: int,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """:func:`heldout_ranks` and the fold's calibration (:func:`fold_calibration`), from one
+    scoring of the held-out deposits and the background cells."""
     held = [s for s in np.asarray(split.held_out, dtype=np.int64) if study.sites.labels[s] == 1]
     bg_rows, bg_cols = background_cells(study, samples, background_sample, seed)
     rows = np.concatenate([study.sites.rows[held], bg_rows])
@@ -67,6 +83,80 @@ def heldout_ranks(
                 "n_background": len(background),
             }
         )
+    calibration = fold_calibration(prob[: len(held)], background, int(study.valid.sum()))
+    return out, calibration
+
+
+#: Probability bins of the held-out reliability table (ten of width 0.1).
+CALIBRATION_EDGES = np.linspace(0.0, 1.0, 11)
+
+
+def fold_calibration(
+    deposit_prob: np.ndarray, background_prob: np.ndarray, n_valid: int
+) -> dict[str, Any]:
+    """What one fold says about calibration: the share of background area above p = 0.5 and
+    0.9, and per probability bin the background count, the sum of its probabilities and the
+    number of held-out deposits (pooled over folds by :func:`reliability_table`)."""
+    bg = np.asarray(background_prob, dtype=float)
+    dep = np.asarray(deposit_prob, dtype=float)
+    inner = CALIBRATION_EDGES[1:-1]
+    n_bins = len(CALIBRATION_EDGES) - 1
+    bg_bin = np.digitize(bg, inner)
+    return {
+        "area_above_0.5": float(np.mean(bg > 0.5)) if bg.size else 0.0,
+        "area_above_0.9": float(np.mean(bg > 0.9)) if bg.size else 0.0,
+        "n_background": int(bg.size),
+        "n_valid": int(n_valid),
+        "background_counts": np.bincount(bg_bin, minlength=n_bins).tolist(),
+        "background_sums": np.bincount(bg_bin, weights=bg, minlength=n_bins).tolist(),
+        "deposit_counts": np.bincount(np.digitize(dep, inner), minlength=n_bins).tolist(),
+    }
+
+
+def reliability_table(folds: list[dict[str, Any]]) -> pd.DataFrame:
+    """Pooled reliability of held-out folds: per probability bin, the share of valid area, the
+    mean predicted probability, the held-out deposits that fell in it, and the observed deposit
+    rate per cell (those deposits over the cells the bin covers, summed over folds; each fold's
+    background sample stands for its ``n_valid`` valid cells). Known deposits are only part of
+    what a map looks for, so the observed rate is a lower bound on the true one."""
+    n_bins = len(CALIBRATION_EDGES) - 1
+    area, counts, sums, deposits = (np.zeros(n_bins) for _ in range(4))
+    cells = np.zeros(n_bins)
+    for f in folds:
+        c = np.asarray(f["background_counts"], dtype=float)
+        share = c / max(f["n_background"], 1)
+        area += share
+        cells += share * f["n_valid"]
+        counts += c
+        sums += np.asarray(f["background_sums"], dtype=float)
+        deposits += np.asarray(f["deposit_counts"], dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        rate = np.where(cells > 0, deposits / np.maximum(cells, 1e-12), np.nan)
+    return pd.DataFrame(
+        {
+            "bin_lo": CALIBRATION_EDGES[:-1],
+            "bin_hi": CALIBRATION_EDGES[1:],
+            "area_share": area / max(len(folds), 1),
+            "mean_probability": mean_p,
+            "heldout_deposits": deposits.astype(int),
+            "observed_deposit_rate": rate,
+        }
+    )
+
+
+def heldout_calibration(
+    run: RunLayout | Path, protocol: str, model: str, seeds: Iterable[int]
+) -> list[dict[str, Any]]:
+    """The per-fold calibration records of ``model`` over ``seeds`` (folds written before
+    calibration was recorded are skipped)."""
+    layout = run if isinstance(run, RunLayout) else RunLayout(Path(run))
+    out: list[dict[str, Any]] = []
+    for seed in seeds:
+        for fold_result in layout.fold_results(protocol, model, seed):
+            record = json.loads(fold_result.read_text()).get("heldout_calibration")
+            if record is not None:
+                out.append(record)
     return out
 
 
@@ -82,6 +172,7 @@ def heldout_metrics(area_shares: np.ndarray) -> dict[str, float]:
         "area_80": float(shares[int(np.ceil(0.8 * n)) - 1]),
         "area_100": float(shares[-1]),
         "capture_top10": float(np.mean(shares <= 0.10)),
+        "capture_top15": float(np.mean(shares <= 0.15)),
     }
 
 

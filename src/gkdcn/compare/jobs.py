@@ -28,7 +28,7 @@ import numpy as np
 from rich.progress import Progress
 
 from gkdcn.compare.fitting import fit_model
-from gkdcn.compare.heldout import heldout_ranks
+from gkdcn.compare.heldout import background_cells, heldout_scores
 from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.plan import Plan
 from gkdcn.compare.protocols import is_heldout, protocol_folds
@@ -103,6 +103,13 @@ def run_job(job: Job, context: JobContext, progress: Progress | None) -> None:
     folder = layout.job_dir(job.protocol, job.model, job.seed, job.fold)
     folder.mkdir(parents=True, exist_ok=True)
     tic = time.perf_counter()
+    exclude = None
+    if is_heldout(job.protocol):
+        # The cells held-out deposits are ranked against stay area no model trained on, even
+        # as unlabelled background.
+        bg_rows, bg_cols = background_cells(study, samples, plan.background_sample, job.seed)
+        exclude = np.zeros(study.valid.shape, dtype=bool)
+        exclude[bg_rows, bg_cols] = True
     fitted = fit_model(
         job.model,
         study,
@@ -113,6 +120,7 @@ def run_job(job: Job, context: JobContext, progress: Progress | None) -> None:
         device=context.device,
         progress=progress,
         label=job.label,
+        exclude_background=exclude,
     )
     result: dict[str, Any] = {
         "protocol": job.protocol,
@@ -124,7 +132,7 @@ def run_job(job: Job, context: JobContext, progress: Progress | None) -> None:
         "n_val": len(job.split.val),
     }
     if is_heldout(job.protocol):
-        result["heldout"] = heldout_ranks(
+        result["heldout"], result["heldout_calibration"] = heldout_scores(
             study, samples, fitted, job.split, plan.background_sample, job.seed
         )
     else:

@@ -9,7 +9,7 @@ here only::
       summary.json                   written last: the run has finished
       <protocol>/<model>/seed<N>/[<fold>/]result.json    one finished job each
       authors/<model>/seed<N>/probability.tif, model.pt, history.csv, training_curve.png
-      tables/<protocol>_{runs,summary,paired}.csv
+      tables/<protocol>_{runs,summary,paired,calibration}.csv
       maps/<model>_mean_probability.tif
       figures/maps.png, roc_authors.png, success_rate_<protocol>.png, ...
       explain/<model>/index.json ...  (see :class:`ExplainLayout`)
@@ -102,7 +102,7 @@ class RunLayout:
         return self.root / "tables"
 
     def table(self, protocol: str, name: str) -> Path:
-        """``tables/<protocol>_<name>.csv`` (name: runs, summary, paired)."""
+        """``tables/<protocol>_<name>.csv`` (name: runs, summary, paired, calibration)."""
         return self.tables_dir / f"{protocol}_{name}.csv"
 
     @property

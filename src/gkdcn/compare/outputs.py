@@ -56,6 +56,10 @@ def write_outputs(comparison: Comparison, study: Study) -> None:
         ):
             with atomic_path(layout.table(protocol, name), overwrite=True) as tmp:
                 frame.to_csv(tmp, index=False)
+        calibration = comparison.calibration.get(protocol)
+        if calibration is not None and len(calibration):
+            with atomic_path(layout.table(protocol, "calibration"), overwrite=True) as tmp:
+                calibration.to_csv(tmp, index=False)
     maps = mean_maps(layout, comparison.plan)
     for model, prob in maps.items():
         write_probability_map(
@@ -80,6 +84,11 @@ def write_outputs(comparison: Comparison, study: Study) -> None:
                 "paired": comparison.paired[p].to_dict(orient="records"),
                 "baseline_check": best_network_against_best_baseline(
                     comparison.summary[p], comparison.paired[p]
+                ),
+                **(
+                    {"calibration": comparison.calibration[p].to_dict(orient="records")}
+                    if len(comparison.calibration.get(p, ()))
+                    else {}
                 ),
             }
             for p in comparison.plan.protocols

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gkdcn.compare.protocols import PROTOCOL_TITLES
-from gkdcn.config import MODEL_KINDS, StudyConfig, TrainConfig
+from gkdcn.config import AUTHORS_TRAINING, MODEL_KINDS, StudyConfig, TrainConfig
 from gkdcn.errors import GkdcnError, validation_message
 
 # --quick: 2 seeds, at most this many epochs, and held-out deposits ranked among at most this
@@ -44,8 +44,9 @@ class Plan:
         }
 
 
-# Settings a training preset sets; choosing a preset on the command line resets them to it.
-PRESET_KEYS = ("epochs", "lr", "batch_size", "weight_decay", "patience", "head")
+# Settings a training preset sets (optimiser and the recipe); choosing a preset on the command
+# line resets them to it.
+PRESET_KEYS = tuple(AUTHORS_TRAINING)
 
 
 def override_training(

@@ -6,9 +6,17 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from gkdcn.compare.heldout import HELDOUT_METRICS, heldout_metrics, heldout_shares
+from gkdcn.compare.heldout import (
+    CALIBRATION_METRICS,
+    HELDOUT_METRICS,
+    heldout_calibration,
+    heldout_metrics,
+    heldout_shares,
+    reliability_table,
+)
 from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.plan import Plan
 from gkdcn.compare.protocols import is_heldout
@@ -30,6 +38,9 @@ class Comparison:
         default_factory=dict
     )  # protocol -> mean and CI per model
     paired: dict[str, pd.DataFrame] = field(default_factory=dict)  # protocol -> paired differences
+    # held-out protocol -> reliability per model and probability bin, with the share of area
+    # above p = 0.5 and 0.9 (empty for models whose folds recorded no calibration)
+    calibration: dict[str, pd.DataFrame] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -61,12 +72,38 @@ def collect(layout: RunLayout | Path, plan: Plan) -> Comparison:
                     )
                 else:
                     shares = heldout_shares(layout, protocol, model, [seed])
-                    rows.append({"model": model, "seed": seed} | heldout_metrics(shares))
+                    row = {"model": model, "seed": seed} | heldout_metrics(shares)
+                    folds = heldout_calibration(layout, protocol, model, [seed])
+                    if folds:
+                        row |= {
+                            m: float(np.mean([f[m] for f in folds])) for m in CALIBRATION_METRICS
+                        }
+                    rows.append(row)
         runs = pd.DataFrame(rows)
         held = is_heldout(protocol)
         metric_names = HELDOUT_METRICS if held else (*AUTHORS_METRICS, "success_auc")
+        if held:
+            metric_names = (*metric_names, *(m for m in CALIBRATION_METRICS if m in runs))
         comparison.runs[protocol] = runs
         comparison.summary[protocol] = summarize_over_seeds(runs, list(metric_names))
         paired_metrics = ["auc"] if held else ["auc", "success_auc"]
         comparison.paired[protocol] = paired_differences(runs, paired_metrics)
+        if held:
+            comparison.calibration[protocol] = calibration_table(layout, protocol, plan)
     return comparison
+
+
+def calibration_table(layout: RunLayout, protocol: str, plan: Plan) -> pd.DataFrame:
+    """Held-out reliability of every model (all seeds and folds pooled) and the mean share of
+    valid area each fold's map puts above p = 0.5 and p = 0.9."""
+    frames = []
+    for model in plan.models:
+        folds = heldout_calibration(layout, protocol, model, plan.seeds)
+        if not folds:
+            continue
+        table = reliability_table(folds)
+        table.insert(0, "model", model)
+        table["area_above_0.5"] = float(np.mean([f["area_above_0.5"] for f in folds]))
+        table["area_above_0.9"] = float(np.mean([f["area_above_0.9"] for f in folds]))
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -36,7 +36,7 @@ def fault_mask(lines: gpd.GeoDataFrame, grid: Grid) -> np.ndarray:
     if they are not lines, if their CRS differs from the grid's, or if none touches the grid.
     """
     if not isinstance(lines, gpd.GeoSeries | gpd.GeoDataFrame):
-        raise GkdcnError(f"faults must be a GeoDataFrame of lines, got {type(lines).__name__}")
+        raise TypeError(f"faults must be a GeoDataFrame of lines, got {type(lines).__name__}")
     geoms = lines.geometry if isinstance(lines, gpd.GeoDataFrame) else lines
     if lines.crs is not None and grid.crs is not None and lines.crs != grid.crs:
         raise GkdcnError(

@@ -61,13 +61,13 @@ class SampleSet:
         self.aug = np.asarray(self.aug, dtype=np.int8).reshape(-1)
         n = self.rows.size
         if not (self.cols.size == self.labels.size == self.site.size == self.aug.size == n):
-            raise GkdcnError(
+            raise ValueError(
                 "sample arrays differ in length "
                 f"(rows {n}, cols {self.cols.size}, labels {self.labels.size}, "
                 f"site {self.site.size}, aug {self.aug.size})"
             )
         if np.any((self.aug < 0) | (self.aug >= N_AUG_CODES)):
-            raise GkdcnError("augmentation codes must be in 0..7")
+            raise ValueError("augmentation codes must be in 0..7")
 
     def __len__(self) -> int:
         return int(self.rows.size)
@@ -77,11 +77,11 @@ class SampleSet:
         idx = np.asarray(indices)
         if idx.dtype == bool:
             if idx.shape != (len(self),):
-                raise GkdcnError(f"mask has shape {idx.shape}, expected ({len(self)},)")
+                raise ValueError(f"mask has shape {idx.shape}, expected ({len(self)},)")
         else:
             idx = idx.astype(np.int64).reshape(-1)
             if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
-                raise GkdcnError(f"sample index out of range for {len(self)} samples")
+                raise IndexError(f"sample index out of range for {len(self)} samples")
         return SampleSet(
             rows=self.rows[idx],
             cols=self.cols[idx],
@@ -174,7 +174,7 @@ def padded_index(index: np.ndarray, size: int, padding: Padding) -> tuple[np.nda
         period = 2 * (size - 1)
         m = np.mod(index, period)
         return np.where(m < size, m, period - m), np.ones(index.shape, dtype=bool)
-    raise GkdcnError(f"unknown padding {padding!r} (use 'zero' or 'reflect')")
+    raise ValueError(f"unknown padding {padding!r} (use 'zero' or 'reflect')")
 
 
 def extract_windows(
@@ -198,20 +198,20 @@ def extract_windows(
     """
     features = np.asarray(features)
     if features.ndim != 3:
-        raise GkdcnError(f"features must be shaped (channels, rows, cols), got {features.shape}")
+        raise ValueError(f"features must be shaped (channels, rows, cols), got {features.shape}")
     if window < 1 or window % 2 == 0:
-        raise GkdcnError(f"window must be a positive odd number of cells, got {window}")
+        raise ValueError(f"window must be a positive odd number of cells, got {window}")
     if padding not in ("zero", "reflect"):
-        raise GkdcnError(f"unknown padding {padding!r} (use 'zero' or 'reflect')")
+        raise ValueError(f"unknown padding {padding!r} (use 'zero' or 'reflect')")
     n_channels, height, width = features.shape
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)
     cols = np.asarray(cols, dtype=np.int64).reshape(-1)
     if rows.shape != cols.shape:
-        raise GkdcnError(f"rows and cols differ in length ({rows.size} vs {cols.size})")
+        raise ValueError(f"rows and cols differ in length ({rows.size} vs {cols.size})")
     off = (rows < 0) | (rows >= height) | (cols < 0) | (cols >= width)
     if np.any(off):
         first = int(np.flatnonzero(off)[0])
-        raise GkdcnError(
+        raise ValueError(
             f"{int(off.sum())} window centre(s) outside the {height} x {width} grid "
             f"(first: row {rows[first]}, col {cols[first]})"
         )
@@ -230,9 +230,9 @@ def extract_windows(
     if aug is not None:
         aug = np.asarray(aug).reshape(-1)
         if aug.shape != rows.shape:
-            raise GkdcnError(f"aug has {aug.size} codes for {rows.size} windows")
+            raise ValueError(f"aug has {aug.size} codes for {rows.size} windows")
         if np.any((aug < 0) | (aug >= N_AUG_CODES)):
-            raise GkdcnError("augmentation codes must be in 0..7")
+            raise ValueError("augmentation codes must be in 0..7")
         # One vectorised transform per code (at most 8), not per sample.
         for code in np.unique(aug):
             if code == 0:

@@ -178,15 +178,15 @@ class ChannelTransform:
         """
         data = np.asarray(data)
         if data.ndim == 0:
-            raise GkdcnError("transform input must have a channel axis")
+            raise ValueError("transform input must have a channel axis")
         try:
             moved = np.moveaxis(data, channel_axis, 0)
         except np.exceptions.AxisError:
-            raise GkdcnError(
+            raise ValueError(
                 f"channel axis {channel_axis} is out of range for data of shape {data.shape}"
             ) from None
         if moved.shape[0] != self.n_channels:
-            raise GkdcnError(
+            raise ValueError(
                 f"data has {moved.shape[0]} channels on axis {channel_axis}, "
                 f"the transform was fitted on {self.n_channels}"
             )
@@ -354,13 +354,13 @@ def cells_in_windows(
     """
     height, width = (int(s) for s in shape)
     if height <= 0 or width <= 0:
-        raise GkdcnError(f"grid shape must be positive, got {shape}")
+        raise ValueError(f"grid shape must be positive, got {shape}")
     if window < 1 or window % 2 == 0:
-        raise GkdcnError(f"window must be a positive odd number of cells, got {window}")
+        raise ValueError(f"window must be a positive odd number of cells, got {window}")
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)
     cols = np.asarray(cols, dtype=np.int64).reshape(-1)
     if rows.shape != cols.shape:
-        raise GkdcnError(f"rows and cols differ in length ({rows.size} vs {cols.size})")
+        raise ValueError(f"rows and cols differ in length ({rows.size} vs {cols.size})")
     half = window // 2
     offsets = np.arange(-half, half + 1)
     r = (rows[:, None] + offsets)[:, :, None]

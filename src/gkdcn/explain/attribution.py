@@ -113,9 +113,9 @@ def element_attribution(
     """
     x = as_windows(windows)
     if len(names) != x.shape[1]:
-        raise GkdcnError(f"{len(names)} element names for windows with {x.shape[1]} channels")
+        raise ValueError(f"{len(names)} element names for windows with {x.shape[1]} channels")
     if ids is not None and len(ids) != x.shape[0]:
-        raise GkdcnError(f"{len(ids)} ids for {x.shape[0]} windows")
+        raise ValueError(f"{len(ids)} ids for {x.shape[0]} windows")
     attr, delta = integrated_gradients(net, x, n_steps=n_steps, batch_size=batch_size)
     with torch.no_grad(), eval_mode(net):
         device = net_device(net)
@@ -204,7 +204,7 @@ def attribution_maps(
     valid = check_map_inputs(bundle, features, valid)
     names = [str(n) for n in names]
     if len(names) != features.shape[0]:
-        raise GkdcnError(f"{len(names)} element names for {features.shape[0]} channels")
+        raise ValueError(f"{len(names)} element names for {features.shape[0]} channels")
     if elements is not None:
         unknown = [e for e in elements if e not in names]
         if unknown:

@@ -81,7 +81,7 @@ def as_windows(windows: torch.Tensor | np.ndarray) -> torch.Tensor:
     x = torch.as_tensor(np.asarray(windows) if not torch.is_tensor(windows) else windows)
     x = x.detach().to(dtype=torch.float32, device="cpu")
     if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
-        raise GkdcnError(f"windows must be shaped (N, channels, w, w), got {tuple(x.shape)}")
+        raise ValueError(f"windows must be shaped (N, channels, w, w), got {tuple(x.shape)}")
     return x
 
 
@@ -96,7 +96,7 @@ def upsample_to_window(cam: torch.Tensor, window: int) -> torch.Tensor:
     if (h, w) == (window, window):
         return cam
     if h != w:
-        raise GkdcnError(f"layer map is not square ({h} x {w}); cannot place it on the window")
+        raise ValueError(f"layer map is not square ({h} x {w}); cannot place it on the window")
     s = window // h
     if s >= 1 and window - s * h < s:
         up = LayerAttribution.interpolate(cam, (s * h, s * w), interpolate_mode="bilinear")
@@ -163,7 +163,9 @@ def gradcam_maps(
     features = np.asarray(features)
     valid = check_map_inputs(bundle, features, valid)
     rows, cols = np.nonzero(valid)
-    maps = {r: np.full(valid.shape, np.nan, dtype=np.float32) for r in reduce}
+    maps: dict[str, np.ndarray] = {
+        r: np.full(valid.shape, np.nan, dtype=np.float32) for r in reduce
+    }
     net = bundle.network()
     half = bundle.window // 2
     batches = map_windows(
@@ -224,14 +226,14 @@ def map_windows(
 def check_map_inputs(bundle: ModelBundle, features: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Validate a transformed stack and its validity mask against the model; returns the mask."""
     if features.ndim != 3:
-        raise GkdcnError(f"features must be shaped (channels, rows, cols), got {features.shape}")
+        raise ValueError(f"features must be shaped (channels, rows, cols), got {features.shape}")
     if features.shape[0] != bundle.spec.in_channels:
-        raise GkdcnError(
+        raise ValueError(
             f"features have {features.shape[0]} channels, the model takes {bundle.spec.in_channels}"
         )
     valid = np.asarray(valid, dtype=bool)
     if valid.shape != features.shape[1:]:
-        raise GkdcnError(
+        raise ValueError(
             f"valid mask of shape {valid.shape} does not match the {features.shape[1:]} map"
         )
     return valid
@@ -247,9 +249,9 @@ def window_background(
     """
     window_input = np.asarray(window_input, dtype=np.float32)
     if window_input.ndim != 3:
-        raise GkdcnError(f"window input must be shaped (channels, w, w), got {window_input.shape}")
+        raise ValueError(f"window input must be shaped (channels, w, w), got {window_input.shape}")
     if len(names) != window_input.shape[0]:
-        raise GkdcnError(f"{len(names)} names for {window_input.shape[0]} channels")
+        raise ValueError(f"{len(names)} names for {window_input.shape[0]} channels")
     if element is None:
         return window_input.mean(axis=0), f"mean of {len(names)} channels (transformed units)"
     if element not in names:
@@ -283,7 +285,7 @@ def plot_site_cam(
     cam = np.asarray(cam, dtype=np.float32)
     image, label = window_background(window_input, names, element)
     if cam.shape != image.shape:
-        raise GkdcnError(f"CAM of shape {cam.shape} does not match the {image.shape} window")
+        raise ValueError(f"CAM of shape {cam.shape} does not match the {image.shape} window")
     extent = window_extent(image.shape[0])
     fig = Figure(figsize=(10.0, 4.2), dpi=150)
     ax_in, ax_cam = fig.subplots(1, 2)

@@ -41,6 +41,7 @@ from gkdcn.explain.gradcam import (
     net_device,
     resolve_layer,
 )
+from gkdcn.models.deform import DeformConv2d
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -156,13 +157,13 @@ def sampling_positions(
 ) -> SamplingData:
     """Run ``net`` on ``windows`` and read where deformable ``layer`` samples each tap.
 
-    The layer's input is caught with a forward pre-hook and passed to the layer's
-    ``forward_with_sampling``, which returns its offsets and (sigmoid) masks. ``net`` runs in eval
+    The layer's input is caught with a forward pre-hook and passed to the
+    :class:`~gkdcn.models.deform.DeformConv2d` layer's ``forward_with_sampling``, which returns its offsets and (sigmoid) masks. ``net`` runs in eval
     mode; its modes are restored.
     """
     x = as_windows(windows)
     module = resolve_layer(net, layer)
-    if not hasattr(module, "forward_with_sampling"):
+    if not isinstance(module, DeformConv2d):
         raise GkdcnError(
             f"layer {layer!r} is a {type(module).__name__}, not a deformable convolution: "
             "it has no sampling offsets (CNN and GK-CNN models have none)"

@@ -764,21 +764,21 @@ def write_geotiff(
     if data.ndim == 2:
         data = data[np.newaxis]
     if data.ndim != 3 or data.shape[1:] != grid.shape:
-        raise GkdcnError(
+        raise ValueError(
             f"{path}: bands of shape {np.asarray(bands).shape} do not fit the "
             f"{grid.height} x {grid.width} grid"
         )
     for what, per_band in (("descriptions", descriptions), ("tag sets", tags)):
         if per_band is not None and len(per_band) != data.shape[0]:
-            raise GkdcnError(f"{path}: {len(per_band)} {what} for {data.shape[0]} bands")
+            raise ValueError(f"{path}: {len(per_band)} {what} for {data.shape[0]} bands")
     target = np.dtype(dtype)
     if np.issubdtype(target, np.integer) and nodata is not None and math.isnan(nodata):
-        raise GkdcnError(f"{path}: NaN nodata needs a float dtype, not {dtype}")
+        raise ValueError(f"{path}: NaN nodata needs a float dtype, not {dtype}")
     if np.issubdtype(data.dtype, np.floating):
         missing = ~np.isfinite(data)
         if missing.any():
             if nodata is None and np.issubdtype(target, np.integer):
-                raise GkdcnError(f"{path}: NaN cells but no nodata value for {dtype}")
+                raise ValueError(f"{path}: NaN cells but no nodata value for {dtype}")
             if nodata is not None and not math.isnan(nodata):
                 data = np.where(missing, nodata, data)
     profile: dict[str, object] = {

@@ -14,11 +14,12 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, get_args
 
 import numpy as np
 import torch
 
+from gkdcn.data.samples import Padding
 from gkdcn.data.transforms import ChannelTransform
 from gkdcn.errors import GkdcnError, InputError, Note
 from gkdcn.io.atomic import atomic_path
@@ -44,6 +45,13 @@ def package_versions() -> dict[str, str]:
     }
 
 
+def _padding(value: object) -> Padding:
+    """A model file's padding rule, refused (ValueError) when it is not one the window code knows."""
+    if value not in get_args(Padding):
+        raise ValueError(f"unknown padding {value!r} (expected one of {get_args(Padding)})")
+    return cast(Padding, value)
+
+
 @dataclass
 class ModelBundle:
     """A trained network plus what it needs to be applied to a new map."""
@@ -52,7 +60,7 @@ class ModelBundle:
     state: dict[str, torch.Tensor]
     channels: list[str]
     transform: ChannelTransform
-    padding: str = "zero"
+    padding: Padding = "zero"
     train_config: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -159,7 +167,7 @@ class ModelBundle:
                 state=dict(state),
                 channels=list(meta["channels"]),
                 transform=ChannelTransform.from_dict(meta["transform"]),
-                padding=meta.get("padding", "zero"),
+                padding=_padding(meta.get("padding", "zero")),
                 train_config=meta.get("train_config", {}),
                 info=meta.get("info", {}),
             )

@@ -275,7 +275,8 @@ class _DeformConv(torch.autograd.Function):
                 torch.addmm(bias, cols, weight_mat, out=out[block.rows])
         # A single block's columns are small: keep them rather than gather again in backward.
         kept = cols if len(blocks) == 1 else None
-        ctx.save_for_backward(table, idx00, frac_h, frac_w, flat_mask, weight_mat, kept)
+        # save_for_backward accepts None (documented), but torch's stubs say Tensor only.
+        ctx.save_for_backward(table, idx00, frac_h, frac_w, flat_mask, weight_mat, kept)  # type: ignore[arg-type]
         ctx.geo = geo  # type: ignore[attr-defined]
         ctx.images_per_block = images_per_block  # type: ignore[attr-defined]
         ctx.offset_shape = offset.shape  # type: ignore[attr-defined]
@@ -619,15 +620,20 @@ class DeformConv2d(nn.Module):
         taps = self.kernel_size[0] * self.kernel_size[1]
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
-        branch = {
-            "kernel_size": self.kernel_size,
-            "stride": self.stride,
-            "padding": self.padding,
-            "dilation": self.dilation,
-        }
-        self.offset_conv = nn.Conv2d(in_channels, 2 * offset_groups * taps, **branch)
-        self.mask_conv = nn.Conv2d(in_channels, offset_groups * taps, **branch)
+        self.offset_conv = self._branch(in_channels, 2 * offset_groups * taps)
+        self.mask_conv = self._branch(in_channels, offset_groups * taps)
         self.reset_parameters()
+
+    def _branch(self, in_channels: int, out_channels: int) -> nn.Conv2d:
+        """A plain conv with this layer's geometry (offsets and masks: one per tap per output)."""
+        return nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+        )
 
     def reset_parameters(self) -> None:
         """Main weight as ``nn.Conv2d`` initialises it; offset and mask branches to zero."""

@@ -76,6 +76,28 @@ METRICS: dict[str, MetricInfo] = {
         percent=True,
         unit="% of deposits",
     ),
+    "capture_top15": MetricInfo(
+        "Deposits in the top 15 % of area",
+        "% of held-out deposits ranked within the best 15 % of the valid area",
+        percent=True,
+        unit="% of deposits",
+    ),
+    "area_above_0.5": MetricInfo(
+        "Area at p > 0.5",
+        "% of the valid area the held-out fold's map puts above probability 0.5; deposits are "
+        "rare, so a map that reads as probabilities keeps this small",
+        higher_is_better=False,
+        percent=True,
+        unit="% of area",
+    ),
+    "area_above_0.9": MetricInfo(
+        "Area at p > 0.9",
+        "% of the valid area above probability 0.9 (see tables/<protocol>_calibration.csv for "
+        "the reliability of every probability bin)",
+        higher_is_better=False,
+        percent=True,
+        unit="% of area",
+    ),
 }
 
 
