@@ -40,7 +40,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 
 from gkdcn.config import Align, PredictConfig, StudyConfig, load_config
 from gkdcn.data.knowledge import knowledge_channel
-from gkdcn.data.samples import padded_index
+from gkdcn.data.samples import Padding, padded_index
 from gkdcn.data.transforms import ChannelTransform
 from gkdcn.errors import GkdcnError, InputError, Note
 from gkdcn.io.atomic import atomic_path, check_writable
@@ -320,7 +320,7 @@ class BlockPlan:
     height: int
     width: int
     window: int
-    padding: str
+    padding: Padding
     passes: int
     n_samples: int
     device: torch.device
