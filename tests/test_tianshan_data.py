@@ -16,6 +16,7 @@ if not DATA.is_dir():
     pytest.skip(f"Tianshan data not found at {DATA}", allow_module_level=True)
 
 from gkdcn.config import StudyConfig, config_from_dict, load_config  # noqa: E402
+from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL  # noqa: E402
 from gkdcn.data.study import Study, load_study  # noqa: E402
 from gkdcn.errors import InputError  # noqa: E402
 from gkdcn.io.rasters import open_elements  # noqa: E402
@@ -90,7 +91,10 @@ def test_windows_equal_the_authors_samples(study: Study, name: str) -> None:
     rows = np.array([r + dr for r in sites.rows for dr, _ in offsets])
     cols = np.array([c + dc for c in sites.cols for _, dc in offsets])
     cand_labels = np.repeat(sites.labels, len(offsets))
-    ours = extract_windows(study.raw, rows, cols, WINDOW, "zero")
+    # The example config feeds the knowledge weight as an extra channel; the authors' windows hold
+    # the 39 elements only, so compare those.
+    elements = [i for i, n in enumerate(study.names) if n != KNOWLEDGE_CHANNEL]
+    ours = extract_windows(study.raw[elements], rows, cols, WINDOW, "zero")
     assert ours.shape == (len(rows), 39, WINDOW, WINDOW)
     flat = ours.reshape(len(rows), -1)
     for i, window in enumerate(authors):
