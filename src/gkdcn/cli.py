@@ -6,6 +6,7 @@ stderr and exit status 2, and shows library warnings (e.g. index alignment) as o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -50,6 +52,14 @@ Jobs = Annotated[
         "--jobs",
         help="Trainings run at once, each on one CPU thread (default: the cores, at most 4). "
         "Results do not depend on it.",
+    ),
+]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Run on a Dask cluster: tcp://HOST:PORT (a running `dask scheduler`) or local:N "
+        '(N worker processes here); needs pip install "gkdcn[cluster]". Same results.',
     ),
 ]
 
@@ -97,7 +107,10 @@ def _friendly(func: F) -> F:
             try:
                 return func(*args, **kwargs)
             except GkdcnError as exc:
-                err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+                # escape: a message may hold brackets (e.g. pip install "gkdcn[cluster]")
+                err_console.print(
+                    f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+                )
                 raise typer.Exit(2) from None
             except KeyboardInterrupt:
                 err_console.print(interrupted)
@@ -356,18 +369,28 @@ def predict(
     device: Device = "auto",
     cog: Annotated[bool, typer.Option(help="Write a Cloud-Optimized GeoTIFF.")] = False,
     overwrite: Overwrite = False,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Map the anomaly probability of every valid cell onto the element grid (GeoTIFF)."""
+    from gkdcn.io.atomic import check_writable
     from gkdcn.predict import MAX_MC_DROPOUT, predict_to_file
 
     if not 0 <= mc_dropout <= MAX_MC_DROPOUT:
         raise GkdcnError(f"--mc-dropout must be between 0 and {MAX_MC_DROPOUT}, not {mc_dropout}")
 
-    with progress_bar() as progress:
+    with contextlib.ExitStack() as stack:
+        engine = None
+        if scheduler is not None:
+            from gkdcn.cluster import open_client, predict_map_on_cluster
+
+            check_writable(out, overwrite)  # before a cluster is started or reached
+            client = stack.enter_context(open_client(scheduler))
+            engine = functools.partial(predict_map_on_cluster, client)
+        progress = stack.enter_context(progress_bar())
         written = predict_to_file(
             models, data, out, csv_path=csv, data_dir=data_dir, mc_dropout=mc_dropout,
             batch_size=batch_size, block_rows=block_rows, device=_device(device),
-            overwrite=overwrite, progress=progress, cog=cog,
+            overwrite=overwrite, progress=progress, cog=cog, engine=engine,
         )  # fmt: skip
     for path in written:
         console.print(f"wrote {path}")
@@ -441,6 +464,7 @@ def compare(
     jobs: Jobs = None,
     device: Device = "cpu",
     overwrite: Overwrite = False,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Train CNN, DCN, GK-CNN and GK-DCN and fit four baselines over seeds, in-sample and held out."""
     from gkdcn.compare import make_plan, run_comparison
@@ -457,7 +481,7 @@ def compare(
     with progress_bar() as progress:
         comparison = run_comparison(
             study, out, plan, overwrite=overwrite, progress=progress, device=_device(device),
-            workers=_workers(jobs), inputs=[config],
+            workers=_workers(jobs), inputs=[config], scheduler=scheduler,
         )  # fmt: skip
     # soft_wrap: wide tables stay one row per line in logs and narrow terminals
     for table in comparison_tables(comparison):

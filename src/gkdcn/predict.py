@@ -25,7 +25,7 @@ import csv
 import json
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,7 +40,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 
 from gkdcn.config import Align, PredictConfig, StudyConfig, load_config
 from gkdcn.data.knowledge import knowledge_channel
-from gkdcn.data.samples import padded_index
+from gkdcn.data.samples import Padding, padded_index
 from gkdcn.data.transforms import ChannelTransform
 from gkdcn.errors import GkdcnError, InputError, Note
 from gkdcn.io.atomic import atomic_path, check_writable
@@ -286,6 +286,163 @@ def _padded_block(
     return out
 
 
+def row_blocks(height: int, block_rows: int) -> list[tuple[int, int]]:
+    """The ``[r0, r1)`` row blocks a map of ``height`` rows is predicted in, top to bottom."""
+    return [(r0, min(height, r0 + block_rows)) for r0 in range(0, height, block_rows)]
+
+
+@dataclass
+class BlockPrediction:
+    """One row block ``[r0, r1)`` of a map: ``valid``, ``mean`` and ``std`` are ``(r1 - r0, W)``."""
+
+    r0: int
+    r1: int
+    valid: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray | None
+    windows: int
+
+
+@dataclass
+class BlockPlan:
+    """What every row block of one prediction shares: networks, transforms, padding indices.
+
+    A block depends only on the raw rows it reads (:meth:`read_rows`, the block plus the
+    window's halo, clipped to the map) and on the seed, never on the blocks before it, so blocks
+    can be predicted in any order or on other machines (:mod:`gkdcn.cluster`) with the same
+    result as :func:`predict_map`.
+    """
+
+    nets: list[AnomalyNet]
+    keys: list[str]
+    transforms: dict[str, ChannelTransform]
+    order: list[int] | None  # indices into the source's layers; None: already the model's order
+    height: int
+    width: int
+    window: int
+    padding: Padding
+    passes: int
+    n_samples: int
+    device: torch.device
+    col_idx: np.ndarray = field(repr=False)
+    col_ok: np.ndarray = field(repr=False)
+
+    def read_rows(self, r0: int, r1: int) -> tuple[int, int]:
+        """Rows ``[lo, hi)`` of the source that block ``[r0, r1)`` reads (block plus halo)."""
+        half = self.window // 2
+        row_idx, _ = padded_index(np.arange(r0 - half, r1 + half), self.height, self.padding)
+        return int(row_idx.min()), int(row_idx.max()) + 1
+
+    def predict_block(
+        self, raw: np.ndarray, r0: int, r1: int, batch_size: int, seed: int = 0
+    ) -> BlockPrediction:
+        """Predict rows ``[r0, r1)`` from ``raw``, the source's rows :meth:`read_rows` ``(C, h, W)``.
+
+        Monte Carlo dropout masks are drawn from ``torch.manual_seed(seed + r0)`` (the RNG state
+        outside is left as it was), so each block is reproducible on its own.
+        """
+        half, width, window, dev = self.window // 2, self.width, self.window, self.device
+        row_idx, row_ok = padded_index(np.arange(r0 - half, r1 + half), self.height, self.padding)
+        lo = int(row_idx.min())
+        if self.order is not None:
+            raw = raw[self.order]
+        block_valid = np.isfinite(raw[:, r0 - lo : r1 - lo]).all(axis=0)
+        mean = np.full((r1 - r0, width), np.nan, dtype=np.float32)
+        std = np.full((r1 - r0, width), np.nan, dtype=np.float32) if self.n_samples > 1 else None
+        rr, cc = np.nonzero(block_valid)
+        if not rr.size:
+            return BlockPrediction(r0, r1, block_valid, mean, std, 0)
+        devices = [dev.index or 0] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            torch.manual_seed(seed + r0)
+            views = {}
+            for key, transform in self.transforms.items():
+                feats = _padded_block(
+                    _apply_in_chunks(transform, raw),
+                    row_idx - lo,
+                    row_ok,
+                    self.col_idx,
+                    self.col_ok,
+                )
+                block = torch.from_numpy(feats).to(dev)
+                # (rows+2h, W+2h, C) -> (rows, W, w, w, C): a strided view, no copy.
+                views[key] = block.unfold(0, window, 1).unfold(1, window, 1).permute(0, 1, 3, 4, 2)
+            del raw
+            rr_t = torch.from_numpy(rr).to(dev)
+            cc_t = torch.from_numpy(cc).to(dev)
+            for b0 in range(0, rr.size, batch_size):
+                b1 = min(rr.size, b0 + batch_size)
+                probs = _batch_probabilities(
+                    self.nets, self.keys, views, rr_t[b0:b1], cc_t[b0:b1], self.passes
+                )
+                mean[rr[b0:b1], cc[b0:b1]] = probs.mean(axis=0)
+                if std is not None:
+                    std[rr[b0:b1], cc[b0:b1]] = probs.std(axis=0)
+        return BlockPrediction(r0, r1, block_valid, mean, std, int(rr.size))
+
+
+def block_plan(
+    bundles: Sequence[ModelBundle],
+    names: Sequence[str],
+    grid: Grid,
+    *,
+    mc_dropout: int = 0,
+    device: DeviceName | str | torch.device = "cpu",
+) -> BlockPlan:
+    """The shared part of a prediction of ``bundles`` on layers ``names`` over ``grid``."""
+    first = bundles[0]
+    dev = resolve_device(device)
+    order = [list(names).index(c) for c in first.channels]
+    nets = [_inference_network(b, dev) for b in bundles]
+    for net in nets:
+        if mc_dropout:
+            _set_mc_dropout(net)
+    keys = [_transform_key(b) for b in bundles]
+    half = first.window // 2
+    col_idx, col_ok = padded_index(np.arange(-half, grid.width + half), grid.width, first.padding)
+    passes = max(mc_dropout, 1)
+    return BlockPlan(
+        nets=nets,
+        keys=keys,
+        transforms={k: b.transform for k, b in zip(keys, bundles, strict=True)},
+        order=None if order == list(range(len(names))) else order,
+        height=grid.height,
+        width=grid.width,
+        window=first.window,
+        padding=first.padding,
+        passes=passes,
+        n_samples=passes * len(bundles),
+        device=dev,
+        col_idx=col_idx,
+        col_ok=col_ok,
+    )
+
+
+def prepare_prediction(
+    bundles: Sequence[ModelBundle],
+    source: ElementSource,
+    *,
+    batch_size: int,
+    block_rows: int,
+    mc_dropout: int = 0,
+    device: DeviceName | str | torch.device = "cpu",
+) -> BlockPlan:
+    """Check a prediction request (one-line errors before any work) and build its block plan."""
+    check_compatible(bundles)
+    if batch_size < 1:
+        raise GkdcnError(f"batch size must be at least 1, got {batch_size}")
+    if block_rows < 1:
+        raise GkdcnError(f"block rows must be at least 1, got {block_rows}")
+    if mc_dropout < 0 or mc_dropout == 1:
+        raise GkdcnError(f"mc_dropout must be 0 (off) or at least 2 passes, got {mc_dropout}")
+    first = bundles[0]
+    _channel_order(first, source)  # a missing layer is a one-line error naming it
+    if mc_dropout and any(b.spec.dropout <= 0 for b in bundles):
+        raise GkdcnError("mc_dropout needs a model trained with dropout > 0")
+    _check_grid(source.grid, first.window)
+    return block_plan(bundles, source.names, source.grid, mc_dropout=mc_dropout, device=device)
+
+
 def predict_map(
     bundle_or_bundles: ModelBundle | Sequence[ModelBundle],
     source: ElementSource,
@@ -313,90 +470,32 @@ def predict_map(
         if isinstance(bundle_or_bundles, ModelBundle)
         else list(bundle_or_bundles)
     )
-    check_compatible(bundles)
-    if batch_size < 1:
-        raise GkdcnError(f"batch size must be at least 1, got {batch_size}")
-    if block_rows < 1:
-        raise GkdcnError(f"block rows must be at least 1, got {block_rows}")
     if threads is not None and threads < 1:
         raise GkdcnError(f"threads must be at least 1, got {threads}")
-    if mc_dropout < 0 or mc_dropout == 1:
-        raise GkdcnError(f"mc_dropout must be 0 (off) or at least 2 passes, got {mc_dropout}")
-    first = bundles[0]
-    order = _channel_order(first, source)
-    if mc_dropout and any(b.spec.dropout <= 0 for b in bundles):
-        raise GkdcnError("mc_dropout needs a model trained with dropout > 0")
-    grid = source.grid
-    window = first.window
-    _check_grid(grid, window)
-    dev = resolve_device(device)
-
+    plan = prepare_prediction(
+        bundles, source, batch_size=batch_size, block_rows=block_rows, mc_dropout=mc_dropout,
+        device=device,
+    )  # fmt: skip
+    first, grid, dev = bundles[0], source.grid, plan.device
     height, width = grid.shape
-    half = window // 2
-    padding = first.padding
-    identity = order == list(range(len(source.names)))
-    col_idx, col_ok = padded_index(np.arange(-half, width + half), width, padding)
-    nets = [_inference_network(b, dev) for b in bundles]
-    for net in nets:
-        if mc_dropout:
-            _set_mc_dropout(net)
-    keys = [_transform_key(b) for b in bundles]
-    transforms = {k: b.transform for k, b in zip(keys, bundles, strict=True)}
-    passes = max(mc_dropout, 1)
-    n_samples = passes * len(bundles)
-
     mean = np.full((height, width), np.nan, dtype=np.float32)
-    std = np.full((height, width), np.nan, dtype=np.float32) if n_samples > 1 else None
+    std = np.full((height, width), np.nan, dtype=np.float32) if plan.n_samples > 1 else None
     valid = np.zeros((height, width), dtype=bool)
     n_windows = 0
     started = time.perf_counter()
     task = progress.add_task("predicting", total=height, info="") if progress is not None else None
-    devices = [dev.index or 0] if dev.type == "cuda" else []
     cache = _gdal_cache_bytes(source)
-    with (
-        torch_threads(threads),
-        rasterio.Env(GDAL_CACHEMAX=cache),
-        torch.random.fork_rng(devices=devices),
-        torch.inference_mode(),
-    ):
-        torch.manual_seed(seed)
-        for r0 in range(0, height, block_rows):
-            r1 = min(height, r0 + block_rows)
-            row_idx, row_ok = padded_index(np.arange(r0 - half, r1 + half), height, padding)
-            lo, hi = int(row_idx.min()), int(row_idx.max()) + 1
-            raw = source.read(Window(0, lo, width, hi - lo))
-            if not identity:
-                raw = raw[order]
-            block_valid = np.isfinite(raw[:, r0 - lo : r1 - lo]).all(axis=0)
-            valid[r0:r1] = block_valid
-            rr, cc = np.nonzero(block_valid)
-            if rr.size:
-                views = {}
-                for key, transform in transforms.items():
-                    feats = _padded_block(
-                        _apply_in_chunks(transform, raw), row_idx - lo, row_ok, col_idx, col_ok
-                    )
-                    block = torch.from_numpy(feats).to(dev)
-                    # (rows+2h, W+2h, C) -> (rows, W, w, w, C): a strided view, no copy.
-                    views[key] = (
-                        block.unfold(0, window, 1).unfold(1, window, 1).permute(0, 1, 3, 4, 2)
-                    )
-                del raw
-                rr_t = torch.from_numpy(rr).to(dev)
-                cc_t = torch.from_numpy(cc).to(dev)
-                for b0 in range(0, rr.size, batch_size):
-                    b1 = min(rr.size, b0 + batch_size)
-                    probs = _batch_probabilities(
-                        nets, keys, views, rr_t[b0:b1], cc_t[b0:b1], passes
-                    )
-                    rows_out, cols_out = rr[b0:b1] + r0, cc[b0:b1]
-                    mean[rows_out, cols_out] = probs.mean(axis=0)
-                    if std is not None:
-                        std[rows_out, cols_out] = probs.std(axis=0)
-                n_windows += int(rr.size)
-                del views
-            else:
-                del raw
+    with torch_threads(threads), rasterio.Env(GDAL_CACHEMAX=cache):
+        for r0, r1 in row_blocks(height, block_rows):
+            lo, hi = plan.read_rows(r0, r1)
+            block = plan.predict_block(
+                source.read(Window(0, lo, width, hi - lo)), r0, r1, batch_size, seed
+            )
+            valid[r0:r1] = block.valid
+            mean[r0:r1] = block.mean
+            if std is not None:
+                std[r0:r1] = block.std
+            n_windows += block.windows
             if progress is not None and task is not None:
                 progress.update(task, advance=r1 - r0, info=f"{n_windows} cells")
     seconds = time.perf_counter() - started
@@ -404,9 +503,9 @@ def predict_map(
         "models": len(bundles),
         "kind": first.kind,
         "mc_dropout": mc_dropout,
-        "samples_per_cell": n_samples,
-        "window": window,
-        "padding": padding,
+        "samples_per_cell": plan.n_samples,
+        "window": plan.window,
+        "padding": plan.padding,
         "device": str(dev),
         "threads": threads or torch.get_num_threads(),
         "batch_size": batch_size,
@@ -610,6 +709,7 @@ def predict_to_file(
     data_dir: str | Path | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    engine: Callable[..., PredictionResult] | None = None,
     cog: bool = False,
 ) -> list[Path]:
     """Check the outputs can be written, load the model(s), predict, write; the written paths.
@@ -621,7 +721,9 @@ def predict_to_file(
     (outputs writable, models readable and compatible, channels present, grid large enough)
     happens before the long computation; on any error no output file is left behind. Returns
     ``[GeoTIFF]`` or ``[GeoTIFF, CSV]`` (the QGIS style beside the GeoTIFF is not listed); use :func:`predict_map` and :func:`write_prediction` to
-    keep the :class:`PredictionResult` in memory as well.
+    keep the :class:`PredictionResult` in memory as well. ``engine`` computes the map
+    (default :func:`predict_map`; e.g. :func:`gkdcn.cluster.predict_map_on_cluster` bound to a
+    Dask client runs its blocks on a cluster).
     """
     items = [models] if isinstance(models, str | Path | ModelBundle) else list(models)
     if not items:
@@ -645,7 +747,7 @@ def predict_to_file(
     defaults = settings or PredictConfig()
     try:
         _warn_far_outside(bundles[0], source)
-        result = predict_map(
+        result = (engine or predict_map)(
             bundles,
             source,
             batch_size=defaults.batch_size if batch_size is None else batch_size,

@@ -1,4 +1,9 @@
-"""Run independent jobs, each on one CPU thread, several at once in worker processes.
+"""Run independent jobs, each on one CPU thread, several at once: one runner, two engines.
+
+The local engine is a pool of spawned worker processes on this machine; the cluster engine
+(:mod:`gkdcn.cluster`, with a Dask client) sends each job to any Dask cluster. Either way a job
+*returns* its result and this process hands it to ``on_done`` as it arrives, so whoever writes
+the results (e.g. a comparison's run folder) does it here, never on the workers.
 
 A comparison is hundreds of small trainings. Side by side they use the cores better than one
 after another with PyTorch's threads waiting on each other: on 2 cores, two single-threaded
@@ -18,15 +23,20 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import threadpoolctl
 from rich.progress import Progress
 
 from gkdcn.errors import GkdcnError
 from gkdcn.threads import set_threads, torch_threads
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 J = TypeVar("J")
 C = TypeVar("C")
+R = TypeVar("R")
 
 #: Default cap on worker processes: each holds its own PyTorch (~0.5-0.8 GB resident).
 MAX_DEFAULT_WORKERS = 4
@@ -70,28 +80,40 @@ def single_thread() -> contextlib.AbstractContextManager[None]:
 
 def run_jobs(
     jobs: Sequence[J],
-    run: Callable[[J, C, Progress | None], None],
+    run: Callable[[J, C, Progress | None], R],
     context: C,
     *,
     workers: int = 1,
+    client: Client | None = None,
     progress: Progress | None = None,
-    on_done: Callable[[J], None] | None = None,
+    on_done: Callable[[J, R], None] | None = None,
 ) -> None:
-    """Call ``run(job, context, progress)`` for every job, each on one thread.
+    """Call ``run(job, context, progress)`` for every job, each on one thread, and
+    ``on_done(job, result)`` in this process as each one ends (in any order).
 
-    With ``workers`` > 1 the jobs are shared by that many spawned processes (``run`` and
-    ``context`` must pickle; inner progress bars are not shown from workers) and finish in any
-    order; ``on_done`` is called in this process as each one ends. A failing job stops the rest
-    and its error is raised here; so does Ctrl-C. Jobs must not share outputs. As with any
-    spawned process, a script calling this with ``workers`` > 1 needs an
+    Engines: with a Dask ``client`` (see :func:`gkdcn.cluster.open_client`) every job is a task
+    on that cluster (``context`` is sent once to every worker; a worker that dies has its jobs
+    run again elsewhere); else with ``workers`` > 1 the jobs are shared by that many spawned
+    processes here; else they run one after another in this process. ``run``, ``context`` and
+    the results must pickle for the first two (inner progress bars are not shown from workers).
+    A failing job stops the rest and its error is raised here; so does Ctrl-C. As with any
+    spawned process, a script calling this with ``workers`` > 1 or a local cluster needs an
     ``if __name__ == "__main__":`` guard (the workers import the script).
     """
+
+    def done(job: J, result: R) -> None:
+        if on_done is not None:
+            on_done(job, result)
+
+    if client is not None:
+        from gkdcn.cluster import run_jobs_on_cluster
+
+        run_jobs_on_cluster(client, jobs, run, context, on_result=done, name=_name)
+        return
     if workers <= 1 or len(jobs) <= 1 or not _can_spawn():
         with single_thread():
             for job in jobs:
-                run(job, context, progress)
-                if on_done is not None:
-                    on_done(job)
+                done(job, run(job, context, progress))
         return
     pool = ProcessPoolExecutor(
         workers,
@@ -103,9 +125,7 @@ def run_jobs(
     futures = {pool.submit(_run_in_worker, job): job for job in jobs}
     try:
         for future in as_completed(futures):
-            future.result()
-            if on_done is not None:
-                on_done(futures[future])
+            done(futures[future], future.result())
     except BrokenProcessPool:
         _stop(pool)
         raise GkdcnError(
@@ -117,6 +137,11 @@ def run_jobs(
         _stop(pool)
         raise
     pool.shutdown()
+
+
+def _name(job: Any) -> str:
+    """A job's name in the Dask dashboard: its ``label`` if it has one."""
+    return str(getattr(job, "label", None) or job)
 
 
 def _can_spawn() -> bool:
@@ -141,13 +166,18 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         process.join(timeout=10)
 
 
-def _init_worker(run: Callable[..., None], context: Any) -> None:
+def _init_worker(run: Callable[..., Any], context: Any) -> None:
     # Ctrl-C reaches the whole process group; the parent alone handles it (and stops us).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_threads(1)
+    # numpy's BLAS (OpenBLAS: one spinning thread per core) too, as Dask's nanny does for its
+    # workers: with 2 workers on 2 cores their BLAS threads otherwise fight over the cores (the
+    # pool with 2 workers ran slower than 1 in bench/bench_cluster.py). Summation order of a
+    # BLAS call does not depend on its thread count here (tables identical, tested).
+    _worker_state["blas"] = threadpoolctl.threadpool_limits(1)
     _worker_state["run"] = run
     _worker_state["context"] = context
 
 
-def _run_in_worker(job: Any) -> None:
-    _worker_state["run"](job, _worker_state["context"], None)
+def _run_in_worker(job: Any) -> Any:
+    return _worker_state["run"](job, _worker_state["context"], None)

@@ -1,5 +1,10 @@
 """The jobs of a comparison: one per protocol x seed x fold x model, each written when it ends.
 
+A job runs anywhere (this process, a local worker, a Dask worker on another host): it writes
+into a scratch run folder of its own and returns those files as data (:func:`fit_job`); the
+process that runs the comparison writes them into the real run folder (:func:`write_job`,
+``result.json`` last), so workers need no shared filesystem and resuming works as before.
+
 :func:`make_jobs` lists them from the plan, :func:`claim_run_dir` creates or resumes the run
 folder, and :func:`run_job` fits one model on one fold (through the single seam
 :func:`gkdcn.compare.fitting.fit_model`) and writes its scores. Only the runner
@@ -11,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +36,7 @@ from gkdcn.data.samples import SampleSet, Split
 from gkdcn.data.study import Study, changed_files, data_fingerprint, input_files
 from gkdcn.errors import GkdcnError
 from gkdcn.evaluate import evaluate_map
-from gkdcn.io.atomic import check_not_input, check_writable, mark_output, write_text
+from gkdcn.io.atomic import atomic_path, check_not_input, check_writable, mark_output, write_text
 from gkdcn.io.rasters import write_probability_map
 from gkdcn.models.bundle import package_versions
 
@@ -149,6 +155,33 @@ def run_job(job: Job, context: JobContext, progress: Progress | None) -> None:
         json.dumps(result, indent=2, default=float),
         overwrite=True,
     )
+
+
+def fit_job(job: Job, context: JobContext, progress: Progress | None) -> dict[str, str | bytes]:
+    """Run ``job`` into a scratch run folder and return what it wrote: file contents (bytes)
+    by path relative to the run folder. Nothing is written to ``context.layout``."""
+    with tempfile.TemporaryDirectory(prefix="gkdcn-job-") as tmp:
+        root = Path(tmp)
+        run_job(job, replace(context, layout=RunLayout(root)), progress)
+        return {
+            path.relative_to(root).as_posix(): path.read_bytes()
+            for path in sorted(root.rglob("*"))
+            if path.is_file()
+        }
+
+
+def write_job(layout: RunLayout, job: Job, files: dict[str, str | bytes]) -> None:
+    """Write the files :func:`fit_job` returned into the run folder, each atomically, the
+    job's ``result.json`` last (its presence means the job is done)."""
+    root = layout.root.resolve()
+    result = layout.relative(layout.result(job.protocol, job.model, job.seed, job.fold))
+    for key in sorted(files, key=lambda k: k == result):
+        target = layout.root / key
+        if not target.resolve().is_relative_to(root):
+            raise ValueError(f"job file {key!r} lies outside the run folder")
+        data = files[key]
+        with atomic_path(target, overwrite=True) as tmp:
+            tmp.write_bytes(data if isinstance(data, bytes) else data.encode())
 
 
 def fingerprint(study: Study, plan: Plan) -> str:

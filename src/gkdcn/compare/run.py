@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.progress import Progress
 
-from gkdcn.compare.jobs import Job, JobContext, claim_run_dir, make_jobs, run_job
+from gkdcn.compare.jobs import Job, JobContext, claim_run_dir, fit_job, make_jobs, write_job
 from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.outputs import write_outputs
 from gkdcn.compare.plan import Plan
@@ -35,6 +37,7 @@ def run_comparison(
     device: str = "cpu",
     workers: int = 1,
     inputs: Sequence[str | Path] = (),
+    scheduler: str | Any | None = None,
 ) -> Comparison:
     """Run (or resume) the comparison into ``out_dir`` and write tables, maps and figures.
 
@@ -42,7 +45,10 @@ def run_comparison(
     (see :mod:`gkdcn.runner`; the command line uses the available cores, at most 4), so results
     do not depend on ``workers``. On a GPU the jobs run one after another. ``inputs``: paths the
     caller read besides the study's own (e.g. its config file), which the run folder may never
-    replace or hold.
+    replace or hold. ``scheduler``
+    (``"tcp://HOST:PORT"``, ``"local:N"`` or a connected :class:`distributed.Client`) sends the
+    trainings to a Dask cluster instead (:mod:`gkdcn.cluster`), with the same results; each
+    job's files come back to this process, which writes them as they arrive.
     """
     layout = RunLayout(Path(out_dir))
     started = time.perf_counter()
@@ -54,6 +60,29 @@ def run_comparison(
             "weights in the config, or leave them out with --models "
             "cnn,dcn,element,logistic,random-forest"
         )
+    with contextlib.ExitStack() as stack:
+        client = scheduler
+        if isinstance(scheduler, str):
+            from gkdcn.cluster import open_client
+
+            client = stack.enter_context(open_client(scheduler))  # unreachable: error now
+        comparison = _run(study, layout, plan, overwrite, progress, device, workers, client, inputs)
+    comparison.seconds = time.perf_counter() - started
+    write_outputs(comparison, study)
+    return comparison
+
+
+def _run(
+    study: Study,
+    layout: RunLayout,
+    plan: Plan,
+    overwrite: bool,
+    progress: Progress | None,
+    device: str,
+    workers: int,
+    client: Any,
+    inputs: Sequence[str | Path],
+) -> Comparison:
     claim_run_dir(layout, study, plan, overwrite, inputs)
     samples = study_samples(study)
     jobs = list(make_jobs(study, samples, plan))
@@ -61,22 +90,23 @@ def run_comparison(
     n_workers = resolve_workers(workers, len(todo), device)
     task = None
     if progress is not None:
+        info = f"{n_workers} at once" if n_workers > 1 else ""
+        if client is not None:
+            info = f"on {client.scheduler.address}"
         task = progress.add_task(
-            "comparison",
-            total=len(jobs),
-            completed=len(jobs) - len(todo),
-            info=f"{n_workers} at once" if n_workers > 1 else "",
+            "comparison", total=len(jobs), completed=len(jobs) - len(todo), info=info
         )
 
-    def finished(job: Job) -> None:
+    def finished(job: Job, files: dict[str, str | bytes]) -> None:
+        write_job(layout, job, files)  # here, as each job arrives: resuming works as ever
         if progress is not None and task is not None:
             progress.update(task, advance=1, info=job.label)
 
     context = JobContext(study, samples, plan, layout, device)
-    run_jobs(todo, run_job, context, workers=n_workers, progress=progress, on_done=finished)
+    run_jobs(
+        todo, fit_job, context, workers=n_workers, client=client, progress=progress,
+        on_done=finished,
+    )  # fmt: skip
     if progress is not None and task is not None:
         progress.remove_task(task)
-    comparison = collect(layout, plan)
-    comparison.seconds = time.perf_counter() - started
-    write_outputs(comparison, study)
-    return comparison
+    return collect(layout, plan)
