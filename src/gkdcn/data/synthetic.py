@@ -600,6 +600,51 @@ def _peak(body: _Body) -> int:
     return int(np.argmax(body.amp))
 
 
+@dataclass(frozen=True)
+class _BodyShape:
+    """Ranges (low, high) of one family of anomaly bodies seeded on a fault."""
+
+    splay: tuple[float, float]  # degrees off the fault trace, for bodies that splay off it
+    forward: tuple[float, float]
+    backward: tuple[float, float]
+    max_branches: int  # the branch count is drawn from 0 .. max_branches - 1
+    decay: tuple[float, float]
+    r0: tuple[float, float]
+
+
+# Lone ore bodies of a small district are longer and broader than the bodies of a system.
+_ORE_SHAPE = _BodyShape((15, 50), (10, 24), (3, 10), 3, (6, 12), (1.0, 1.7))
+_SYSTEM_SHAPE = _BodyShape((20, 60), (6, 14), (2, 6), 2, (4, 9), (0.9, 1.4))
+
+
+def _body_on_fault(
+    fault: np.ndarray, i: int, shape: _BodyShape, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Skeleton (points, amplitude, radius) and side normal of a body seeded at ``fault[i]``.
+
+    The body either hugs the fault (a dilational jog) or splays off it (a Riedel /
+    second-order structure); the draws keep one order so a seed always gives the same district.
+    """
+    tangent = fault[min(i + 2, len(fault) - 1)] - fault[max(i - 2, 0)]
+    along = math.atan2(tangent[1], tangent[0]) + (math.pi if rng.random() < 0.5 else 0.0)
+    if rng.random() < 0.4:  # hugs the fault
+        heading = along + math.radians(rng.uniform(-12, 12))
+    else:  # splays off it
+        heading = along + rng.choice([-1, 1]) * math.radians(rng.uniform(*shape.splay))
+    pts, amp, rad = _skeleton(
+        fault[i],
+        heading,
+        forward=rng.uniform(*shape.forward),
+        backward=rng.uniform(*shape.backward),
+        n_branches=int(rng.integers(0, shape.max_branches)),
+        decay=rng.uniform(*shape.decay),
+        r0=rng.uniform(*shape.r0),
+        rng=rng,
+    )
+    normal = np.array([-math.sin(along), math.cos(along)]) * rng.choice([-1.0, 1.0])
+    return pts, amp, rad, normal
+
+
 def _ore_bodies(
     spec: SyntheticSpec, faults: list[np.ndarray], rng: np.random.Generator
 ) -> list[_Body]:
@@ -629,23 +674,7 @@ def _ore_bodies(
                 "synthetic district: no room for the anomaly bodies; use a larger grid or fewer deposits"
             )
         seeds.append(p)
-        tangent = f[min(i + 2, len(f) - 1)] - f[max(i - 2, 0)]
-        along = math.atan2(tangent[1], tangent[0]) + (math.pi if rng.random() < 0.5 else 0.0)
-        if rng.random() < 0.4:  # hugs the fault (dilational jog)
-            heading = along + math.radians(rng.uniform(-12, 12))
-        else:  # splays off it (Riedel / second-order structure)
-            heading = along + rng.choice([-1, 1]) * math.radians(rng.uniform(15, 50))
-        pts, amp, rad = _skeleton(
-            p,
-            heading,
-            forward=rng.uniform(10, 24),
-            backward=rng.uniform(3, 10),
-            n_branches=int(rng.integers(0, 3)),
-            decay=rng.uniform(6, 12),
-            r0=rng.uniform(1.0, 1.7),
-            rng=rng,
-        )
-        normal = np.array([-math.sin(along), math.cos(along)]) * rng.choice([-1.0, 1.0])
+        pts, amp, rad, normal = _body_on_fault(f, i, _ORE_SHAPE, rng)
         bodies.append(_Body(pts, amp, rad, normal, None, 1.0))
     return bodies
 
@@ -715,23 +744,7 @@ def _system_bodies(
                 if not seeds or min(np.hypot(*(p - q)) for q in seeds) >= gap:
                     break
             seeds.append(p)
-            tangent = f[min(i + 2, len(f) - 1)] - f[max(i - 2, 0)]
-            along = math.atan2(tangent[1], tangent[0]) + (math.pi if rng.random() < 0.5 else 0.0)
-            if rng.random() < 0.4:  # hugs the fault (dilational jog)
-                heading = along + math.radians(rng.uniform(-12, 12))
-            else:  # splays off it (Riedel / second-order structure)
-                heading = along + rng.choice([-1, 1]) * math.radians(rng.uniform(20, 60))
-            pts, amp, rad = _skeleton(
-                p,
-                heading,
-                forward=rng.uniform(6, 14),
-                backward=rng.uniform(2, 6),
-                n_branches=int(rng.integers(0, 2)),
-                decay=rng.uniform(4, 9),
-                r0=rng.uniform(0.9, 1.4),
-                rng=rng,
-            )
-            normal = np.array([-math.sin(along), math.cos(along)]) * rng.choice([-1.0, 1.0])
+            pts, amp, rad, normal = _body_on_fault(f, i, _SYSTEM_SHAPE, rng)
             scale = float(rng.uniform(*_SYSTEM_BODY_SCALE))
             bodies.append(_Body(pts, amp, rad, normal, None, scale, system=system))
     n_undiscovered = n_bodies - n_known
