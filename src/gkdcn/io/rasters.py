@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import rasterio
@@ -587,18 +587,28 @@ def layer_nodata(
         return {}
     if not isinstance(nodata, Mapping):
         return {name: float(nodata) for name in available}
-    unknown = [k for k in nodata if k != NODATA_DEFAULT_KEY and k not in available]
+    return {
+        name: float(code) for name, code in _per_layer(nodata, available, where, "nodata").items()
+    }
+
+
+def _per_layer(
+    table: Mapping[str, Any], available: Sequence[str], where: Path, key: str
+) -> dict[str, Any]:
+    """A config table by layer name (key ``"default"`` for the layers it does not name) as
+    one entry per named or defaulted layer; a name that is no layer is a one-line error."""
+    unknown = [k for k in table if k != NODATA_DEFAULT_KEY and k not in available]
     if unknown:
         raise InputError(
             where,
-            f"elements.nodata names unknown layers: {', '.join(unknown)} "
+            f"elements.{key} names unknown layers: {', '.join(unknown)} "
             f"(available: {', '.join(sorted(available))})",
         )
-    default = nodata.get(NODATA_DEFAULT_KEY)
-    codes = {name: float(nodata[name]) for name in available if name in nodata}
+    default = table.get(NODATA_DEFAULT_KEY)
+    out = {name: table[name] for name in available if name in table}
     if default is not None:
-        codes = {name: codes.get(name, float(default)) for name in available}
-    return codes
+        out = {name: out.get(name, default) for name in available}
+    return out
 
 
 def _warn_sentinels(reader: _FileReader, band: int, name: str) -> None:
@@ -635,17 +645,7 @@ def layer_ranges(
     for the layers it does not name); a name that is no layer is a one-line error."""
     if not ranges:
         return {}
-    unknown = [k for k in ranges if k != NODATA_DEFAULT_KEY and k not in available]
-    if unknown:
-        raise InputError(
-            where,
-            f"elements.valid_range names unknown layers: {', '.join(unknown)} "
-            f"(available: {', '.join(sorted(available))})",
-        )
-    default = ranges.get(NODATA_DEFAULT_KEY)
-    out = {name: tuple(ranges[name]) for name in available if name in ranges}
-    if default is not None:
-        out = {name: out.get(name, tuple(default)) for name in available}
+    out = _per_layer(ranges, available, where, "valid_range")
     return {name: (float(r[0]), float(r[1])) for name, r in out.items()}
 
 
