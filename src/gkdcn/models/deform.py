@@ -92,6 +92,21 @@ class _Geometry:
         return (0, g, row, row + g)
 
 
+def _undeformed_grid(
+    geo: _Geometry, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Where each output cell's kernel would sample without offsets, as separable parts:
+    output ``rows`` (out_h,) and ``cols`` (out_w,) of the padded input, and each tap's row and
+    column step ``tap_i``, ``tap_j`` (taps,). Both the autograd and the forward-only path add the
+    offsets to these, so the two compute every position with the same operations."""
+    kh, kw = geo.kernel
+    tap_i = torch.arange(kh, device=device, dtype=dtype).repeat_interleave(kw) * geo.dilation[0]
+    tap_j = torch.arange(kw, device=device, dtype=dtype).repeat(kh) * geo.dilation[1]
+    rows = torch.arange(geo.out_h, device=device, dtype=dtype) * geo.stride[0] - geo.padding[0]
+    cols = torch.arange(geo.out_w, device=device, dtype=dtype) * geo.stride[1] - geo.padding[1]
+    return rows, cols, tap_i, tap_j
+
+
 def _sample_positions(offset: Tensor, geo: _Geometry) -> tuple[Tensor, Tensor, Tensor]:
     """Top-left table row and fractional parts of every sample.
 
@@ -100,11 +115,7 @@ def _sample_positions(offset: Tensor, geo: _Geometry) -> tuple[Tensor, Tensor, T
     carry autograd to ``offset`` when it requires grad.
     """
     device, dtype = offset.device, offset.dtype
-    kh, kw = geo.kernel
-    tap_i = torch.arange(kh, device=device, dtype=dtype).repeat_interleave(kw) * geo.dilation[0]
-    tap_j = torch.arange(kw, device=device, dtype=dtype).repeat(kh) * geo.dilation[1]
-    rows = torch.arange(geo.out_h, device=device, dtype=dtype) * geo.stride[0] - geo.padding[0]
-    cols = torch.arange(geo.out_w, device=device, dtype=dtype) * geo.stride[1] - geo.padding[1]
+    rows, cols, tap_i, tap_j = _undeformed_grid(geo, device, dtype)
     h = offset[..., 0] + (rows.view(-1, 1, 1, 1) + tap_i)
     w = offset[..., 1] + (cols.view(-1, 1, 1) + tap_j)
     # floor(h) and h - floor(h), as torchvision's bilinear weights; the gradient w.r.t. h flows
@@ -366,11 +377,7 @@ def _forward_no_grad(
     table = input.permute(0, 2, 3, 1).reshape(-1, channels // groups)
     index_dtype = torch.int32 if table.shape[0] < 2**31 - 1 else torch.int64
     device, dtype = input.device, input.dtype
-    kh, kw = geo.kernel
-    tap_i = torch.arange(kh, device=device, dtype=dtype).repeat_interleave(kw) * geo.dilation[0]
-    tap_j = torch.arange(kw, device=device, dtype=dtype).repeat(kh) * geo.dilation[1]
-    rows = torch.arange(geo.out_h, device=device, dtype=dtype) * geo.stride[0] - geo.padding[0]
-    cols = torch.arange(geo.out_w, device=device, dtype=dtype) * geo.stride[1] - geo.padding[1]
+    rows, cols, tap_i, tap_j = _undeformed_grid(geo, device, dtype)
     # Positions exactly as _sample_positions computes them (same operations, same rounding).
     h = offset[..., 0] + (rows.view(-1, 1, 1, 1) + tap_i)
     w = offset[..., 1] + (cols.view(-1, 1, 1) + tap_j)
