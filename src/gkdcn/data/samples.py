@@ -362,6 +362,38 @@ def split_by_window(samples: SampleSet, validation_fraction: float, seed: int) -
     )
 
 
+def _leave_out(
+    samples: SampleSet,
+    members: np.ndarray,
+    windows_xy: tuple[np.ndarray, np.ndarray],
+    sites_xy: tuple[np.ndarray, np.ndarray],
+    reach: float,
+    *,
+    name: str,
+    what: str,
+    radius: float,
+    of: str,
+) -> Split:
+    """The split that holds out the deposit sites ``members``: validation is their windows;
+    training is every other window not centred within ``reach`` map units of any of them.
+    ``radius`` (the exclusion radius as configured) and ``of`` ("it" / "them") word the
+    description."""
+    wx, wy = windows_xy
+    sx, sy = sites_xy
+    own = np.isin(samples.site, members)
+    near = np.zeros(len(samples), dtype=bool)
+    for i in members:
+        near |= np.hypot(wx - sx[i], wy - sy[i]) <= reach
+    tail = f", no training window within {radius:g} map units of {of}" if radius > 0 else ""
+    return Split(
+        name=name,
+        train=np.flatnonzero(~own & ~near),
+        val=np.flatnonzero(own),
+        description=what + tail,
+        held_out=members,
+    )
+
+
 def leave_one_deposit_out(
     samples: SampleSet, sites: SiteTable, grid: Grid, exclusion_radius: float = 0.0
 ) -> list[Split]:
@@ -387,23 +419,13 @@ def leave_one_deposit_out(
         own = samples.site == i
         if not np.any(own):
             continue
-        near = np.hypot(wx - sx[i], wy - sy[i]) <= exclusion_radius + tol
         splits.append(
-            Split(
-                name=f"lodo-{sites.ids[i]}",
-                train=np.flatnonzero(~own & ~near),
-                val=np.flatnonzero(own),
-                description=(
-                    f"leave deposit {sites.ids[i]} out"
-                    + (
-                        f", no training window within {exclusion_radius:g} map units of it"
-                        if exclusion_radius > 0
-                        else ""
-                    )
-                ),
-                held_out=np.asarray([i], dtype=np.int64),
+            _leave_out(
+                samples, np.asarray([i], dtype=np.int64), (wx, wy), (sx, sy),
+                exclusion_radius + tol, name=f"lodo-{sites.ids[i]}",
+                what=f"leave deposit {sites.ids[i]} out", radius=exclusion_radius, of="it",
             )
-        )
+        )  # fmt: skip
     if not splits:
         raise GkdcnError("leave-one-deposit-out: no deposit site has any window")
     return splits
@@ -575,28 +597,16 @@ def grouped_deposit_folds(
     order = np.argsort([np.flatnonzero(cluster == g)[0] for g in range(groups)], kind="stable")
     splits: list[Split] = []
     for k, g in enumerate(order):
-        members = with_windows[cluster == g]
-        own = np.isin(samples.site, members)
-        near = np.zeros(len(samples), dtype=bool)
-        for i in members:
-            near |= np.hypot(wx - sx[i], wy - sy[i]) <= exclusion_radius + tol
+        members = with_windows[cluster == g].astype(np.int64)
         ids = ", ".join(str(sites.ids[i]) for i in members)
         splits.append(
-            Split(
+            _leave_out(
+                samples, members, (wx, wy), (sx, sy), exclusion_radius + tol,
                 name=f"group-{k + 1}of{groups}",
-                train=np.flatnonzero(~own & ~near),
-                val=np.flatnonzero(own),
-                description=(
-                    f"deposit group {k + 1} of {groups} (k-means, seed {seed}) left out: {ids}"
-                    + (
-                        f", no training window within {exclusion_radius:g} map units of them"
-                        if exclusion_radius > 0
-                        else ""
-                    )
-                ),
-                held_out=members.astype(np.int64),
+                what=f"deposit group {k + 1} of {groups} (k-means, seed {seed}) left out: {ids}",
+                radius=exclusion_radius, of="them",
             )
-        )
+        )  # fmt: skip
     return splits
 
 
