@@ -134,6 +134,28 @@ def write_tiny_study(root: Path, seed: int = 0, **overrides: Any) -> dict[str, A
     return config
 
 
+def tiny_comparison_config(
+    root: Path, *, epochs: int = 2, seeds: int = 2, **compare: Any
+) -> StudyConfig:
+    """The tiny study under ``root`` set up for a quick comparison (small networks, a site
+    split with a 2-unit exclusion radius, authors' and leave-one-deposit-out protocols, every
+    background cell); ``compare`` overrides keys of its ``[compare]`` table."""
+    raw = write_tiny_study(
+        root,
+        train={"epochs": epochs, "width": 8, "batch_size": 16, "patience": None},
+        split={"method": "site", "validation_fraction": 0.25, "seed": 0, "exclusion_radius": 2.0},
+        compare={
+            "seeds": seeds,
+            "models": ["cnn", "gk-dcn"],
+            "protocols": ["authors", "lodo"],
+            "bootstrap": 20,
+            "heldout_background": 0,
+        }
+        | compare,
+    )
+    return config_from_dict(raw, base_dir=root)
+
+
 @pytest.fixture
 def tiny_study(tmp_path: Path) -> StudyConfig:
     """The tiny study written under ``tmp_path / "study"``, as a validated config."""

@@ -253,25 +253,12 @@ def test_cli_scheduler_errors_are_one_line_before_any_work(
 
 
 def _tiny_comparison(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object]:
-    from conftest import write_tiny_study
+    from conftest import tiny_comparison_config
     from gkdcn.compare import make_plan
-    from gkdcn.config import config_from_dict
     from gkdcn.data.study import load_study
 
     root = tmp_path_factory.mktemp("compare") / "study"
-    raw = write_tiny_study(
-        root,
-        train={"epochs": 1, "width": 8, "batch_size": 16, "patience": None},
-        split={"method": "site", "validation_fraction": 0.25, "seed": 0, "exclusion_radius": 2.0},
-        compare={
-            "seeds": 1,
-            "models": ["cnn", "gk-dcn"],
-            "protocols": ["authors", "lodo"],
-            "bootstrap": 20,
-            "heldout_background": 0,
-        },
-    )
-    study = load_study(config_from_dict(raw, base_dir=root))
+    study = load_study(tiny_comparison_config(root, epochs=1, seeds=1))
     return study, make_plan(study.config)
 
 

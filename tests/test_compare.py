@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import rasterio
 
-from conftest import write_tiny_study
+from conftest import tiny_comparison_config
 from gkdcn.compare import (
     background_cells,
     heldout_metrics,
@@ -21,28 +21,13 @@ from gkdcn.compare import (
     run_comparison,
     summarize_over_seeds,
 )
-from gkdcn.config import config_from_dict
 from gkdcn.data.study import build_samples, load_study
 from gkdcn.errors import GkdcnError
 from gkdcn.io.rasters import PROBABILITY_NODATA, read_probability_map
 
 
 def _study(tmp_path: Path, **compare):
-    root = tmp_path / "study"
-    raw = write_tiny_study(
-        root,
-        train={"epochs": 2, "width": 8, "batch_size": 16, "patience": None},
-        split={"method": "site", "validation_fraction": 0.25, "seed": 0, "exclusion_radius": 2.0},
-        compare={
-            "seeds": 2,
-            "models": ["cnn", "gk-dcn"],
-            "protocols": ["authors", "lodo"],
-            "bootstrap": 20,
-            "heldout_background": 0,
-        }
-        | compare,
-    )
-    return load_study(config_from_dict(raw, base_dir=root))
+    return load_study(tiny_comparison_config(tmp_path / "study", **compare))
 
 
 def test_paired_comparison_of_a_model_with_itself_is_zero() -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import write_tiny_study
+from conftest import tiny_comparison_config, write_tiny_study
 from gkdcn.cli import app
 from gkdcn.compare import make_jobs, make_plan, run_comparison
 from gkdcn.compare.fitting import FittedBaseline, fit_model
@@ -24,21 +24,7 @@ MODELS = ["cnn", *BASELINE_KINDS]
 
 
 def _study(tmp_path: Path, **compare):
-    root = tmp_path / "study"
-    raw = write_tiny_study(
-        root,
-        train={"epochs": 2, "width": 8, "batch_size": 16, "patience": None},
-        split={"method": "site", "validation_fraction": 0.25, "seed": 0, "exclusion_radius": 2.0},
-        compare={
-            "seeds": 2,
-            "models": MODELS,
-            "protocols": ["authors", "lodo"],
-            "bootstrap": 20,
-            "heldout_background": 0,
-        }
-        | compare,
-    )
-    return load_study(config_from_dict(raw, base_dir=root))
+    return load_study(tiny_comparison_config(tmp_path / "study", **({"models": MODELS} | compare)))
 
 
 def test_model_kinds_keep_networks_and_baselines_apart(tmp_path: Path) -> None:
