@@ -18,6 +18,7 @@ import torch
 from affine import Affine
 
 from gkdcn.config import StudyConfig, config_from_dict
+from gkdcn.data.sites import SiteTable
 
 CRS = "EPSG:32645"
 CELL = 1000.0
@@ -132,6 +133,16 @@ def write_tiny_study(root: Path, seed: int = 0, **overrides: Any) -> dict[str, A
     }
     config.update(overrides)
     return config
+
+
+def make_sites(rows: list[int], cols: list[int], labels: list[int]) -> SiteTable:
+    """A site table with ids ``s0``, ``s1``, ... at the given cells and labels."""
+    return SiteTable(
+        ids=np.array([f"s{i}" for i in range(len(rows))]),
+        labels=np.asarray(labels, dtype=np.int8),
+        rows=np.asarray(rows, dtype=np.int64),
+        cols=np.asarray(cols, dtype=np.int64),
+    )
 
 
 def tiny_comparison_config(

@@ -10,7 +10,7 @@ from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import write_tiny_study
+from conftest import make_sites, write_tiny_study
 from gkdcn.compare import fold_scheme, make_jobs, make_plan
 from gkdcn.config import config_from_dict
 from gkdcn.data import samples as samples_module
@@ -31,15 +31,6 @@ from gkdcn.io.grid import Grid
 GRID = Grid(
     crs=None, transform=Affine(100.0, 0.0, 500_000.0, 0.0, -50.0, 4_000_000.0), height=60, width=60
 )
-
-
-def make_sites(rows: list[int], cols: list[int], labels: list[int]) -> SiteTable:
-    return SiteTable(
-        ids=np.array([f"s{i}" for i in range(len(rows))]),
-        labels=np.asarray(labels, dtype=np.int8),
-        rows=np.asarray(rows, dtype=np.int64),
-        cols=np.asarray(cols, dtype=np.int64),
-    )
 
 
 def three_clusters() -> SiteTable:

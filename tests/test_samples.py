@@ -8,6 +8,7 @@ from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import make_sites
 from gkdcn.config import SplitConfig
 from gkdcn.data.samples import (
     SampleSet,
@@ -30,15 +31,6 @@ from gkdcn.io.grid import Grid
 GRID = Grid(
     crs=None, transform=Affine(100.0, 0.0, 500_000.0, 0.0, -50.0, 4_000_000.0), height=20, width=24
 )
-
-
-def make_sites(rows: list[int], cols: list[int], labels: list[int]) -> SiteTable:
-    return SiteTable(
-        ids=np.array([f"s{i}" for i in range(len(rows))]),
-        labels=np.asarray(labels, dtype=np.int8),
-        rows=np.asarray(rows, dtype=np.int64),
-        cols=np.asarray(cols, dtype=np.int64),
-    )
 
 
 @st.composite
