@@ -707,29 +707,11 @@ def train_study(
     """
     from gkdcn.data.study import build_samples
 
-    if kind in ("gk-cnn", "gk-dcn") and study.knowledge is None:
-        raise GkdcnError(
-            f"{kind} needs geological knowledge: set [knowledge] faults or weights in the config"
-        )
     if samples is None or split is None:
         samples, splits = build_samples(study)
         split = splits[0]
     cfg = cfg or study.config.train
-    pool = None
-    if cfg.background_ratio > 0:
-        pool = study_background(study, samples, split, cfg, exclude=exclude_background)
-    data = prepare_windows(
-        study.raw,
-        study.names,
-        study.knowledge,
-        samples,
-        split,
-        study.config.transform,
-        study.config.samples.window,
-        study.config.samples.padding,
-        compositional=study.compositional,
-        background=pool,
-    )
+    data = _study_windows(study, kind, samples, split, cfg, exclude_background)
     result = fit_network(
         kind,
         data,
@@ -741,6 +723,65 @@ def train_study(
     )
     result.bundle.info.update({"study": study.config.name, "split": split.name})
     return result
+
+
+def train_study_seeds(
+    study: Any,
+    kind: ModelKind,
+    samples: SampleSet,
+    splits: Sequence[Split],
+    cfg: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    device: str = "cpu",
+    progress: Progress | None = None,
+    label: str | None = None,
+    exclude_background: Sequence[np.ndarray | None] | None = None,
+) -> list[TrainResult]:
+    """:func:`train_study` for several seeds at once (:func:`fit_networks`): ``splits[i]`` and
+    ``exclude_background[i]`` belong to ``seeds[i]``; the splits must have equally many
+    training windows. Each result equals ``train_study`` with that seed up to rounding."""
+    excludes = list(exclude_background) if exclude_background is not None else [None] * len(seeds)
+    if not len(splits) == len(seeds) == len(excludes):
+        raise GkdcnError("train_study_seeds needs one split and one exclusion mask per seed")
+    data = [
+        _study_windows(study, kind, samples, split, cfg, exclude)
+        for split, exclude in zip(splits, excludes, strict=True)
+    ]
+    results = fit_networks(kind, data, cfg, seeds, device=device, progress=progress, label=label)
+    for result, split in zip(results, splits, strict=True):
+        result.bundle.info.update({"study": study.config.name, "split": split.name})
+    return results
+
+
+def _study_windows(
+    study: Any,
+    kind: ModelKind,
+    samples: SampleSet,
+    split: Split,
+    cfg: TrainConfig,
+    exclude: np.ndarray | None,
+) -> PreparedWindows:
+    """The prepared windows (and background pool) of ``split`` on a study."""
+    if kind in ("gk-cnn", "gk-dcn") and study.knowledge is None:
+        raise GkdcnError(
+            f"{kind} needs geological knowledge: set [knowledge] faults or weights in the config"
+        )
+    pool = None
+    if cfg.background_ratio > 0:
+        pool = study_background(study, samples, split, cfg, exclude=exclude)
+    return prepare_windows(
+        study.raw,
+        study.names,
+        study.knowledge,
+        samples,
+        split,
+        study.config.transform,
+        study.config.samples.window,
+        study.config.samples.padding,
+        compositional=study.compositional,
+        background=pool,
+    )
 
 
 def study_background(
