@@ -41,7 +41,7 @@ def _folds(validation: bool, double: bool = False) -> list[PreparedWindows]:
     negatives = [(6, 4), (25, 5), (10, 27), (24, 27)]
     for r, c in deposits:
         raw[:2, r - 1 : r + 2, c - 1 : c + 2] *= 5.0
-    valid = np.isfinite(raw).all(axis=0)
+    valid = np.asarray(np.isfinite(raw).all(axis=0), dtype=bool)
     sites = SiteTable(
         ids=np.array([f"D{i}" for i in range(4)] + [f"N{i}" for i in range(4)]),
         labels=np.array([1] * 4 + [0] * 4),

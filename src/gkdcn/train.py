@@ -533,7 +533,10 @@ def _stacked_loop(
     def snapshot(index: int) -> Any:
         return lambda: (net.member_state(index), copy.deepcopy(criteria[index].state_dict()))
 
-    trackers = [_Tracker(*snapshot(index)(), history=[]) for index in range(size)]
+    trackers = []
+    for index in range(size):
+        net_state, criterion_state = snapshot(index)()
+        trackers.append(_Tracker(net_state, criterion_state, history=[]))
     task = progress.add_task(label, total=cfg.epochs, info="") if progress is not None else None
     starts = streams[0].starts()
     for epoch in range(1, cfg.epochs + 1):

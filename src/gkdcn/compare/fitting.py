@@ -226,7 +226,7 @@ def fit_network_seeds(
         raise ValueError(f"only networks train stacked, not {kind!r}")
     trained = train_study_seeds(
         study,
-        kind,  # type: ignore[arg-type]
+        kind,
         samples,
         splits,
         cfg,
