@@ -165,6 +165,11 @@ def test_ablation_runs_resumes_and_shows_in_the_report(tmp_path: Path) -> None:
     assert 'id="ablation"' in html and "Which levers matter." in html
     assert "no knowledge on background" in html and "gk_background = false" in html
     assert clear_levers(meta["rows"]) in html
+    assert (
+        "gkdcn ablation study.toml --out RUN --protocol lodo --seeds 2 --epochs 1 --models gk-cnn "
+        "--reference-models cnn,knowledge --variants &#34;no value noise,no knowledge on "
+        "background&#34;"
+    ) in html
 
 
 def test_report_without_an_ablation_has_no_section(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ def ablation_section(layout: RunLayout, problems: list[str]) -> dict[str, Any] |
         "rows": [_row(r, changes) for r in rows],
         "sentence": clear_levers(rows),
         "source": layout.relative(layout.ablation_table),
+        "command": _command(data, variants),
         "folders": [
             (
                 str(v.get("name")),
@@ -47,6 +48,26 @@ def ablation_section(layout: RunLayout, problems: list[str]) -> dict[str, Any] |
             for v in variants
         ],
     }
+
+
+def _command(data: Mapping[str, Any], variants: Sequence[Mapping[str, Any]]) -> str:
+    """The command that reproduces the ablation with the configuration the report shows (its
+    width, background cells and knowledge channel are in that configuration)."""
+    if not variants:
+        return ""
+    reference, others = variants[0], variants[1:]
+    models = [str(m) for m in others[0].get("models") or []] if others else []
+    extra = [str(m) for m in reference.get("models") or [] if str(m) not in models]
+    names = ",".join(str(v.get("name")) for v in others)
+    parts = ["gkdcn ablation study.toml --out RUN", f"--protocol {data.get('protocol')}"]
+    parts += [f"--seeds {data.get('seeds')}", f"--epochs {data.get('epochs')}"]
+    if models:
+        parts.append(f"--models {','.join(models)}")
+    if extra:
+        parts.append(f"--reference-models {','.join(extra)}")
+    if names:
+        parts.append(f'--variants "{names}"')
+    return " ".join(parts)
 
 
 def _changes(update: Mapping[str, Any]) -> str:
