@@ -136,6 +136,7 @@ def clear_levers(rows: Sequence[Mapping[Any, Any]]) -> str:
     tail = f"; the other {rest} are within seed noise" if rest else ""
     return (
         f"Clear of seed noise over {seeds} seeds (95 % interval of the paired difference to "
-        f"the full recipe excludes 0): {'; '.join(parts)}{tail}. A negative difference means "
-        "the lever the variant switches off helps."
+        f"the full recipe excludes 0): {'; '.join(parts)}{tail}. A negative difference: the "
+        "variant ranks held-out deposits worse than the full recipe, so what it removes or "
+        "replaces helps."
     )
