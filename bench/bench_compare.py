@@ -1,7 +1,7 @@
 """Benchmark the comparison itself: trainings per second per core and the whole-run time.
 
 Runs ``gkdcn compare`` on a fixed small plan (default: the Tianshan study, CNN and DCN,
-leave-one-deposit-out, 1 seed, 2 epochs) with this checkout's code and, with ``--against
+leave-one-deposit-out, 3 seeds, 2 epochs) with this checkout's code and, with ``--against
 COMMIT``, with that commit's code checked out into a temporary git worktree (its own
 ``PYTHONPATH``), one after the other in this one run, so the ratio compares like with like on a
 possibly shared machine. Each run is a fresh ``gkdcn compare`` process writing to a temporary
@@ -19,6 +19,8 @@ Usage::
     python bench/bench_compare.py --synthetic 60 --height 640 --width 560 --against a19373c
     python bench/bench_compare.py --device cuda                # on a GPU machine
 
+``--stacked both`` (the default) runs this checkout twice, its seeds trained one by one and
+stacked (``gkdcn compare --stack-seeds``); each is compared with the last run (``--against``).
 ``--synthetic N`` generates a synthetic district with ``N`` deposits (``gkdcn synth``, this
 checkout's generator, once, shared by both runs) instead of the Tianshan data.
 """
@@ -56,10 +58,17 @@ def _git(*args: str) -> str:
 
 
 def _run_compare(
-    label: str, src: Path, config: Path, data_dir: Path | None, args: argparse.Namespace, tmp: Path
+    label: str,
+    src: Path,
+    config: Path,
+    data_dir: Path | None,
+    args: argparse.Namespace,
+    tmp: Path,
+    stack: bool | None = None,
 ) -> dict[str, Any]:
-    """One ``gkdcn compare`` run of the plan with the code under ``src``."""
-    out = tmp / f"run-{label.split()[0]}"
+    """One ``gkdcn compare`` run of the plan with the code under ``src`` (``stack``: pass
+    ``--stack-seeds`` or ``--no-stack-seeds``; None: neither, for code without the option)."""
+    out = tmp / f"run-{label.split()[0]}-{'x' if stack is None else int(stack)}"
     cmd = [sys.executable, "-m", "gkdcn.cli", "compare", str(config), "--out", str(out)]
     if data_dir is not None:
         cmd += ["--data-dir", str(data_dir)]
@@ -69,6 +78,8 @@ def _run_compare(
         cmd += ["--epochs", str(args.epochs)]
     if args.quick:
         cmd.append("--quick")
+    if stack is not None:
+        cmd.append("--stack-seeds" if stack else "--no-stack-seeds")
     env = dict(os.environ, PYTHONPATH=str(src))
     print(f"  {label}: {' '.join(cmd[1:])}", flush=True)
     cpu = _children_cpu()
@@ -121,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", help="an earlier commit to run the same plan with")
     parser.add_argument("--models", default="cnn,dcn")
     parser.add_argument("--protocols", default="lodo")
-    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=3, help="3: something to stack")
     parser.add_argument("--epochs", type=int, default=2, help="0: the config's (or --quick's)")
     parser.add_argument("--quick", action="store_true", help="pass --quick to compare")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -132,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--timeout", type=float, default=3 * 3600.0, help="per run, seconds")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument(
+        "--stacked",
+        choices=("off", "on", "both"),
+        default="both",
+        help="this checkout's seeds trained one by one (off), stacked (on) or both runs",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.seeds < 1:
         parser.error("--jobs and --seeds must be at least 1")
@@ -152,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {args.data_dir}: data folder not found (use --synthetic N)")
                 return 2
             config, data_dir = args.config.resolve(), args.data_dir
-        runs.append(_run_compare(f"this ({head})", REPO / "src", config, data_dir, args, tmp))
+        # The reference (compared with) runs last: the --against commit, else one by one.
+        modes = {"off": [False], "on": [True], "both": [True, False]}[args.stacked]
+        if args.against:
+            modes.sort()
+        for stack in modes:
+            label = f"this ({head})" + (", stacked" if stack else ", one by one")
+            runs.append(_run_compare(label, REPO / "src", config, data_dir, args, tmp, stack))
         if args.against:
             worktree = tmp / "against"
             _git("worktree", "add", "--detach", str(worktree), args.against)
@@ -165,34 +188,39 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nplan: {args.models} x {args.protocols} x {args.seeds} seed(s), epochs {args.epochs}")
     header = (
-        f"{'code':22} {'trainings':>9} {'wall s':>8} {'cpu s':>8} {'train/s/core':>12} "
+        f"{'code':32} {'trainings':>9} {'wall s':>8} {'cpu s':>8} {'train/s/core':>12} "
         f"{'train/cpu-s':>11}"
     )
     print(header)
     print("-" * len(header))
     for r in runs:
         if "error" in r:
-            print(f"{r['label']:22} error: {r['error']}")
+            print(f"{r['label']:32} error: {r['error']}")
             continue
         print(
-            f"{r['label']:22} {r['trainings']:>9} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} "
+            f"{r['label']:32} {r['trainings']:>9} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} "
             f"{r['trainings_per_s_per_core']:>12.4f} {r['trainings_per_cpu_s']:>11.4f}"
         )
     ratios: dict[str, float] = {}
     ok = [r for r in runs if "error" not in r]
-    if len(ok) == 2:
-        this, old = ok
-        ratios = {
-            "whole_run_speedup": old["wall_s"] / this["wall_s"],
-            "trainings_per_s_per_core_ratio": this["trainings_per_s_per_core"]
-            / old["trainings_per_s_per_core"],
-            "trainings_per_cpu_s_ratio": this["trainings_per_cpu_s"] / old["trainings_per_cpu_s"],
-        }
-        print(
-            f"\nthis vs against (same run): whole run x{ratios['whole_run_speedup']:.2f} faster, "
-            f"trainings/s/core x{ratios['trainings_per_s_per_core_ratio']:.2f}, "
-            f"trainings/cpu-s x{ratios['trainings_per_cpu_s_ratio']:.2f}"
-        )
+    # Every run of this checkout against the last run (the --against commit when given).
+    if len(ok) >= 2:
+        old = ok[-1]
+        for this in ok[:-1]:
+            key = this["label"]
+            ratios[key + ": whole_run_speedup"] = old["wall_s"] / this["wall_s"]
+            ratios[key + ": trainings_per_s_per_core_ratio"] = (
+                this["trainings_per_s_per_core"] / old["trainings_per_s_per_core"]
+            )
+            ratios[key + ": trainings_per_cpu_s_ratio"] = (
+                this["trainings_per_cpu_s"] / old["trainings_per_cpu_s"]
+            )
+            print(
+                f"\n{key} vs {old['label']} (same run): whole run "
+                f"x{ratios[key + ': whole_run_speedup']:.2f} faster, trainings/s/core "
+                f"x{ratios[key + ': trainings_per_s_per_core_ratio']:.2f}, trainings/cpu-s "
+                f"x{ratios[key + ': trainings_per_cpu_s_ratio']:.2f}"
+            )
     report = {
         "machine": {
             "platform": platform.platform(),

@@ -389,7 +389,7 @@ def test_memory_format_follows_input() -> None:
         ({"offset": torch.zeros(2, 17, 5, 6)}, "multiple of"),
         ({"offset": torch.zeros(2, 18, 4, 6)}, "offset must have shape"),
         ({"mask": torch.zeros(2, 8, 5, 6)}, "mask must have shape"),
-        ({"weight": torch.zeros(4, 2, 3, 3)}, "grouped convolution"),
+        ({"weight": torch.zeros(4, 2, 3, 3)}, "input channels per group"),
         ({"bias": torch.zeros(5)}, "bias must have shape"),
         ({"offset": torch.zeros(2, 36, 5, 6), "mask": None}, "divisible by offset groups"),
         ({"offset": torch.zeros(2, 18, 5, 6, dtype=torch.float64)}, "offset is torch.float64"),

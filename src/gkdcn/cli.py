@@ -467,6 +467,13 @@ def compare(
     device: Device = "cpu",
     overwrite: Overwrite = False,
     scheduler: SchedulerOption = None,
+    stack_seeds: Annotated[
+        bool,
+        typer.Option(
+            help="Train a network's seeds on one fold at once as one stacked model (the same "
+            "results to rounding; see README, Benchmarks, for when it is faster)."
+        ),
+    ] = False,
 ) -> None:
     """Train CNN, DCN, GK-CNN and GK-DCN and fit four baselines over seeds, in-sample and held out."""
     from gkdcn.compare import make_plan, run_comparison
@@ -484,6 +491,7 @@ def compare(
         comparison = run_comparison(
             study, out, plan, overwrite=overwrite, progress=progress, device=_device(device),
             workers=_workers(jobs), inputs=[config], scheduler=scheduler,
+            stack_seeds=stack_seeds,
         )  # fmt: skip
     # soft_wrap: wide tables stay one row per line in logs and narrow terminals
     for table in comparison_tables(comparison):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from gkdcn.models.losses import (
     unlabelled_risk,
 )
 from gkdcn.models.nets import ModelSpec, build_network
+from gkdcn.models.stacked import StackedNet, stack_networks
 
 
 @dataclass
@@ -159,20 +161,10 @@ def fit_network(
 ) -> TrainResult:
     """Train one network on prepared windows; returns the bundle with the best weights."""
     seed = cfg.seed if seed is None else seed
-    spec = ModelSpec(
-        kind=kind,
-        in_channels=len(data.channels),
-        window=data.window,
-        head=cfg.head,
-        dropout=cfg.dropout,
-        width=cfg.width,
-    )
+    spec = _spec(kind, data, cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = build_network(spec).to(device)
-        criterion: torch.nn.Module = (
-            GKLoss(cfg.gk_loss, cfg.gk_lambda) if spec.knowledge_guided else BCELoss()
-        ).to(device)
+        net, criterion = _build(spec, cfg, device)
         params = list(net.parameters()) + list(criterion.parameters())
         optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         shuffler = torch.Generator().manual_seed(seed)
@@ -180,6 +172,43 @@ def fit_network(
             net, criterion, optimiser, shuffler, data, cfg, device, progress, label or kind, seed
         )
     net.load_state_dict(best_state)
+    return _result(spec, net, criterion, data, cfg, seed, device, history, best_epoch)
+
+
+def _spec(kind: ModelKind, data: PreparedWindows, cfg: TrainConfig) -> ModelSpec:
+    return ModelSpec(
+        kind=kind,
+        in_channels=len(data.channels),
+        window=data.window,
+        head=cfg.head,
+        dropout=cfg.dropout,
+        width=cfg.width,
+    )
+
+
+def _build(
+    spec: ModelSpec, cfg: TrainConfig, device: str
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A freshly initialised network and its loss (from the global RNG: seed it first)."""
+    net = build_network(spec).to(device)
+    criterion: torch.nn.Module = (
+        GKLoss(cfg.gk_loss, cfg.gk_lambda) if spec.knowledge_guided else BCELoss()
+    ).to(device)
+    return net, criterion
+
+
+def _result(
+    spec: ModelSpec,
+    net: torch.nn.Module,
+    criterion: torch.nn.Module,
+    data: PreparedWindows,
+    cfg: TrainConfig,
+    seed: int,
+    device: str,
+    history: list[dict[str, Any]],
+    best_epoch: int,
+) -> TrainResult:
+    """Calibrate the trained ``net`` (best weights loaded) and package it."""
     calibration = _calibrate(net, data, cfg, seed, device)
     bundle = ModelBundle(
         spec=spec,
@@ -227,6 +256,150 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
+class _Stream:
+    """One member's training data and its seeded draws: data order, background, augmentation.
+
+    Solo and stacked training take every batch and every loss from a stream, so a member of a
+    stack sees exactly the batches, draws and loss terms it would see training alone.
+    """
+
+    def __init__(
+        self,
+        data: PreparedWindows,
+        cfg: TrainConfig,
+        criterion: torch.nn.Module,
+        shuffler: torch.Generator,
+        device: str,
+        seed: int,
+    ) -> None:
+        self.data, self.cfg, self.criterion, self.device = data, cfg, criterion, device
+        self.shuffler = shuffler
+        self.x_train = torch.from_numpy(data.train.x).to(device)
+        self.y_train = torch.from_numpy(data.train.y).to(device)
+        self.k_train = torch.from_numpy(data.train.knowledge).to(device)
+        self.n = len(self.y_train)
+        self.n_bg = _n_background(data, cfg)
+        # Separate seeded streams, so switching a lever on does not move the others' draws.
+        self.bg_rng = np.random.default_rng([seed, 1])
+        self.aug_gen = torch.Generator().manual_seed(seed + 7919)
+        is_gk = isinstance(criterion, GKLoss)
+        self.gk_on_background = is_gk and cfg.gk_background and criterion.applies_to_unlabelled
+        # GK models with soft background labels: the background's prior follows the knowledge.
+        self.prior_follows_knowledge = (
+            is_gk and cfg.knowledge_prior and cfg.background_loss == "soft"
+        )
+        self.mean_weight = 0.0
+        if self.n_bg and self.prior_follows_knowledge:
+            assert data.background is not None and data.weight is not None
+            pool = data.background
+            self.mean_weight = float(np.nan_to_num(data.weight[pool.rows, pool.cols]).mean())
+
+    def starts(self) -> list[int]:
+        """First labelled window of each batch of an epoch."""
+        return list(range(0, self.n, self.cfg.batch_size))
+
+    def new_epoch(self) -> None:
+        """Draw the epoch's data order and background windows."""
+        self.order = torch.randperm(self.n, generator=self.shuffler).to(self.device)
+        if self.n_bg:
+            data = self.data
+            assert data.background is not None
+            bg = data.background_windows(*data.background.draw(self.n_bg, self.bg_rng))
+            self.x_bg = torch.from_numpy(bg.x).to(self.device)
+            self.k_bg = torch.from_numpy(bg.knowledge).to(self.device)
+            # The epoch's background, dealt evenly to the labelled batches.
+            self.bg_bounds = np.linspace(0, self.n_bg, len(self.starts()) + 1).round().astype(int)
+
+    def batch(self, i: int, start: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Batch ``i``'s windows (labelled first, then background) and their indices, or None
+        for a lone leftover window (batch norm needs two samples)."""
+        batch = self.order[start : start + self.cfg.batch_size]
+        xb = self.x_train[batch]
+        m = 0
+        if self.n_bg:
+            lo, hi = self.bg_bounds[i], self.bg_bounds[i + 1]
+            xb = torch.cat([xb, self.x_bg[lo:hi]])
+            m = hi - lo
+        if len(batch) + m < 2 and self.n >= 2:
+            return None
+        cfg = self.cfg
+        if cfg.augment or cfg.noise > 0:
+            if cfg.augment:
+                xb = augment_batch(xb, self.aug_gen)
+            if cfg.noise > 0:
+                noise = torch.randn(xb.shape, generator=self.aug_gen).to(self.device)
+                xb = xb + cfg.noise * noise
+        return xb, batch
+
+    def loss(
+        self, i: int, batch: torch.Tensor, all_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's loss and its labelled windows' logits."""
+        cfg, criterion = self.cfg, self.criterion
+        logits = all_logits[: len(batch)]
+        yb, kb = self.y_train[batch], self.k_train[batch]
+        loss = criterion(logits, yb, kb)
+        if self.n_bg and self.bg_bounds[i + 1] > self.bg_bounds[i]:
+            kb_u = self.k_bg[self.bg_bounds[i] : self.bg_bounds[i + 1]]
+            logits_u = all_logits[len(batch) :]
+            if self.prior_follows_knowledge:
+                target = knowledge_prior(kb_u, cfg.class_prior, self.mean_weight)
+                risk = soft_label_risk(logits_u, target)
+            else:
+                risk = unlabelled_risk(
+                    logits_u, logits[yb > 0.5], cfg.background_loss, cfg.class_prior
+                )
+            loss = loss + cfg.background_weight * risk
+            if self.gk_on_background:
+                assert isinstance(criterion, GKLoss)
+                loss = loss + criterion.prior_term(logits_u, kb_u)
+        return loss, logits
+
+    def correct(self, batch: torch.Tensor, logits: torch.Tensor) -> int:
+        return int(((logits > 0).float() == self.y_train[batch]).sum())
+
+
+@dataclass
+class _Tracker:
+    """One member's history, best epoch and early stopping."""
+
+    net_state: dict[str, torch.Tensor]
+    criterion_state: dict[str, torch.Tensor]
+    history: list[dict[str, Any]]
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    stale: int = 0
+    stopped: bool = False
+
+    def record(
+        self,
+        row: dict[str, Any],
+        has_val: bool,
+        patience: int | None,
+        snapshot: Any,
+    ) -> None:
+        """Add the epoch's row; keep ``snapshot()`` (net state, criterion state) if best."""
+        self.history.append(row)
+        # Without a validation set the configured epochs are the stopping rule: keep the last.
+        monitored = row["val_loss"] if has_val else -float(row["epoch"])
+        if monitored < self.best_loss:
+            self.best_loss = monitored
+            self.net_state, self.criterion_state = snapshot()
+            self.best_epoch = row["epoch"]
+            self.stale = 0
+        else:
+            self.stale += 1
+        if has_val and patience is not None and self.stale >= patience:
+            self.stopped = True
+
+
+def _progress_info(row: dict[str, Any], has_val: bool) -> str:
+    info = f"loss {row['train_loss']:.3f}"
+    if has_val:
+        info += f"  val {row['val_loss']:.3f}  acc {row['val_accuracy']:.2f}"
+    return info
+
+
 def _loop(
     net: torch.nn.Module,
     criterion: torch.nn.Module,
@@ -239,110 +412,177 @@ def _loop(
     label: str,
     seed: int = 0,
 ) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor], int]:
-    x_train = torch.from_numpy(data.train.x).to(device)
-    y_train = torch.from_numpy(data.train.y).to(device)
-    k_train = torch.from_numpy(data.train.knowledge).to(device)
-    n = len(y_train)
-    n_bg = _n_background(data, cfg)
-    # Separate seeded streams, so switching a lever on does not move the others' draws.
-    bg_rng = np.random.default_rng([seed, 1])
-    aug_gen = torch.Generator().manual_seed(seed + 7919)
-    is_gk = isinstance(criterion, GKLoss)
-    gk_on_background = is_gk and cfg.gk_background and criterion.applies_to_unlabelled
-    # GK models with soft background labels: the background's prior follows the knowledge.
-    prior_follows_knowledge = is_gk and cfg.knowledge_prior and cfg.background_loss == "soft"
-    mean_weight = 0.0
-    if n_bg and prior_follows_knowledge:
-        assert data.background is not None and data.weight is not None
-        pool = data.background
-        mean_weight = float(np.nan_to_num(data.weight[pool.rows, pool.cols]).mean())
+    stream = _Stream(data, cfg, criterion, shuffler, device, seed)
     has_val = len(data.val) > 0
-    history: list[dict[str, Any]] = []
-    best_loss = math.inf
-    best_state = copy.deepcopy(net.state_dict())
-    best_criterion = copy.deepcopy(criterion.state_dict())
-    best_epoch = 0
-    stale = 0
+    tracker = _Tracker(
+        copy.deepcopy(net.state_dict()), copy.deepcopy(criterion.state_dict()), history=[]
+    )
     task = progress.add_task(label, total=cfg.epochs, info="") if progress is not None else None
     for epoch in range(1, cfg.epochs + 1):
         net.train()
-        order = torch.randperm(n, generator=shuffler).to(device)
-        starts = list(range(0, n, cfg.batch_size))
-        if n_bg:
-            assert data.background is not None
-            bg = data.background_windows(*data.background.draw(n_bg, bg_rng))
-            x_bg = torch.from_numpy(bg.x).to(device)
-            k_bg = torch.from_numpy(bg.knowledge).to(device)
-            # The epoch's background, dealt evenly to the labelled batches.
-            bg_bounds = np.linspace(0, n_bg, len(starts) + 1).round().astype(int)
+        stream.new_epoch()
         total_loss = 0.0
         correct = 0
-        for i, start in enumerate(starts):
-            batch = order[start : start + cfg.batch_size]
-            xb, kb = x_train[batch], k_train[batch]
-            m = 0
-            if n_bg:
-                xb = torch.cat([xb, x_bg[bg_bounds[i] : bg_bounds[i + 1]]])
-                kb_u = k_bg[bg_bounds[i] : bg_bounds[i + 1]]
-                m = len(kb_u)
-            if len(batch) + m < 2 and n >= 2:  # BatchNorm needs two samples; skip a lone leftover
+        for i, start in enumerate(stream.starts()):
+            drawn = stream.batch(i, start)
+            if drawn is None:
                 continue
-            if cfg.augment or cfg.noise > 0:
-                if cfg.augment:
-                    xb = augment_batch(xb, aug_gen)
-                if cfg.noise > 0:
-                    xb = xb + cfg.noise * torch.randn(xb.shape, generator=aug_gen).to(device)
-            all_logits = net(xb)
-            logits = all_logits[: len(batch)]
-            yb = y_train[batch]
-            loss = criterion(logits, yb, kb)
-            if m:
-                logits_u = all_logits[len(batch) :]
-                if prior_follows_knowledge:
-                    target = knowledge_prior(kb_u, cfg.class_prior, mean_weight)
-                    risk = soft_label_risk(logits_u, target)
-                else:
-                    risk = unlabelled_risk(
-                        logits_u, logits[yb > 0.5], cfg.background_loss, cfg.class_prior
-                    )
-                loss = loss + cfg.background_weight * risk
-                if gk_on_background:
-                    assert isinstance(criterion, GKLoss)
-                    loss = loss + criterion.prior_term(logits_u, kb_u)
+            xb, batch = drawn
+            loss, logits = stream.loss(i, batch, net(xb))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             total_loss += loss.item() * len(batch)
-            correct += int(((logits > 0).float() == yb).sum())
+            correct += stream.correct(batch, logits)
         row: dict[str, Any] = {
             "epoch": epoch,
-            "train_loss": total_loss / n,
-            "train_accuracy": correct / n,
+            "train_loss": total_loss / stream.n,
+            "train_accuracy": correct / stream.n,
         }
         if has_val:
             row.update(evaluate_windows(net, data.val, device))
-        history.append(row)
-        # Without a validation set the configured epochs are the stopping rule: keep the last.
-        monitored = row["val_loss"] if has_val else -float(epoch)
-        if monitored < best_loss:
-            best_loss = monitored
-            best_state = copy.deepcopy(net.state_dict())
-            best_criterion = copy.deepcopy(criterion.state_dict())
-            best_epoch = epoch
-            stale = 0
-        else:
-            stale += 1
+        tracker.record(
+            row,
+            has_val,
+            cfg.patience,
+            lambda: (copy.deepcopy(net.state_dict()), copy.deepcopy(criterion.state_dict())),
+        )
         if progress is not None and task is not None:
-            info = f"loss {row['train_loss']:.3f}"
-            if has_val:
-                info += f"  val {row['val_loss']:.3f}  acc {row['val_accuracy']:.2f}"
-            progress.update(task, advance=1, info=info)
-        if has_val and cfg.patience is not None and stale >= cfg.patience:
+            progress.update(task, advance=1, info=_progress_info(row, has_val))
+        if tracker.stopped:
             break
     if progress is not None and task is not None:
         progress.update(task, completed=cfg.epochs)
-    criterion.load_state_dict(best_criterion)  # the GK loss's a, b as at the best epoch
-    return history, best_state, best_epoch
+    criterion.load_state_dict(tracker.criterion_state)  # the GK loss's a, b at the best epoch
+    return tracker.history, tracker.net_state, tracker.best_epoch
+
+
+def fit_networks(
+    kind: ModelKind,
+    data: Sequence[PreparedWindows],
+    cfg: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    device: str = "cpu",
+    progress: Progress | None = None,
+    label: str | None = None,
+) -> list[TrainResult]:
+    """Train one network per seed at once, as one stacked model; one result per seed.
+
+    ``data[i]`` are seed ``i``'s prepared windows (e.g. its own background pool); all must have
+    the same number of training windows, channels and window size. Each member is initialised,
+    shuffled, augmented, given background and dropout masks exactly as :func:`fit_network` with
+    its seed would, and stops early on its own validation set, so each result equals
+    ``fit_network(kind, data[i], cfg, seed=seeds[i])`` up to floating-point rounding (the
+    grouped layers sum in another order). Faster because every step runs the members' layers as
+    one grouped layer (:class:`gkdcn.models.stacked.StackedNet`).
+    """
+    if len(data) != len(seeds) or not seeds:
+        raise GkdcnError(f"fit_networks needs one prepared fold per seed, got {len(data)}")
+    specs = [_spec(kind, d, cfg) for d in data]
+    if any(spec != specs[0] for spec in specs) or len({len(d.train) for d in data}) != 1:
+        raise GkdcnError("stacked trainings need folds of one shape (windows, channels, size)")
+    spec = specs[0]
+    with torch.random.fork_rng(devices=[]):
+        nets, criteria, rng_states = [], [], []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            net, criterion = _build(spec, cfg, device)
+            nets.append(net)
+            criteria.append(criterion)
+            # What the solo run's dropout draws from next.
+            rng_states.append(torch.get_rng_state())
+        stacked = stack_networks(nets)  # type: ignore[arg-type]
+        stacked.dropout_states = rng_states
+        params = list(stacked.parameters()) + [p for c in criteria for p in c.parameters()]
+        optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        streams = [
+            _Stream(d, cfg, c, torch.Generator().manual_seed(seed), device, seed)
+            for d, c, seed in zip(data, criteria, seeds, strict=True)
+        ]
+        trackers = _stacked_loop(
+            stacked, criteria, optimiser, streams, cfg, device, progress, label or kind
+        )
+    results = []
+    for index, (tracker, d, seed) in enumerate(zip(trackers, data, seeds, strict=True)):
+        net = nets[index]
+        net.load_state_dict(tracker.net_state)
+        criteria[index].load_state_dict(tracker.criterion_state)
+        results.append(
+            _result(spec, net, criteria[index], d, cfg, seed, device, tracker.history,
+                    tracker.best_epoch)
+        )  # fmt: skip
+    return results
+
+
+def _stacked_loop(
+    net: StackedNet,
+    criteria: list[torch.nn.Module],
+    optimiser: torch.optim.Optimizer,
+    streams: list[_Stream],
+    cfg: TrainConfig,
+    device: str,
+    progress: Progress | None,
+    label: str,
+) -> list[_Tracker]:
+    """:func:`_loop` for every member of ``net`` at once (members that stopped early keep
+    training with the rest, but their histories and best states no longer change)."""
+    size = len(streams)
+    has_val = [len(s.data.val) > 0 for s in streams]
+
+    def snapshot(index: int) -> Any:
+        return lambda: (net.member_state(index), copy.deepcopy(criteria[index].state_dict()))
+
+    trackers = []
+    for index in range(size):
+        net_state, criterion_state = snapshot(index)()
+        trackers.append(_Tracker(net_state, criterion_state, history=[]))
+    task = progress.add_task(label, total=cfg.epochs, info="") if progress is not None else None
+    starts = streams[0].starts()
+    for epoch in range(1, cfg.epochs + 1):
+        net.train()
+        for stream in streams:
+            stream.new_epoch()
+        totals = [0.0] * size
+        correct = [0] * size
+        for i, start in enumerate(starts):
+            drawn = [stream.batch(i, start) for stream in streams]
+            if drawn[0] is None:  # the same batch sizes in every member
+                continue
+            batches = [d[1] for d in drawn if d is not None]
+            xb = torch.cat([d[0] for d in drawn if d is not None], dim=1)
+            all_logits = net(xb)
+            losses, logits = [], []
+            for k, stream in enumerate(streams):
+                loss, member_logits = stream.loss(i, batches[k], all_logits[k])
+                losses.append(loss)
+                logits.append(member_logits)
+            optimiser.zero_grad(set_to_none=True)
+            torch.stack(losses).sum().backward()
+            optimiser.step()
+            for k, stream in enumerate(streams):
+                totals[k] += losses[k].item() * len(batches[k])
+                correct[k] += stream.correct(batches[k], logits[k])
+        for k, (stream, tracker) in enumerate(zip(streams, trackers, strict=True)):
+            if tracker.stopped:
+                continue
+            row: dict[str, Any] = {
+                "epoch": epoch,
+                "train_loss": totals[k] / stream.n,
+                "train_accuracy": correct[k] / stream.n,
+            }
+            if has_val[k]:
+                row.update(evaluate_windows(net.member(k), stream.data.val, device))
+            tracker.record(row, has_val[k], cfg.patience, snapshot(k))
+        if progress is not None and task is not None:
+            progress.update(
+                task, advance=1, info=_progress_info(trackers[0].history[-1], has_val[0])
+            )
+        if all(t.stopped for t in trackers):
+            break
+    if progress is not None and task is not None:
+        progress.update(task, completed=cfg.epochs)
+    return trackers
 
 
 CALIBRATION_CELLS = 4096  # background cells the prior shift is fitted on (seeded draw)
@@ -470,29 +710,11 @@ def train_study(
     """
     from gkdcn.data.study import build_samples
 
-    if kind in ("gk-cnn", "gk-dcn") and study.knowledge is None:
-        raise GkdcnError(
-            f"{kind} needs geological knowledge: set [knowledge] faults or weights in the config"
-        )
     if samples is None or split is None:
         samples, splits = build_samples(study)
         split = splits[0]
     cfg = cfg or study.config.train
-    pool = None
-    if cfg.background_ratio > 0:
-        pool = study_background(study, samples, split, cfg, exclude=exclude_background)
-    data = prepare_windows(
-        study.raw,
-        study.names,
-        study.knowledge,
-        samples,
-        split,
-        study.config.transform,
-        study.config.samples.window,
-        study.config.samples.padding,
-        compositional=study.compositional,
-        background=pool,
-    )
+    data = _study_windows(study, kind, samples, split, cfg, exclude_background)
     result = fit_network(
         kind,
         data,
@@ -504,6 +726,65 @@ def train_study(
     )
     result.bundle.info.update({"study": study.config.name, "split": split.name})
     return result
+
+
+def train_study_seeds(
+    study: Any,
+    kind: ModelKind,
+    samples: SampleSet,
+    splits: Sequence[Split],
+    cfg: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    device: str = "cpu",
+    progress: Progress | None = None,
+    label: str | None = None,
+    exclude_background: Sequence[np.ndarray | None] | None = None,
+) -> list[TrainResult]:
+    """:func:`train_study` for several seeds at once (:func:`fit_networks`): ``splits[i]`` and
+    ``exclude_background[i]`` belong to ``seeds[i]``; the splits must have equally many
+    training windows. Each result equals ``train_study`` with that seed up to rounding."""
+    excludes = list(exclude_background) if exclude_background is not None else [None] * len(seeds)
+    if not len(splits) == len(seeds) == len(excludes):
+        raise GkdcnError("train_study_seeds needs one split and one exclusion mask per seed")
+    data = [
+        _study_windows(study, kind, samples, split, cfg, exclude)
+        for split, exclude in zip(splits, excludes, strict=True)
+    ]
+    results = fit_networks(kind, data, cfg, seeds, device=device, progress=progress, label=label)
+    for result, split in zip(results, splits, strict=True):
+        result.bundle.info.update({"study": study.config.name, "split": split.name})
+    return results
+
+
+def _study_windows(
+    study: Any,
+    kind: ModelKind,
+    samples: SampleSet,
+    split: Split,
+    cfg: TrainConfig,
+    exclude: np.ndarray | None,
+) -> PreparedWindows:
+    """The prepared windows (and background pool) of ``split`` on a study."""
+    if kind in ("gk-cnn", "gk-dcn") and study.knowledge is None:
+        raise GkdcnError(
+            f"{kind} needs geological knowledge: set [knowledge] faults or weights in the config"
+        )
+    pool = None
+    if cfg.background_ratio > 0:
+        pool = study_background(study, samples, split, cfg, exclude=exclude)
+    return prepare_windows(
+        study.raw,
+        study.names,
+        study.knowledge,
+        samples,
+        split,
+        study.config.transform,
+        study.config.samples.window,
+        study.config.samples.padding,
+        compositional=study.compositional,
+        background=pool,
+    )
 
 
 def study_background(

@@ -16,6 +16,7 @@ transform fitted on those windows' cells, exactly as a network's.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +33,13 @@ from gkdcn.io.rasters import ArraySource
 from gkdcn.models import baselines
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.predict import predict_cells, predict_map
-from gkdcn.train import TrainResult, prepare_windows, train_study, write_training_outputs
+from gkdcn.train import (
+    TrainResult,
+    prepare_windows,
+    train_study,
+    train_study_seeds,
+    write_training_outputs,
+)
 
 BASELINE_FILE = "baseline.json"
 
@@ -197,3 +204,36 @@ def fit_model(
         )
         return FittedBaseline(model, features, study.valid)
     raise ValueError(f"no fitting rule for model kind {kind!r}")
+
+
+def fit_network_seeds(
+    kind: str,
+    study: Study,
+    samples: SampleSet,
+    splits: Sequence[Split],
+    cfg: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    device: str = "cpu",
+    progress: Progress | None = None,
+    label: str | None = None,
+    exclude_background: Sequence[np.ndarray | None] | None = None,
+) -> list[FittedModel]:
+    """:func:`fit_model` of network ``kind`` for several seeds at once, trained as one stacked
+    model (:func:`gkdcn.train.fit_networks`); ``splits``, ``exclude_background`` per seed.
+    Each fitted model equals ``fit_model`` with its seed up to floating-point rounding."""
+    if kind not in NETWORK_KINDS:
+        raise ValueError(f"only networks train stacked, not {kind!r}")
+    trained = train_study_seeds(
+        study,
+        kind,
+        samples,
+        splits,
+        cfg,
+        seeds,
+        device=device,
+        progress=progress,
+        label=label,
+        exclude_background=exclude_background,
+    )
+    return [FittedNetwork(result, study, device) for result in trained]

@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 from rich.progress import Progress
 
-from gkdcn.compare.fitting import fit_model
+from gkdcn.compare.fitting import FittedModel, fit_model, fit_network_seeds
 from gkdcn.compare.heldout import background_cells, heldout_scores
 from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.plan import Plan
 from gkdcn.compare.protocols import is_heldout, protocol_folds
+from gkdcn.config import NETWORK_KINDS
 from gkdcn.data.samples import SampleSet, Split
 from gkdcn.data.study import Study, changed_files, data_fingerprint, input_files
 from gkdcn.errors import GkdcnError
@@ -97,31 +98,129 @@ def make_jobs(study: Study, samples: SampleSet, plan: Plan) -> Iterator[Job]:
                     yield Job(protocol, model, seed, split, fold=fold)
 
 
+@dataclass(frozen=True)
+class JobGroup:
+    """Jobs of one network on one fold that differ only in seed, trained at once as one stacked
+    model (:func:`gkdcn.compare.fitting.fit_network_seeds`); each member keeps its own job
+    folder and ``result.json``, and is scored on its own, exactly as a single job."""
+
+    members: tuple[Job, ...]
+
+    @property
+    def label(self) -> str:
+        """Shown in progress bars."""
+        first = self.members[0]
+        seeds = ",".join(str(job.seed) for job in self.members)
+        return f"{first.protocol} {first.model} seeds {seeds}" + (
+            f" {first.fold}" if first.fold else ""
+        )
+
+    def done(self, layout: RunLayout) -> bool:
+        """Whether every member finished in an earlier run."""
+        return all(job.done(layout) for job in self.members)
+
+
+#: What the runner runs: one job, or a stack of them.
+Task = Job | JobGroup
+
+
+def members(task: Task) -> tuple[Job, ...]:
+    """The jobs a task stands for."""
+    return task.members if isinstance(task, JobGroup) else (task,)
+
+
+def group_jobs(jobs: Sequence[Job], stack: bool = True, most: int | None = None) -> list[Task]:
+    """``jobs`` with those of one network, protocol and fold that differ only in seed (and whose
+    folds have equally many training windows) gathered into :class:`JobGroup` s of at most
+    ``most`` members, in the order of their first job; baselines and lone jobs stay single.
+
+    The grouping depends on the jobs alone (never on the number of workers), so results do
+    not depend on ``--jobs``. ``stack=False``: every job alone, as before.
+    """
+    if not stack:
+        return list(jobs)
+    groups: dict[tuple[Any, ...], list[Job]] = {}
+    order: list[tuple[Any, ...] | Job] = []
+    for job in jobs:
+        if job.model not in NETWORK_KINDS:
+            order.append(job)
+            continue
+        key = (job.protocol, job.model, job.fold, len(job.split.train), len(job.split.val))
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(job)
+    out: list[Task] = []
+    for item in order:
+        if isinstance(item, Job):
+            out.append(item)
+            continue
+        group = groups[item]
+        size = len(group) if most is None else max(1, most)
+        for start in range(0, len(group), size):
+            chunk = tuple(group[start : start + size])
+            out.append(chunk[0] if len(chunk) == 1 else JobGroup(chunk))
+    return out
+
+
+def _exclusion(job: Job, context: JobContext) -> np.ndarray | None:
+    """Held-out protocols: the cells held-out deposits are ranked against, which stay area no
+    model trained on, even as unlabelled background."""
+    if not is_heldout(job.protocol):
+        return None
+    study, plan = context.study, context.plan
+    bg_rows, bg_cols = background_cells(study, context.samples, plan.background_sample, job.seed)
+    exclude = np.zeros(study.valid.shape, dtype=bool)
+    exclude[bg_rows, bg_cols] = True
+    return exclude
+
+
 def run_job(job: Job, context: JobContext, progress: Progress | None) -> None:
     """Fit, score and write ``result.json`` (last, atomically: its presence means done)."""
-    study, samples, plan, layout = context.study, context.samples, context.plan, context.layout
-    folder = layout.job_dir(job.protocol, job.model, job.seed, job.fold)
-    folder.mkdir(parents=True, exist_ok=True)
     tic = time.perf_counter()
-    exclude = None
-    if is_heldout(job.protocol):
-        # The cells held-out deposits are ranked against stay area no model trained on, even
-        # as unlabelled background.
-        bg_rows, bg_cols = background_cells(study, samples, plan.background_sample, job.seed)
-        exclude = np.zeros(study.valid.shape, dtype=bool)
-        exclude[bg_rows, bg_cols] = True
     fitted = fit_model(
         job.model,
-        study,
-        samples,
+        context.study,
+        context.samples,
         job.split,
-        plan.train,
+        context.plan.train,
         job.seed,
         device=context.device,
         progress=progress,
         label=job.label,
-        exclude_background=exclude,
+        exclude_background=_exclusion(job, context),
     )
+    _score_and_write(job, fitted, context, tic)
+
+
+def run_group(group: JobGroup, context: JobContext, progress: Progress | None) -> None:
+    """Fit every member of ``group`` as one stacked training, then score and write each as
+    :func:`run_job` does (its ``seconds``: an equal share of the training plus its scoring)."""
+    tic = time.perf_counter()
+    jobs = group.members
+    fitted = fit_network_seeds(
+        jobs[0].model,
+        context.study,
+        context.samples,
+        [job.split for job in jobs],
+        context.plan.train,
+        [job.seed for job in jobs],
+        device=context.device,
+        progress=progress,
+        label=group.label,
+        exclude_background=[_exclusion(job, context) for job in jobs],
+    )
+    share = (time.perf_counter() - tic) / len(jobs)
+    for job, model in zip(jobs, fitted, strict=True):
+        _score_and_write(job, model, context, time.perf_counter() - share, stacked=len(jobs))
+
+
+def _score_and_write(
+    job: Job, fitted: FittedModel, context: JobContext, tic: float, stacked: int = 1
+) -> None:
+    study, samples, plan, layout = context.study, context.samples, context.plan, context.layout
+    folder = layout.job_dir(job.protocol, job.model, job.seed, job.fold)
+    folder.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "protocol": job.protocol,
         "model": job.model,
@@ -150,6 +249,8 @@ def run_job(job: Job, context: JobContext, progress: Progress | None) -> None:
         )
         result["metrics"] = ev.to_dict()
     result["seconds"] = round(time.perf_counter() - tic, 2)
+    if stacked > 1:
+        result["trained_stacked_with"] = stacked  # seeds trained as one model, this one included
     write_text(
         layout.result(job.protocol, job.model, job.seed, job.fold),
         json.dumps(result, indent=2, default=float),
@@ -157,12 +258,17 @@ def run_job(job: Job, context: JobContext, progress: Progress | None) -> None:
     )
 
 
-def fit_job(job: Job, context: JobContext, progress: Progress | None) -> dict[str, str | bytes]:
-    """Run ``job`` into a scratch run folder and return what it wrote: file contents (bytes)
-    by path relative to the run folder. Nothing is written to ``context.layout``."""
+def fit_job(job: Task, context: JobContext, progress: Progress | None) -> dict[str, str | bytes]:
+    """Run ``job`` (or a group) into a scratch run folder and return what it wrote: file
+    contents (bytes) by path relative to the run folder. Nothing is written to
+    ``context.layout``."""
     with tempfile.TemporaryDirectory(prefix="gkdcn-job-") as tmp:
         root = Path(tmp)
-        run_job(job, replace(context, layout=RunLayout(root)), progress)
+        scratch = replace(context, layout=RunLayout(root))
+        if isinstance(job, JobGroup):
+            run_group(job, scratch, progress)
+        else:
+            run_job(job, scratch, progress)
         return {
             path.relative_to(root).as_posix(): path.read_bytes()
             for path in sorted(root.rglob("*"))
@@ -170,12 +276,14 @@ def fit_job(job: Job, context: JobContext, progress: Progress | None) -> dict[st
         }
 
 
-def write_job(layout: RunLayout, job: Job, files: dict[str, str | bytes]) -> None:
+def write_job(layout: RunLayout, job: Task, files: dict[str, str | bytes]) -> None:
     """Write the files :func:`fit_job` returned into the run folder, each atomically, the
-    job's ``result.json`` last (its presence means the job is done)."""
+    jobs' ``result.json`` files last (each one's presence means its job is done)."""
     root = layout.root.resolve()
-    result = layout.relative(layout.result(job.protocol, job.model, job.seed, job.fold))
-    for key in sorted(files, key=lambda k: k == result):
+    results = {
+        layout.relative(layout.result(m.protocol, m.model, m.seed, m.fold)) for m in members(job)
+    }
+    for key in sorted(files, key=lambda k: k in results):
         target = layout.root / key
         if not target.resolve().is_relative_to(root):
             raise ValueError(f"job file {key!r} lies outside the run folder")

@@ -10,7 +10,16 @@ from typing import Any
 
 from rich.progress import Progress
 
-from gkdcn.compare.jobs import Job, JobContext, claim_run_dir, fit_job, make_jobs, write_job
+from gkdcn.compare.jobs import (
+    JobContext,
+    Task,
+    claim_run_dir,
+    fit_job,
+    group_jobs,
+    make_jobs,
+    members,
+    write_job,
+)
 from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.outputs import write_outputs
 from gkdcn.compare.plan import Plan
@@ -38,6 +47,7 @@ def run_comparison(
     workers: int = 1,
     inputs: Sequence[str | Path] = (),
     scheduler: str | Any | None = None,
+    stack_seeds: bool = False,
 ) -> Comparison:
     """Run (or resume) the comparison into ``out_dir`` and write tables, maps and figures.
 
@@ -48,7 +58,9 @@ def run_comparison(
     replace or hold. ``scheduler``
     (``"tcp://HOST:PORT"``, ``"local:N"`` or a connected :class:`distributed.Client`) sends the
     trainings to a Dask cluster instead (:mod:`gkdcn.cluster`), with the same results; each
-    job's files come back to this process, which writes them as they arrive.
+    job's files come back to this process, which writes them as they arrive. ``stack_seeds``:
+    a network's unfinished jobs on one fold that differ only in seed train at once as one
+    stacked model (:func:`gkdcn.compare.jobs.group_jobs`; the same results to rounding).
     """
     layout = RunLayout(Path(out_dir))
     started = time.perf_counter()
@@ -66,7 +78,9 @@ def run_comparison(
             from gkdcn.cluster import open_client
 
             client = stack.enter_context(open_client(scheduler))  # unreachable: error now
-        comparison = _run(study, layout, plan, overwrite, progress, device, workers, client, inputs)
+        comparison = _run(
+            study, layout, plan, overwrite, progress, device, workers, client, inputs, stack_seeds
+        )
     comparison.seconds = time.perf_counter() - started
     write_outputs(comparison, study)
     return comparison
@@ -82,25 +96,27 @@ def _run(
     workers: int,
     client: Any,
     inputs: Sequence[str | Path],
+    stack_seeds: bool = False,
 ) -> Comparison:
     claim_run_dir(layout, study, plan, overwrite, inputs)
     samples = study_samples(study)
     jobs = list(make_jobs(study, samples, plan))
-    todo = [job for job in jobs if not job.done(layout)]
+    todo = group_jobs([job for job in jobs if not job.done(layout)], stack=stack_seeds)
     n_workers = resolve_workers(workers, len(todo), device)
     task = None
     if progress is not None:
         info = f"{n_workers} at once" if n_workers > 1 else ""
         if client is not None:
             info = f"on {client.scheduler.address}"
+        pending = sum(len(members(t)) for t in todo)
         task = progress.add_task(
-            "comparison", total=len(jobs), completed=len(jobs) - len(todo), info=info
+            "comparison", total=len(jobs), completed=len(jobs) - pending, info=info
         )
 
-    def finished(job: Job, files: dict[str, str | bytes]) -> None:
+    def finished(job: Task, files: dict[str, str | bytes]) -> None:
         write_job(layout, job, files)  # here, as each job arrives: resuming works as ever
         if progress is not None and task is not None:
-            progress.update(task, advance=1, info=job.label)
+            progress.update(task, advance=len(members(job)), info=job.label)
 
     context = JobContext(study, samples, plan, layout, device)
     run_jobs(

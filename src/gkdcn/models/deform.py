@@ -65,6 +65,58 @@ def _pair(value: IntPair, name: str) -> tuple[int, int]:
     return (pair[0], pair[1])
 
 
+def _columns_times_weight(
+    cols: Tensor, weight_mat: Tensor, bias: Tensor | None, out: Tensor
+) -> None:
+    """``out = cols @ weight_mat + bias`` with ``out`` (M, Cout) written in place.
+
+    ``weight_mat`` is ``(K, Cout)`` for an ungrouped weight, or ``(wg, K / wg, Cout / wg)``
+    for ``wg`` weight groups: group ``j``'s block of columns meets its own weight only (one
+    batched product, not a block-diagonal one with ``wg`` times the work).
+    """
+    if weight_mat.dim() == 2:
+        if bias is None:
+            torch.mm(cols, weight_mat, out=out)
+        else:
+            torch.addmm(bias, cols, weight_mat, out=out)
+        return
+    wg, k, per_group = weight_mat.shape
+    m = cols.shape[0]
+    product = torch.bmm(cols.view(m, wg, k).transpose(0, 1), weight_mat)
+    grouped = out.view(m, wg, per_group)
+    grouped.copy_(product.transpose(0, 1))
+    if bias is not None:
+        grouped += bias.view(wg, per_group)
+
+
+def _weight_outputs(weight_mat: Tensor) -> int:
+    """Output channels of a (possibly grouped) weight matrix."""
+    if weight_mat.dim() == 2:
+        return int(weight_mat.shape[1])
+    return int(weight_mat.shape[0] * weight_mat.shape[2])
+
+
+def _grouped_weight_grad(cols: Tensor, grad: Tensor, weight_mat: Tensor) -> Tensor:
+    """d(loss)/d(weight_mat) of one block: ``cols.T @ grad``, per weight group when grouped."""
+    if weight_mat.dim() == 2:
+        return cols.t() @ grad
+    wg, k, per_group = weight_mat.shape
+    m = cols.shape[0]
+    return torch.bmm(
+        cols.view(m, wg, k).permute(1, 2, 0), grad.view(m, wg, per_group).transpose(0, 1)
+    )
+
+
+def _grouped_column_grad(grad: Tensor, weight_mat: Tensor) -> Tensor:
+    """d(loss)/d(columns) of one block, ``(M, K)``: ``grad @ weight_mat.T``, per weight group."""
+    if weight_mat.dim() == 2:
+        return grad @ weight_mat.t()
+    wg, k, per_group = weight_mat.shape
+    m = grad.shape[0]
+    product = torch.bmm(grad.view(m, wg, per_group).transpose(0, 1), weight_mat.transpose(1, 2))
+    return product.transpose(0, 1).reshape(m, wg * k)
+
+
 @dataclass(frozen=True)
 class _Geometry:
     """Everything that maps (output pixel, group, tap) to a table row, fixed for one call."""
@@ -273,17 +325,14 @@ class _DeformConv(torch.autograd.Function):
         flat_mask = None if mask is None else mask.reshape(-1)
         # Detached: embedding_bag skips its backward bookkeeping for a table that needs no grad.
         source = table.detach()
-        out = table.new_empty(geo.n * geo.out_h * geo.out_w, weight_mat.shape[1])
+        out = table.new_empty(geo.n * geo.out_h * geo.out_w, _weight_outputs(weight_mat))
         blocks = _blocks(geo, images_per_block)
         cols = None
         for block in blocks:
             indices, weights = block.corners(idx00, frac_h, frac_w, flat_mask, geo)
             cols = F.embedding_bag(indices, source, per_sample_weights=weights, mode="sum")
             cols = cols.view(block.rows.stop - block.rows.start, -1)
-            if bias is None:
-                torch.mm(cols, weight_mat, out=out[block.rows])
-            else:
-                torch.addmm(bias, cols, weight_mat, out=out[block.rows])
+            _columns_times_weight(cols, weight_mat, bias, out[block.rows])
         # A single block's columns are small: keep them rather than gather again in backward.
         kept = cols if len(blocks) == 1 else None
         # save_for_backward accepts None (documented), but torch's stubs say Tensor only.
@@ -320,10 +369,14 @@ class _DeformConv(torch.autograd.Function):
                 cols = kept
                 if cols is None:
                     cols = F.embedding_bag(indices, source, per_sample_weights=weights, mode="sum")
-                grad_weight.addmm_(cols.view(g_block.shape[0], -1).t(), g_block)
+                if weight_mat.dim() == 2:
+                    grad_weight.addmm_(cols.view(g_block.shape[0], -1).t(), g_block)
+                else:
+                    cols = cols.view(g_block.shape[0], -1)
+                    grad_weight += _grouped_weight_grad(cols, g_block, weight_mat)
             if not (need_table or need_offset or need_mask):
                 continue
-            grad_cols = (g_block @ weight_mat.t()).view(indices.shape[0], -1)
+            grad_cols = _grouped_column_grad(g_block, weight_mat).view(indices.shape[0], -1)
             if grad_table is not None:
                 # A block's samples only touch its own images' table rows.
                 keys = indices[:, 0] - block.table_rows.start
@@ -427,7 +480,7 @@ def _forward_no_grad(
 
     pixels = geo.out_h * geo.out_w
     per_image = samples // max(n, 1)
-    out = input.new_empty(n * pixels, weight_mat.shape[1])
+    out = input.new_empty(n * pixels, _weight_outputs(weight_mat))
     for start in range(0, n, images_per_block):
         stop = min(start + images_per_block, n)
         gathered = F.embedding_bag(
@@ -438,10 +491,7 @@ def _forward_no_grad(
         )
         target = out[start * pixels : stop * pixels]
         gathered = gathered.view((stop - start) * pixels, -1)
-        if bias is None:
-            torch.mm(gathered, weight_mat, out=target)
-        else:
-            torch.addmm(bias, gathered, weight_mat, out=target)
+        _columns_times_weight(gathered, weight_mat, bias, target)
     return out
 
 
@@ -477,7 +527,9 @@ def deform_conv2d(
             ``(g*kh*kw + k)*2`` is the row offset ``dy`` and the next channel the column offset.
             ``G`` (offset groups) must divide ``Cin``; group ``g`` moves input channels
             ``g*Cin/G .. (g+1)*Cin/G - 1``.
-        weight: ``(Cout, Cin, kh, kw)`` (no grouped convolution).
+        weight: ``(Cout, Cin/wg, kh, kw)`` for ``wg`` weight groups (as ``nn.Conv2d``'s
+            ``groups``; 1 = ungrouped): output channels ``j*Cout/wg ..`` read input channels
+            ``j*Cin/wg .. (j+1)*Cin/wg - 1`` only. Offset and weight groups are independent.
         bias: ``(Cout,)`` or None.
         stride, padding, dilation: ints or ``(h, w)`` pairs.
         mask: ``(N, G*kh*kw, Ho, Wo)`` modulation multiplying each tap's sample, or None (all 1).
@@ -496,10 +548,16 @@ def deform_conv2d(
         raise ValueError("stride and dilation must be >= 1 and padding >= 0")
     n, channels, height, width = input.shape
     out_channels, weight_channels, kh, kw = weight.shape
-    if weight_channels != channels:
+    if weight_channels < 1 or channels % weight_channels:
         raise ValueError(
-            f"weight expects {weight_channels} input channels but input has {channels} "
-            "(grouped convolution is not supported)"
+            f"weight expects {weight_channels} input channels per group, which does not "
+            f"divide the input's {channels}"
+        )
+    weight_groups = channels // weight_channels
+    if out_channels % weight_groups:
+        raise ValueError(
+            f"weight has {out_channels} output channels, not divisible by its "
+            f"{weight_groups} groups"
         )
     taps = kh * kw
     out_h = (height + 2 * pad_h - dil_h * (kh - 1) - 1) // stride_h + 1
@@ -531,6 +589,18 @@ def deform_conv2d(
     if _impl not in ("auto", "fused", "generic"):
         raise ValueError(f"unknown _impl {_impl!r}")
 
+    # Sampling groups: the offset groups, split further where a weight group is narrower (a
+    # sub-group shares its offset group's offsets and mask, so the samples are the same), so
+    # every weight group covers whole sampling groups and its columns lie side by side.
+    sampling = math.lcm(groups, weight_groups)
+    if sampling != groups:
+        repeat = sampling // groups
+        offset = offset.view(n, groups, 1, 2 * taps, out_h, out_w)
+        offset = offset.expand(-1, -1, repeat, -1, -1, -1).reshape(n, -1, out_h, out_w)
+        if mask is not None:
+            mask = mask.view(n, groups, 1, taps, out_h, out_w)
+            mask = mask.expand(-1, -1, repeat, -1, -1, -1).reshape(n, -1, out_h, out_w)
+        groups = sampling
     group_channels = channels // groups
     geo = _Geometry(
         n=n,
@@ -559,12 +629,22 @@ def deform_conv2d(
         t is not None and t.requires_grad for t in (input, offset, weight, bias, mask)
     )
     # Weight columns in the same (group, tap, channel-in-group) order as the sampled columns.
-    weight_mat = (
-        weight.reshape(out_channels, groups, group_channels, taps)
-        .transpose(2, 3)
-        .reshape(out_channels, -1)
-        .t()
-    )
+    if weight_groups == 1:
+        weight_mat = (
+            weight.reshape(out_channels, groups, group_channels, taps)
+            .transpose(2, 3)
+            .reshape(out_channels, -1)
+            .t()
+        )
+    else:
+        # (weight group, its columns, its outputs): weight group j reads sampling groups
+        # j*groups/wg .. (j+1)*groups/wg - 1, whose columns are contiguous.
+        per_group = out_channels // weight_groups
+        weight_mat = (
+            weight.reshape(weight_groups, per_group, groups // weight_groups, group_channels, taps)
+            .permute(0, 2, 4, 3, 1)
+            .reshape(weight_groups, -1, per_group)
+        )
     per_image = out_h * out_w * taps * channels * input.element_size()
     cpu = input.device.type == "cpu"
     if use_fused and not needs_grad:
@@ -581,7 +661,14 @@ def deform_conv2d(
             out = _DeformConv.apply(table, off, mask, weight_mat, bias, geo, images_per_block)
         else:
             cols = _sample_generic(table, off, mask, geo).reshape(-1, taps * channels)
-            out = cols @ weight_mat if bias is None else torch.addmm(bias, cols, weight_mat)
+            if weight_groups == 1:
+                out = cols @ weight_mat if bias is None else torch.addmm(bias, cols, weight_mat)
+            else:  # differentiable through plain autograd, like the sampling
+                m = cols.shape[0]
+                out = torch.bmm(cols.view(m, weight_groups, -1).transpose(0, 1), weight_mat)
+                out = out.transpose(0, 1).reshape(m, out_channels)
+                if bias is not None:
+                    out = out + bias
     out = out.view(n, out_h, out_w, out_channels)
     out = out.permute(0, 3, 1, 2)
     if input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous():
@@ -610,12 +697,18 @@ class DeformConv2d(nn.Module):
         dilation: IntPair = 1,
         bias: bool = True,
         offset_groups: int = 1,
+        groups: int = 1,
     ) -> None:
         super().__init__()
         if offset_groups < 1 or in_channels % offset_groups:
             raise ValueError(
                 f"offset_groups ({offset_groups}) must be >= 1 and divide in_channels "
                 f"({in_channels})"
+            )
+        if groups < 1 or in_channels % groups or out_channels % groups or offset_groups % groups:
+            raise ValueError(
+                f"groups ({groups}) must be >= 1 and divide in_channels ({in_channels}), "
+                f"out_channels ({out_channels}) and offset_groups ({offset_groups})"
             )
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -624,8 +717,11 @@ class DeformConv2d(nn.Module):
         self.padding = _pair(padding, "padding")
         self.dilation = _pair(dilation, "dilation")
         self.offset_groups = offset_groups
+        self.groups = groups
         taps = self.kernel_size[0] * self.kernel_size[1]
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size))
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels // groups, *self.kernel_size)
+        )
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.offset_conv = self._branch(in_channels, 2 * offset_groups * taps)
         self.mask_conv = self._branch(in_channels, offset_groups * taps)
@@ -640,13 +736,14 @@ class DeformConv2d(nn.Module):
             stride=self.stride,
             padding=self.padding,
             dilation=self.dilation,
+            groups=self.groups,
         )
 
     def reset_parameters(self) -> None:
         """Main weight as ``nn.Conv2d`` initialises it; offset and mask branches to zero."""
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
-            fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+            fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
             bound = 1 / math.sqrt(fan_in)
             nn.init.uniform_(self.bias, -bound, bound)
         for branch in (self.offset_conv, self.mask_conv):
@@ -672,7 +769,8 @@ class DeformConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Deformable convolution of ``x`` ``(N, in_channels, H, W)``."""
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or self.groups > 1:
+            # (Grouped branches: a group of the fused convolution would mix offset and mask.)
             return self.forward_with_sampling(x)[0]
         # Without autograd (prediction) both branches run as one convolution: one pass over x
         # and a wider, more efficient output (the same sums, so the same values to rounding).
@@ -699,5 +797,6 @@ class DeformConv2d(nn.Module):
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-            f"offset_groups={self.offset_groups}, bias={self.bias is not None}"
+            f"offset_groups={self.offset_groups}, groups={self.groups}, "
+            f"bias={self.bias is not None}"
         )
