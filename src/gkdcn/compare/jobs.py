@@ -107,7 +107,9 @@ def run_job(job: Job, context: JobContext, progress: Progress | None) -> None:
     if is_heldout(job.protocol):
         # The cells held-out deposits are ranked against stay area no model trained on, even
         # as unlabelled background.
-        bg_rows, bg_cols = background_cells(study, samples, plan.background_sample, job.seed)
+        bg_rows, bg_cols = background_cells(
+            study, samples, plan.background_sample, plan.background_seed
+        )
         exclude = np.zeros(study.valid.shape, dtype=bool)
         exclude[bg_rows, bg_cols] = True
     fitted = fit_model(
@@ -132,8 +134,10 @@ def run_job(job: Job, context: JobContext, progress: Progress | None) -> None:
         "n_val": len(job.split.val),
     }
     if is_heldout(job.protocol):
-        result["heldout"], result["heldout_calibration"] = heldout_scores(
-            study, samples, fitted, job.split, plan.background_sample, job.seed
+        result["heldout"], result["heldout_calibration"], result["heldout_background"] = (
+            heldout_scores(
+                study, samples, fitted, job.split, plan.background_sample, plan.background_seed
+            )
         )
     else:
         prob = fitted.score_map()
