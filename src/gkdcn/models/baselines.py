@@ -66,7 +66,7 @@ from gkdcn.errors import GkdcnError
 BASELINES = BASELINE_KINDS  # the names, in table order
 RANDOM_FOREST_TREES = 300
 #: A fitted baseline's one background draw holds this many network epochs' worth of cells.
-BACKGROUND_EPOCHS = 10
+BACKGROUND_EPOCHS = 1
 # Box-filter edge modes that pad like the network windows (gkdcn.data.samples.padded_index).
 _FILTER_MODE: dict[str, Literal["constant", "mirror"]] = {"zero": "constant", "reflect": "mirror"}
 
