@@ -196,9 +196,9 @@ def test_unknown_baseline_and_one_class() -> None:
         fit_baseline("logistic", feats, np.array([0, 1]), np.array([0, 1]), np.array([1, 1]))
 
 
-def test_element_with_background_ranks_training_deposits_among_the_background() -> None:
-    # Layer 0 separates the deposits from the labelled non-deposits but not from the
-    # background; layer 1 separates them from the background. With background, layer 1.
+def test_element_ignores_the_background() -> None:
+    # Layer 0 separates the deposits from the labelled non-deposits, layer 1 only from the
+    # background: element is chosen on the labelled windows either way (module docstring).
     from gkdcn.models.baselines import BackgroundCells
 
     layer0 = np.array([3.0, 3, 3, 0, 0, 0, 5, 0, 5, 0])
@@ -211,9 +211,15 @@ def test_element_with_background_ranks_training_deposits_among_the_background() 
     bg = BackgroundCells(np.zeros(4, np.int64), np.arange(6, 10, dtype=np.int64))
     without = fit_baseline("element", feats, rows, cols, labels)
     with_bg = fit_baseline("element", feats, rows, cols, labels, background=bg)
-    assert without.layer == 0 and with_bg.layer == 1
-    assert with_bg.info["chosen_against"] == "background"
-    np.testing.assert_array_equal(with_bg.background_cols, bg.cols)
+    assert without.layer == with_bg.layer == 0
+    assert len(with_bg.background_rows) == 0
+    # The fitted models do learn from it: the background cells pull logistic's scores there.
+    plain = fit_baseline("logistic", feats, rows, cols, labels)
+    fitted = fit_baseline("logistic", feats, rows, cols, labels, background=bg)
+    np.testing.assert_array_equal(fitted.background_cols, bg.cols)
+    assert (
+        fitted.score(feats, bg.rows, bg.cols).mean() < plain.score(feats, bg.rows, bg.cols).mean()
+    )
 
 
 @pytest.mark.parametrize("loss", ["soft", "nnpu", "bce"])

@@ -197,7 +197,7 @@ def test_baselines_fit_on_the_networks_background_away_from_held_out_and_ranked_
     assert plan.train.background_ratio > 0  # the recipe's default: background on
     ranked = np.zeros(study.valid.shape, dtype=bool)
     ranked[background_cells(study, samples, plan.background_sample, plan.background_seed)] = True
-    jobs = [j for j in make_jobs(study, samples, plan) if j.model in ("element", "logistic")]
+    jobs = [j for j in make_jobs(study, samples, plan) if j.model == "logistic"]
     jobs += [j for j in make_jobs(study, samples, plan) if j.model == "random-forest"][:2]
     for job in jobs:
         fitted = fit_model(
@@ -235,7 +235,12 @@ def test_baselines_fit_on_the_networks_background_away_from_held_out_and_ranked_
     np.testing.assert_array_equal(fits[0].model.background_rows, fits[1].model.background_rows)
     np.testing.assert_array_equal(fits[0].score_cells(*cells), fits[1].score_cells(*cells))
     assert not np.array_equal(fits[0].model.background_rows, fits[2].model.background_rows)
-    # The authors' preset (no background) fits on the labelled windows only, as before.
+    # element (chosen on the labelled windows) and the authors' preset (no background) use
+    # the labelled windows only, as before.
+    element = fit_model(
+        "element", study, samples, job.split, plan.train, 5, exclude_background=ranked
+    )
+    assert len(element.model.background_rows) == 0  # type: ignore[attr-defined]
     authors = plan.train.model_copy(update={"background_ratio": 0.0})
     plain = fit_model("logistic", study, samples, job.split, authors, 5)
     assert len(plain.model.background_rows) == 0  # type: ignore[attr-defined]

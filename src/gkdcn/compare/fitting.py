@@ -203,7 +203,7 @@ def fit_model(
             study.raw, study.names, study.knowledge, transform, window, padding
         )
         background = None
-        if cfg.background_ratio > 0 and kind in ("element", "logistic", "random-forest"):
+        if cfg.background_ratio > 0 and kind in ("logistic", "random-forest"):
             pool = study_background(study, samples, split, cfg, exclude=exclude_background)
             background = baselines.draw_background(
                 pool, len(split.train), cfg.background_ratio, seed,

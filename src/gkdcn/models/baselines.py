@@ -21,12 +21,14 @@ fold, and the models are trained on the centres of the fold's training windows w
 labels, exactly the samples the networks train on.
 
 **Background.** With the training recipe's background on (``background_ratio > 0``), the fitted
-baselines also see the background the networks learn from: cells drawn once per fold (seeded)
+baselines (``logistic``, ``random-forest``) also see the background the networks learn from: cells drawn once per fold (seeded)
 from the very :class:`~gkdcn.data.background.BackgroundPool` the fold's networks draw from
 (valid area, away from training deposits, never within the exclusion radius of a held-out
 deposit, never a cell held-out deposits are ranked against). A network draws
-``background_ratio x training windows`` per epoch, every epoch anew; a baseline is fitted once, so
-it gets :data:`BACKGROUND_EPOCHS` epochs' worth in one draw (less sampling noise), with the same
+``background_ratio x training windows`` per epoch, every epoch anew; a baseline is fitted once, on
+one draw of :data:`BACKGROUND_EPOCHS` epochs' worth (one: exactly what a network sees per epoch;
+ten epochs' worth raised the random forest's held-out AUC on a 60-deposit synthetic district
+from 0.908 to 0.919 and logistic not at all, at twice the comparison's time), with the same
 total weight a network gives it: the background together weighs ``background_weight`` times the
 labelled windows, as in the network loss ``BCE(labelled) + background_weight * risk(background)``.
 The background is unlabelled (it may hold undiscovered deposits) and enters as the recipe's
@@ -35,9 +37,11 @@ once as a positive with weight ``class_prior`` and once as a negative with ``1 -
 (the weighted form of positive-unlabelled learning, Elkan & Noto 2008, with a constant
 probability; for logistic regression this is exactly the soft-label cross-entropy; nnPU's
 negative correction has no non-negative sample-weight form, so both PU settings use it).
-``element`` then chooses its layer by how well it ranks the fold's training deposits among the
-background cells: the question the held-out evaluation asks of every model (a deposit among
-background cells), where the labelled non-deposits are a handful of chosen cells.
+``element`` keeps choosing its layer on the fold's training deposits against its training
+non-deposits, as the issue defines it. Ranking the training deposits among the background
+instead (the question the held-out score asks) was tried and did worse: on a synthetic district
+with 60 deposits (grouped leave-one-deposit-out, 3 seeds) its held-out AUC fell from 0.627 to
+0.597, because the choice then wavers between layers with the background draw.
 
 Scores are in [0, 1] and increase with prospectivity: probabilities for the two fitted models,
 the weight for ``knowledge``, and a logistic squashing of the signed, standardised layer for
@@ -219,8 +223,9 @@ def fit_baseline(
     has_knowledge: bool = True,
     background: BackgroundCells | None = None,
 ) -> FittedBaseline:
-    """Fit baseline ``kind`` on training cells ``(rows, cols)`` with 0/1 ``labels``, and on the
-    unlabelled ``background`` cells if given (how: the module docstring).
+    """Fit baseline ``kind`` on training cells ``(rows, cols)`` with 0/1 ``labels``, and (the
+    fitted models ``logistic`` and ``random-forest``) on the unlabelled ``background`` cells if
+    given (how: the module docstring; ``knowledge`` and ``element`` ignore it).
 
     ``trained_on`` is recorded as given (the sample indices behind the cells).
     """
@@ -242,33 +247,23 @@ def fit_baseline(
         raise GkdcnError("training rows, cols and labels differ in length")
     if not (0 < y.sum() < len(y)):
         raise GkdcnError(f"baseline {kind}: training needs both deposits and non-deposits")
-    bg = background if background is not None and len(background) else None
-    bg_rows = np.zeros(0, np.int64) if bg is None else np.asarray(bg.rows, np.int64)
-    bg_cols = np.zeros(0, np.int64) if bg is None else np.asarray(bg.cols, np.int64)
     x = features.at(rows, cols)
-    x_bg = features.at(bg_rows, bg_cols)
     if baseline == "element":
-        if bg is None:
-            layer, sign, auc = _best_layer(x[:, : features.n_layers], y)
-            against = "training non-deposits"
-        else:
-            # Training deposits ranked among the background, as held-out deposits are scored.
-            x_el = np.concatenate([x[y == 1], x_bg])[:, : features.n_layers]
-            y_el = np.concatenate([np.ones(int(y.sum()), np.int64), np.zeros(len(bg), np.int64)])
-            layer, sign, auc = _best_layer(x_el, y_el)
-            against = "background"
+        # Chosen against the training non-deposits, never the background (module docstring).
+        layer, sign, auc = _best_layer(x[:, : features.n_layers], y)
         name = features.names[layer]
         return FittedBaseline(
             "element",
-            f"{'' if sign > 0 else '-'}{name} (training AUC {auc:.3f} against {against})",
+            f"{'' if sign > 0 else '-'}{name} (training AUC {auc:.3f})",
             used,
-            bg_rows,
-            bg_cols,
             layer=layer,
             sign=sign,
-            info={"layer": name, "sign": int(sign), "train_auc": auc, "chosen_against": against},
+            info={"layer": name, "sign": int(sign), "train_auc": auc},
         )
-    x_fit, y_fit, w_fit = _with_background(x, y, x_bg, bg)
+    bg = background if background is not None and len(background) else None
+    bg_rows = np.zeros(0, np.int64) if bg is None else np.asarray(bg.rows, np.int64)
+    bg_cols = np.zeros(0, np.int64) if bg is None else np.asarray(bg.cols, np.int64)
+    x_fit, y_fit, w_fit = _with_background(x, y, features.at(bg_rows, bg_cols), bg)
     on_bg = "" if bg is None else f", with {len(bg)} background cells ({bg.loss})"
     if baseline == "logistic":
         estimator = make_pipeline(
