@@ -25,6 +25,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from gkdcn.compare.variants import DEFAULT_VARIANTS as ABLATION_DEFAULTS
+from gkdcn.compare.variants import VARIANTS as ABLATION_VARIANTS
 from gkdcn.config import NETWORK_KINDS, StudyConfig, is_baseline, load_config
 from gkdcn.errors import GkdcnError, Note
 from gkdcn.explain import defaults as explain_defaults
@@ -92,7 +94,7 @@ def _friendly(func: F) -> F:
     """
     interrupted = (
         "interrupted; finished jobs are kept and the comparison resumes when run again"
-        if func.__name__ == "compare"
+        if func.__name__ in ("compare", "ablation")
         else "interrupted; no partial output was kept"
     )
 
@@ -520,6 +522,97 @@ def compare(
     for table in comparison_tables(comparison):
         console.print(table)
     console.print(f"finished in {comparison.seconds:.0f} s; results in {out}")
+
+
+@app.command()
+@_friendly
+def ablation(
+    config: Annotated[Path, typer.Argument(help="Study config (TOML).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Run folder (resumable): the full recipe's comparison, the variants in "
+            "OUT/ablation/<variant>/, the table in OUT/ablation/ablation.{csv,md,json}."
+        ),
+    ] = Path("runs/ablation"),
+    data_dir: DataDir = None,
+    variants: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated levers to change, one run each (default: "
+            + ", ".join(ABLATION_DEFAULTS)
+            + "; also: "
+            + ", ".join(v for v in ABLATION_VARIANTS if v not in ABLATION_DEFAULTS)
+            + ")."
+        ),
+    ] = None,
+    models: Annotated[
+        str, typer.Option(help="Comma-separated networks every variant trains.")
+    ] = "gk-dcn",
+    reference_models: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated models the full recipe also runs: the other networks and "
+            "the baselines, on the same folds (default: the config's [compare] models)."
+        ),
+    ] = None,
+    seeds: Annotated[int | None, typer.Option(help="Number of seeds.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override epochs.")] = None,
+    protocol: Annotated[str, typer.Option(help="Held-out protocol: lodo or blocks.")] = "lodo",
+    width: Annotated[
+        int | None, typer.Option(help="Override the network width (on a CPU: 16).")
+    ] = None,
+    background: Annotated[
+        int | None,
+        typer.Option(help="Background cells each held-out deposit is ranked among (0: all)."),
+    ] = None,
+    knowledge_channel: Annotated[
+        bool | None,
+        typer.Option(
+            "--knowledge-channel/--no-knowledge-channel",
+            help="The full recipe with / without the knowledge weight as an input channel "
+            "(default: the config's [knowledge] as_channel).",
+        ),
+    ] = None,
+    jobs: Jobs = None,
+    device: Device = "cpu",
+    overwrite: Overwrite = False,
+) -> None:
+    """Held-out AUC of the training recipe with one lever changed at a time, paired over seeds."""
+    from gkdcn.compare.ablation import plan_ablation, run_ablation, to_markdown
+    from gkdcn.compare.plan import override_training
+    from gkdcn.data.study import load_study
+    from gkdcn.report.ablation import clear_levers
+
+    cfg = _config(config, data_dir)
+    if width is not None:
+        cfg = cfg.model_copy(
+            update={"train": override_training(cfg.train, {"width": width}, what="--width")}
+        )
+    if background is not None:
+        if background < 0:
+            raise GkdcnError(f"--background must be 0 (all cells) or more, not {background}")
+        compare_cfg = cfg.compare.model_copy(update={"heldout_background": background})
+        cfg = cfg.model_copy(update={"compare": compare_cfg})
+    if knowledge_channel is not None:
+        knowledge = cfg.knowledge.model_copy(update={"as_channel": knowledge_channel})
+        cfg = cfg.model_copy(update={"knowledge": knowledge})
+    runs = plan_ablation(
+        cfg, out, seeds=seeds, epochs=epochs, protocol=protocol,
+        variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
+        models=[m.strip() for m in models.split(",") if m.strip()],
+        reference_models=reference_models.split(",") if reference_models else None,
+    )  # fmt: skip
+    study = load_study(cfg)
+    say = lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
+    with progress_bar() as progress:
+        table = run_ablation(
+            study, out, runs, overwrite=overwrite, workers=_workers(jobs),
+            device=_device(device), progress=progress, inputs=[config], log=say,
+        )  # fmt: skip
+    say(to_markdown(table))
+    say(clear_levers(table.to_dict("records")))
+    say(f"results in {out}; gkdcn report {out} shows them")
 
 
 @app.command()

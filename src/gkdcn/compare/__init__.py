@@ -24,7 +24,8 @@ One file per job: :mod:`~gkdcn.compare.plan` (what to train), :mod:`~gkdcn.compa
 (one job, the run folder claim), :mod:`~gkdcn.compare.heldout` (held-out ranking),
 :mod:`~gkdcn.compare.stats` (over seeds), :mod:`~gkdcn.compare.results` (tables from the jobs),
 :mod:`~gkdcn.compare.outputs` (files), :mod:`~gkdcn.compare.layout` (every path),
-:mod:`~gkdcn.compare.run` (the whole run).
+:mod:`~gkdcn.compare.run` (the whole run), :mod:`~gkdcn.compare.ablation` (one run per lever of the
+training recipe).
 """
 
 import importlib
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 # compare.layout, and importing that submodule runs this file; eager imports would pull in torch
 # (fitting, run) and matplotlib (outputs) for a command that reads JSON and PNGs.
 if TYPE_CHECKING:
+    from gkdcn.compare.ablation import ablation_table, plan_ablation, run_ablation
     from gkdcn.compare.fitting import FittedModel, fit_model
     from gkdcn.compare.heldout import (
         HELDOUT_METRICS,
@@ -78,6 +80,7 @@ _LAZY = {
     "QUICK_BACKGROUND": "gkdcn.compare.plan",
     "QUICK_EPOCHS": "gkdcn.compare.plan",
     "RunLayout": "gkdcn.compare.layout",
+    "ablation_table": "gkdcn.compare.ablation",
     "background_cells": "gkdcn.compare.heldout",
     "collect": "gkdcn.compare.results",
     "comparison_figures": "gkdcn.compare.outputs",
@@ -92,8 +95,10 @@ _LAZY = {
     "mean_ci": "gkdcn.compare.stats",
     "mean_maps": "gkdcn.compare.outputs",
     "override_training": "gkdcn.compare.plan",
+    "plan_ablation": "gkdcn.compare.ablation",
     "paired_differences": "gkdcn.compare.stats",
     "protocol_folds": "gkdcn.compare.protocols",
+    "run_ablation": "gkdcn.compare.ablation",
     "run_comparison": "gkdcn.compare.run",
     "run_job": "gkdcn.compare.jobs",
     "study_samples": "gkdcn.compare.run",
@@ -132,6 +137,7 @@ __all__ = [
     "JobContext",
     "Plan",
     "RunLayout",
+    "ablation_table",
     "background_cells",
     "collect",
     "comparison_figures",
@@ -147,7 +153,9 @@ __all__ = [
     "mean_maps",
     "override_training",
     "paired_differences",
+    "plan_ablation",
     "protocol_folds",
+    "run_ablation",
     "run_comparison",
     "run_job",
     "study_samples",

@@ -13,6 +13,8 @@ here only::
       maps/<model>_mean_probability.tif
       figures/maps.png, roc_authors.png, success_rate_<protocol>.png, ...
       explain/<model>/index.json ...  (see :class:`ExplainLayout`)
+      ablation/<variant>/            one comparison run folder per variant (``gkdcn ablation``)
+      ablation/ablation.{csv,md,json}  the ablation table
       report.html
 
 This module imports nothing of gkdcn but the explanation folder's own layout
@@ -151,6 +153,31 @@ class RunLayout:
             ExplainLayout(p.parent)
             for p in sorted(self.explain_root.glob(f"*/{ExplainLayout.INDEX}"))
         ]
+
+    # -- the ablation (gkdcn ablation: this folder is its full recipe) --------------------
+    @property
+    def ablation_dir(self) -> Path:
+        """Folder of the ablation's variants and its table."""
+        return self.root / "ablation"
+
+    def ablation_run(self, slug: str) -> Path:
+        """The comparison run folder of one variant, e.g. ``ablation/no-value-noise``."""
+        return self.ablation_dir / slug
+
+    @property
+    def ablation_table(self) -> Path:
+        """The ablation table (CSV): one row per variant and model."""
+        return self.ablation_dir / "ablation.csv"
+
+    @property
+    def ablation_markdown(self) -> Path:
+        """The same table as markdown (for a README)."""
+        return self.ablation_dir / "ablation.md"
+
+    @property
+    def ablation_json(self) -> Path:
+        """The table with its settings (what ``gkdcn report`` reads)."""
+        return self.ablation_dir / "ablation.json"
 
     # -- helpers -----------------------------------------------------------------------------
     def relative(self, path: Path) -> str:

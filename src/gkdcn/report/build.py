@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
 from gkdcn.compare.layout import RunLayout
 from gkdcn.errors import InputError
 from gkdcn.io.atomic import check_writable, write_text
+from gkdcn.report.ablation import ablation_section
 from gkdcn.report.collect import Report, collect_report
 
 TEMPLATE = "report.html.j2"
@@ -37,13 +39,15 @@ def build_report(
     inputs = [p for p in run_dir.rglob("*") if p.is_file() and p.suffix.lower() != ".html"]
     check_writable(out, overwrite, inputs=inputs)
     report = collect_report(run_dir, out)
-    html = render_report(report)
+    # the ablation (gkdcn ablation --out RUN_DIR), when the run folder holds one
+    html = render_report(report, ablation_section(layout, report.problems))
     write_text(out, html, overwrite=overwrite, inputs=inputs)
     return out
 
 
-def render_report(report: Report) -> str:
-    """The report as HTML text (autoescaped jinja2 template shipped in ``gkdcn/templates``)."""
+def render_report(report: Report, ablation: dict[str, Any] | None = None) -> str:
+    """The report as HTML text (autoescaped jinja2 template shipped in ``gkdcn/templates``);
+    ``ablation``: the section of :func:`~gkdcn.report.ablation.ablation_section`, if any."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("gkdcn", "templates"),
         autoescape=True,
@@ -51,4 +55,4 @@ def render_report(report: Report) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return env.get_template(TEMPLATE).render(r=report)
+    return env.get_template(TEMPLATE).render(r=report, ablation=ablation)
