@@ -194,3 +194,68 @@ def test_unknown_baseline_and_one_class() -> None:
         fit_baseline("svm", feats, np.array([0]), np.array([0]), np.array([1]))
     with pytest.raises(GkdcnError, match="both"):
         fit_baseline("logistic", feats, np.array([0, 1]), np.array([0, 1]), np.array([1, 1]))
+
+
+def test_element_ignores_the_background() -> None:
+    # Layer 0 separates the deposits from the labelled non-deposits, layer 1 only from the
+    # background: element is chosen on the labelled windows either way (module docstring).
+    from gkdcn.models.baselines import BackgroundCells
+
+    layer0 = np.array([3.0, 3, 3, 0, 0, 0, 5, 0, 5, 0])
+    layer1 = np.array([1.0, 1, 1, 1, 1, 1, 0, 0, 0, 0])
+    feats = cell_features(
+        np.stack([layer0, layer1])[:, None, :].astype(np.float32), ["a", "b"], None, 1
+    )
+    rows, cols = np.zeros(6, np.int64), np.arange(6, dtype=np.int64)
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    bg = BackgroundCells(np.zeros(4, np.int64), np.arange(6, 10, dtype=np.int64))
+    without = fit_baseline("element", feats, rows, cols, labels)
+    with_bg = fit_baseline("element", feats, rows, cols, labels, background=bg)
+    assert without.layer == with_bg.layer == 0
+    assert len(with_bg.background_rows) == 0
+    # The fitted models do learn from it: the background cells pull logistic's scores there.
+    plain = fit_baseline("logistic", feats, rows, cols, labels)
+    fitted = fit_baseline("logistic", feats, rows, cols, labels, background=bg)
+    np.testing.assert_array_equal(fitted.background_cols, bg.cols)
+    assert (
+        fitted.score(feats, bg.rows, bg.cols).mean() < plain.score(feats, bg.rows, bg.cols).mean()
+    )
+
+
+@pytest.mark.parametrize("loss", ["soft", "nnpu", "bce"])
+def test_background_weighs_as_much_as_in_the_network_loss(setting: dict, loss: str) -> None:
+    # The background's total weight is background_weight x the labelled windows'; soft labels
+    # put class_prior of it on the positive side. Checked through the fitted logistic model:
+    # duplicating rows by hand with the same weights gives the same coefficients.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from gkdcn.models.baselines import BackgroundCells
+
+    samples: SampleSet = setting["samples"]
+    split = setting["folds"][0]
+    features = _features(setting, split)
+    rng = np.random.default_rng(0)
+    far = np.flatnonzero(setting["valid"])
+    pick = rng.choice(far, 30, replace=False)
+    bg = BackgroundCells(pick // SPEC.width, pick % SPEC.width, loss=loss, prior=0.1, weight=2.0)
+    model = fit_fold_baseline("logistic", features, samples, split, background=bg)
+    train = split.train
+    x_lab = features.at(samples.rows[train], samples.cols[train])
+    x_bg = features.at(bg.rows, bg.cols)
+    per_cell = 2.0 * len(train) / 30
+    if loss == "bce":
+        x = np.concatenate([x_lab, x_bg])
+        y = np.concatenate([samples.labels[train], np.zeros(30)])
+        w = np.concatenate([np.ones(len(train)), np.full(30, per_cell)])
+    else:
+        x = np.concatenate([x_lab, x_bg, x_bg])
+        y = np.concatenate([samples.labels[train], np.ones(30), np.zeros(30)])
+        w = np.concatenate(
+            [np.ones(len(train)), np.full(30, 0.1 * per_cell), np.full(30, 0.9 * per_cell)]
+        )
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, random_state=0))
+    ref.fit(x, y.astype(int), logisticregression__sample_weight=w)
+    np.testing.assert_allclose(model.estimator[-1].coef_, ref[-1].coef_, rtol=1e-6)
+    assert model.info["n_background"] == 30

@@ -68,6 +68,31 @@ def test_synth_prepare_train_predict_evaluate_explain(district: Path, tmp_path: 
     assert index["settings"]["top_k"] == 1 and index["settings"]["map_outputs"] is False
 
 
+def test_train_seeds_writes_one_file_whose_members_are_the_single_seeds(
+    district: Path, tmp_path: Path
+) -> None:
+    from gkdcn.models.bundle import ModelBundle
+
+    config = str(district / "study.toml")
+    common = ["-m", "cnn", "--epochs", "1"]
+    out = _run("train", config, *common, "--seed", "3", "--seeds", "2", "--out", f"{tmp_path}/e")
+    assert "2 members (seeds 3-4)" in out
+    ensemble = ModelBundle.load(tmp_path / "e" / "model.pt")
+    assert [m.train_config["seed"] for m in ensemble.members] == [3, 4]
+    for member, seed in zip(ensemble.members, (3, 4), strict=True):
+        _run("train", config, *common, "--seed", str(seed), "--out", f"{tmp_path}/s{seed}")
+        single = ModelBundle.load(tmp_path / f"s{seed}" / "model.pt")
+        for name, value in single.state.items():
+            assert bool((member.state[name] == value).all()), name
+    note = runner.invoke(
+        app,
+        ["explain", str(tmp_path / "e" / "model.pt"), config, "--out", f"{tmp_path}/x",
+         "--no-maps", "--top-k", "1", "--sites", "deposits"],
+    )  # fmt: skip
+    assert note.exit_code == 0, note.output
+    assert "explain shows the first" in note.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -120,7 +120,7 @@ def test_background_is_valid_area_no_model_trained_on(tmp_path: Path) -> None:
     assert len(rows) == int(study.valid.sum()) - len(
         {(r, c) for r, c in trained_on if study.valid[r, c]}
     )
-    # a sample is drawn once per seed, so every model of that seed meets the same cells
+    # a seeded sample: a comparison draws it once (Plan.background_seed) for every seed and model
     a = background_cells(study, samples, 50, seed=3)
     b = background_cells(study, samples, 50, seed=3)
     assert len(a[0]) == 50 and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])

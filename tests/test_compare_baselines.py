@@ -182,3 +182,65 @@ def test_knowledge_baseline_needs_knowledge(tmp_path: Path) -> None:
     with pytest.raises(GkdcnError, match="knowledge need geological knowledge"):
         run_comparison(study, tmp_path / "run", plan)
     assert not (tmp_path / "run").exists()
+
+
+def test_baselines_fit_on_the_networks_background_away_from_held_out_and_ranked_cells(
+    tmp_path: Path,
+) -> None:
+    from gkdcn.compare.heldout import background_cells
+    from gkdcn.data.background import near_mask
+    from gkdcn.train import study_background
+
+    study = _study(tmp_path, heldout_background=40)
+    samples, _ = build_samples(study)
+    plan = make_plan(study.config, protocols=["lodo"])
+    assert plan.train.background_ratio > 0  # the recipe's default: background on
+    ranked = np.zeros(study.valid.shape, dtype=bool)
+    ranked[background_cells(study, samples, plan.background_sample, plan.background_seed)] = True
+    jobs = [j for j in make_jobs(study, samples, plan) if j.model == "logistic"]
+    jobs += [j for j in make_jobs(study, samples, plan) if j.model == "random-forest"][:2]
+    for job in jobs:
+        fitted = fit_model(
+            job.model, study, samples, job.split, plan.train, job.seed, exclude_background=ranked
+        )
+        assert isinstance(fitted, FittedBaseline)
+        rows, cols = fitted.model.background_rows, fitted.model.background_cols
+        expected = round(plan.train.background_ratio * len(job.split.train))
+        assert len(rows) == expected and fitted.info["n_fit_background"] == expected
+        np.testing.assert_array_equal(fitted.model.trained_on, job.split.train)
+        # Only the pool the fold's networks draw from: valid, no ranked cell, no window centre,
+        # never within the exclusion radius of a held-out deposit.
+        pool = study_background(study, samples, job.split, plan.train, exclude=ranked)
+        in_pool = set(zip(pool.rows.tolist(), pool.cols.tolist(), strict=True))
+        assert set(zip(rows.tolist(), cols.tolist(), strict=True)) <= in_pool
+        assert study.valid[rows, cols].all() and not ranked[rows, cols].any()
+        centre = np.zeros(study.valid.shape, dtype=bool)
+        centre[samples.rows, samples.cols] = True
+        assert not centre[rows, cols].any()
+        held = [s for s in job.split.held_out if study.sites.labels[s] == 1]
+        near_held = near_mask(
+            study.grid,
+            study.sites.rows[held],
+            study.sites.cols[held],
+            study.config.split.exclusion_radius,
+        )
+        assert held and not near_held[rows, cols].any()
+    # Same seed, same draw and same scores; another seed, another draw.
+    job = next(j for j in make_jobs(study, samples, plan) if j.model == "logistic")
+    fits = [
+        fit_model("logistic", study, samples, job.split, plan.train, s, exclude_background=ranked)
+        for s in (5, 5, 6)
+    ]
+    cells = np.nonzero(study.valid)
+    np.testing.assert_array_equal(fits[0].model.background_rows, fits[1].model.background_rows)
+    np.testing.assert_array_equal(fits[0].score_cells(*cells), fits[1].score_cells(*cells))
+    assert not np.array_equal(fits[0].model.background_rows, fits[2].model.background_rows)
+    # element (chosen on the labelled windows) and the authors' preset (no background) use
+    # the labelled windows only, as before.
+    element = fit_model(
+        "element", study, samples, job.split, plan.train, 5, exclude_background=ranked
+    )
+    assert len(element.model.background_rows) == 0  # type: ignore[attr-defined]
+    authors = plan.train.model_copy(update={"background_ratio": 0.0})
+    plain = fit_model("logistic", study, samples, job.split, authors, 5)
+    assert len(plain.model.background_rows) == 0  # type: ignore[attr-defined]

@@ -631,3 +631,64 @@ def test_model_file_whose_transform_does_not_fit_its_channels(tmp_path: Path) ->
     with pytest.raises(InputError) as err:
         ModelBundle.load(model)
     assert "its transform has 4 channels, its channel list 5" in _one_line_error(err)
+
+
+def test_a_multi_member_file_maps_the_mean_of_its_members(
+    tmp_path: Path, source: ElementSource, grid_dir: tuple[Path, np.ndarray]
+) -> None:
+    singles = [_bundle("dcn", "reflect", seed=s) for s in (1, 2, 3)]  # own transforms too
+    for i, b in enumerate(singles):
+        b.train_config = {"seed": i}
+    path = ModelBundle.ensemble(singles).save(tmp_path / "ensemble.pt")
+    loaded = ModelBundle.load(path)
+    assert len(loaded.members) == 3 and loaded.info["seeds"] == [0, 1, 2]
+    assert json.loads(torch.load(path, weights_only=True)["meta"])["format_version"] == 3
+    maps = [predict_map(b, source).mean for b in singles]
+    got = predict_map(loaded, source, block_rows=4)
+    np.testing.assert_allclose(got.mean, np.mean(maps, axis=0), atol=1e-6, equal_nan=True)
+    assert got.info["models"] == 3 and got.std is not None
+    # Same nodata rule as one model: NaN exactly where a single model has none.
+    np.testing.assert_array_equal(np.isnan(got.mean), np.isnan(maps[0]))
+    # predict_cells (held-out scoring) averages the members the same way.
+    raw = grid_dir[1]
+    rows, cols = np.nonzero(got.valid)
+    cells = predict_module.predict_cells(loaded, raw, LAYERS, rows, cols, batch_size=7)
+    np.testing.assert_allclose(cells, got.mean[rows, cols], atol=1e-6)
+    # A file through predict_to_file gives the same map, and an ensemble of two such files
+    # averages all six members.
+    out = tmp_path / "map.tif"
+    predict_to_file(path, source, out)
+    assert _band(out, 1) == pytest.approx(got.mean[got.valid], abs=1e-6)
+    six = predict_map([loaded, loaded], source)
+    assert six.info["models"] == 6
+    np.testing.assert_allclose(six.mean, got.mean, atol=1e-6, equal_nan=True)
+
+
+def test_single_member_files_keep_their_format(tmp_path: Path, source: ElementSource) -> None:
+    single = _bundle(seed=4)
+    path = single.save(tmp_path / "one.pt")
+    meta = json.loads(torch.load(path, weights_only=True)["meta"])
+    assert meta["format_version"] == 1 and "members" not in meta  # what older gkdcn reads
+    loaded = ModelBundle.load(path)
+    assert loaded.members == [loaded] and not loaded.others
+    assert ModelBundle.ensemble([single]) is single
+    np.testing.assert_allclose(
+        predict_map(loaded, source).mean, predict_map(single, source).mean, equal_nan=True
+    )
+
+
+def test_ensemble_members_must_agree_and_files_must_be_whole(tmp_path: Path) -> None:
+    with pytest.raises(GkdcnError, match="member 2 differs"):
+        ModelBundle.ensemble([_bundle(), _bundle(window=7)])
+    path = ModelBundle.ensemble([_bundle(seed=1), _bundle(seed=2)]).save(tmp_path / "e.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["members"] = []  # weights of the second member lost
+    torch.save(payload, tmp_path / "broken.pt")
+    with pytest.raises(InputError, match="member records"):
+        ModelBundle.load(tmp_path / "broken.pt")
+    payload = torch.load(path, weights_only=True)
+    name = next(k for k, v in payload["members"][0].items() if v.is_floating_point())
+    payload["members"][0][name] = payload["members"][0][name] * float("nan")
+    torch.save(payload, tmp_path / "nan.pt")
+    with pytest.raises(InputError, match="NaN"):
+        ModelBundle.load(tmp_path / "nan.pt")

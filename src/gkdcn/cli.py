@@ -273,6 +273,13 @@ def train(
     ],
     data_dir: DataDir = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default: the config's).")] = None,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            help="Train this many seeds (seed, seed + 1, ...) into ONE model file whose members "
+            "predict averages (a seed ensemble)."
+        ),
+    ] = 1,
     epochs: Annotated[int | None, typer.Option(help="Override the number of epochs.")] = None,
     preset: Annotated[
         str | None, typer.Option(help="'authors' applies the authors' training settings.")
@@ -283,10 +290,17 @@ def train(
     device: Device = "cpu",
     overwrite: Overwrite = False,
 ) -> None:
-    """Train one of the four models and write its model file, history and training curve."""
+    """Train one of the four models and write its model file, history and training curve.
+
+    With ``--seeds N`` the N trainings go into one model file (members averaged by ``predict``);
+    history.csv and training_curve.png are the first member's.
+    """
+    from dataclasses import replace
+
     from gkdcn.compare.plan import override_training
     from gkdcn.data.study import build_samples, check_window
     from gkdcn.io.atomic import check_writable
+    from gkdcn.models.bundle import ModelBundle
     from gkdcn.train import train_study, write_training_outputs
 
     if is_baseline(model):
@@ -296,6 +310,8 @@ def train(
         )
     if model not in NETWORK_KINDS:
         raise GkdcnError(f"--model must be one of {', '.join(NETWORK_KINDS)}, not {model!r}")
+    if seeds < 1:
+        raise GkdcnError(f"--seeds must be at least 1, got {seeds}")
     inputs = _inputs(config, data_dir)
     for name in ("model.pt", "history.csv", "training_curve.png"):
         check_writable(out / name, overwrite, inputs=inputs)
@@ -319,11 +335,28 @@ def train(
             highlight=False,
             soft_wrap=True,
         )
+    first_seed = study.config.train.seed if seed is None else seed
     with progress_bar() as progress:
-        result = train_study(
-            study, model, samples=samples, split=splits[0], seed=seed, device=_device(device),
-            progress=progress,
-        )  # fmt: skip
+        results = [
+            train_study(
+                study,
+                model,
+                samples=samples,
+                split=splits[0],
+                seed=first_seed + i,
+                device=_device(device),
+                progress=progress,
+                label=f"{model} seed {first_seed + i}" if seeds > 1 else None,
+            )
+            for i in range(seeds)
+        ]
+    result = results[0]
+    if seeds > 1:
+        result = replace(result, bundle=ModelBundle.ensemble([r.bundle for r in results]))
+        console.print(
+            f"{seeds} members (seeds {first_seed}-{first_seed + seeds - 1}) in one model file; "
+            "history and training curve of the first"
+        )
     paths = write_training_outputs(result, out, overwrite=overwrite)
     last = result.history.iloc[result.best_epoch - 1] if result.best_epoch else None
     if last is not None and "val_auc" in result.history:
@@ -621,6 +654,13 @@ def explain(
 
     check_writable(out, overwrite, inputs=[model, *_inputs(config, data_dir)], folder=True)
     bundle = ModelBundle.load(model)
+    if len(bundle.members) > 1:
+        err_console.print(
+            f"[cyan]note:[/] {model} holds {len(bundle.members)} members (a seed ensemble); "
+            "explain shows the first",
+            highlight=False,
+            soft_wrap=True,
+        )
     study = _study(config, data_dir)
     # A plain str on the command line (so a wrong one gets explain's one-line error, not
     # Typer's usage box); explain_model refuses anything but "deposits" and "all".

@@ -301,7 +301,8 @@ class CompareConfig(_Section):
         5000,
         ge=0,
         description="held-out protocols rank each deposit among this many background cells, "
-        "drawn once per seed and shared by all models from the valid cells that are no site's "
+        "drawn once (with the first seed) and shared by all seeds and models, from the valid cells "
+        "that are no site's "
         "window centre (0 = all of them)",
     )
 

@@ -15,8 +15,9 @@ fully transformed map with :func:`gkdcn.data.samples.extract_windows`.
 Uncertainty comes from Monte Carlo dropout (``mc_dropout=K``: dropout active, BatchNorm in eval;
 the convolutional features are computed once per window and only the head, which holds the
 dropout, is sampled ``K`` times, which is exactly ``K`` full stochastic passes) and/or from an
-ensemble of model files (e.g. several seeds). The mean and the standard deviation (``ddof=0``) of
-the probability over all ``models x K`` samples are returned.
+ensemble of model files (e.g. several seeds) and/or of the members of one model file (``gkdcn train
+--seeds N``): every member of every file is one model. The mean and the standard deviation
+(``ddof=0``) of the probability over all ``models x K`` samples are returned.
 """
 
 from __future__ import annotations
@@ -112,6 +113,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps"):
         raise GkdcnError(f"unsupported device {name!r} (use auto, cpu, cuda or mps)")
     return dev
+
+
+def members_of(bundles: Sequence[ModelBundle]) -> list[ModelBundle]:
+    """Every member of every bundle, in order: the models a prediction averages."""
+    return [member for bundle in bundles for member in bundle.members]
 
 
 def check_compatible(bundles: Sequence[ModelBundle]) -> None:
@@ -389,7 +395,9 @@ def block_plan(
     mc_dropout: int = 0,
     device: DeviceName | str | torch.device = "cpu",
 ) -> BlockPlan:
-    """The shared part of a prediction of ``bundles`` on layers ``names`` over ``grid``."""
+    """The shared part of a prediction of ``bundles`` (each member one model) on layers
+    ``names`` over ``grid``."""
+    bundles = members_of(bundles)
     first = bundles[0]
     dev = resolve_device(device)
     order = [list(names).index(c) for c in first.channels]
@@ -428,6 +436,7 @@ def prepare_prediction(
     device: DeviceName | str | torch.device = "cpu",
 ) -> BlockPlan:
     """Check a prediction request (one-line errors before any work) and build its block plan."""
+    bundles = members_of(bundles)
     check_compatible(bundles)
     if batch_size < 1:
         raise GkdcnError(f"batch size must be at least 1, got {batch_size}")
@@ -500,7 +509,7 @@ def predict_map(
                 progress.update(task, advance=r1 - r0, info=f"{n_windows} cells")
     seconds = time.perf_counter() - started
     info = {
-        "models": len(bundles),
+        "models": len(members_of(bundles)),
         "kind": first.kind,
         "mc_dropout": mc_dropout,
         "samples_per_cell": plan.n_samples,
@@ -826,8 +835,31 @@ def predict_cells(
 
     Windows are cut with :func:`gkdcn.data.samples.extract_windows` from the transformed stack,
     so a cell gets exactly the value the full map gives it; used where only some cells matter
-    (held-out deposits ranked against a background sample).
+    (held-out deposits ranked against a background sample). A model file with several members
+    gives the mean of their probabilities, as :func:`predict_map` does.
     """
+    members = bundle.members
+    if len(members) > 1:
+        return np.mean(
+            [
+                predict_cells(m, raw, names, rows, cols, batch_size=batch_size, device=device)
+                for m in members
+            ],
+            axis=0,
+        )
+    return _member_cells(bundle, raw, names, rows, cols, batch_size=batch_size, device=device)
+
+
+def _member_cells(
+    bundle: ModelBundle,
+    raw: np.ndarray,
+    names: Sequence[str],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    *,
+    batch_size: int,
+    device: DeviceName | str,
+) -> np.ndarray:
     from gkdcn.data.samples import extract_windows
 
     order = bundle.channel_order(list(names))

@@ -10,7 +10,8 @@ exactly the same folds and seeds and scored against the same background cells as
 networks, and its rows appear in every table, statistic and figure. The baselines
 (:mod:`gkdcn.models.baselines`: knowledge, element, logistic, random-forest) come in this way:
 :class:`FittedBaseline` fits them on the centres of the fold's training windows, with the
-transform fitted on those windows' cells, exactly as a network's.
+transform fitted on those windows' cells, exactly as a network's, and on background cells drawn
+from the same pool as the fold's networks' background.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from gkdcn.predict import predict_cells, predict_map
 from gkdcn.train import (
     TrainResult,
     prepare_windows,
+    study_background,
     train_study,
     train_study_seeds,
     write_training_outputs,
@@ -122,6 +124,7 @@ class FittedBaseline:
         return {
             "baseline": self.model.description,
             "n_fit_windows": len(self.model.trained_on),
+            "n_fit_background": len(self.model.background_rows),
             **self.model.info,
         }
 
@@ -171,8 +174,10 @@ def fit_model(
 ) -> FittedModel:
     """Fit model ``kind`` on ``split``'s training windows (the one dispatch on model kind).
 
-    ``exclude_background`` (``(H, W)`` bool) marks cells a network must not draw as unlabelled
-    background: the cells the held-out deposits are ranked against.
+    ``exclude_background`` (``(H, W)`` bool) marks cells no model may draw as unlabelled
+    background: the cells the held-out deposits are ranked against. With the recipe's
+    background on, the fitted baselines draw theirs once per fold from the same pool as the
+    fold's networks (:func:`gkdcn.train.study_background`, same exclusions), seeded by ``seed``.
     """
     if kind in NETWORK_KINDS:
         trained = train_study(
@@ -199,9 +204,17 @@ def fit_model(
         features = baselines.fold_features(
             study.raw, study.names, study.knowledge, transform, window, padding
         )
+        background = None
+        if cfg.background_ratio > 0 and kind in ("logistic", "random-forest"):
+            pool = study_background(study, samples, split, cfg, exclude=exclude_background)
+            background = baselines.draw_background(
+                pool, len(split.train), cfg.background_ratio, seed,
+                loss=cfg.background_loss, prior=cfg.class_prior, weight=cfg.background_weight,
+            )  # fmt: skip
         model = baselines.fit_fold_baseline(
-            kind, features, samples, split, seed=seed, has_knowledge=study.knowledge is not None
-        )
+            kind, features, samples, split, seed=seed,
+            has_knowledge=study.knowledge is not None, background=background,
+        )  # fmt: skip
         return FittedBaseline(model, features, study.valid)
     raise ValueError(f"no fitting rule for model kind {kind!r}")
 

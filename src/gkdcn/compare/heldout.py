@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,7 +26,10 @@ def background_cells(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Valid cells that held-out deposits are ranked against (seeded sample or all).
 
-    Every cell that is some site's window centre is left out: a training deposit's shifted
+    A comparison draws them once, with the plan's first seed
+    (:attr:`~gkdcn.compare.plan.Plan.background_seed`), for every seed and model: seeds then
+    differ only by training randomness, and the seeds' scores of the same cells can be averaged
+    into a seed ensemble (:func:`ensemble_shares`). Every cell that is some site's window centre is left out: a training deposit's shifted
     centres would rank high and a training non-deposit's low, because the model was fitted to
     them, not because it generalises. What remains is area no model of the comparison trained on.
     """
@@ -56,6 +60,12 @@ def heldout_ranks(
     return heldout_scores(study, samples, model, split, background_sample, seed)[0]
 
 
+def cells_key(rows: np.ndarray, cols: np.ndarray) -> str:
+    """A short content hash of a list of cells: equal keys, same cells in the same order."""
+    blob = np.stack([np.asarray(rows, np.int64), np.asarray(cols, np.int64)]).tobytes()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
 def heldout_scores(
     study: Study,
     samples: SampleSet,
@@ -63,9 +73,13 @@ def heldout_scores(
     split: Split,
     background_sample: int | None,
     seed: int,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """:func:`heldout_ranks` and the fold's calibration (:func:`fold_calibration`), from one
-    scoring of the held-out deposits and the background cells."""
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """:func:`heldout_ranks`, the fold's calibration (:func:`fold_calibration`) and the
+    background's scores, from one scoring of the held-out deposits and the background cells.
+
+    The third item (``result.json``'s ``heldout_background``) holds ``cells`` (a
+    :func:`cells_key` of the background cells) and ``probability`` (their scores, rounded to
+    float32), so seed ensembles are computed from the finished jobs without retraining."""
     held = [s for s in np.asarray(split.held_out, dtype=np.int64) if study.sites.labels[s] == 1]
     bg_rows, bg_cols = background_cells(study, samples, background_sample, seed)
     rows = np.concatenate([study.sites.rows[held], bg_rows])
@@ -84,7 +98,12 @@ def heldout_scores(
             }
         )
     calibration = fold_calibration(prob[: len(held)], background, int(study.valid.sum()))
-    return out, calibration
+    scores = {
+        "cells": cells_key(bg_rows, bg_cols),
+        # 7 significant digits (float32's precision) rank as well, at half the text of float64.
+        "probability": [float(f"{p:.7g}") for p in background],
+    }
+    return out, calibration, scores
 
 
 #: Probability bins of the held-out reliability table (ten of width 0.1).
@@ -186,3 +205,48 @@ def heldout_shares(
         for fold_result in layout.fold_results(protocol, model, seed):
             shares += [h["area_share"] for h in json.loads(fold_result.read_text())["heldout"]]
     return np.array(shares)
+
+
+def ensemble_shares(
+    run: RunLayout | Path, protocol: str, model: str, seeds: Iterable[int]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Held-out area shares of the seed ensemble of ``model`` and the seeds' mean share, per
+    held-out deposit (same order): ``(ensemble, single)``.
+
+    The ensemble's score of a cell is the mean of the seeds' probabilities; for each deposit,
+    the seeds' models are those of the fold that held it out (the same fold for every seed under
+    leave-one-deposit-out; seed-dependent spatial blocks work too, since every fold ranks
+    against the same background cells), and the deposit is ranked among the background exactly
+    as a single model's (ties count half). None when a fold lacks stored background scores (a
+    run from before they were stored) or the seeds ranked against different cells.
+    """
+    layout = run if isinstance(run, RunLayout) else RunLayout(Path(run))
+    seeds = list(seeds)
+    per_seed: list[dict[str, tuple[float, float, np.ndarray, str]]] = []
+    for seed in seeds:
+        found: dict[str, tuple[float, float, np.ndarray, str]] = {}
+        for fold_result in layout.fold_results(protocol, model, seed):
+            record = json.loads(fold_result.read_text())
+            background = record.get("heldout_background")
+            if background is None:
+                return None
+            bg = np.asarray(background["probability"], dtype=np.float64)
+            for h in record["heldout"]:
+                found[h["site_id"]] = (h["probability"], h["area_share"], bg, background["cells"])
+        per_seed.append(found)
+    if not per_seed or not per_seed[0]:
+        return None
+    sites = sorted(per_seed[0])
+    if any(sorted(found) != sites for found in per_seed):
+        return None
+    ensemble, single = [], []
+    for site in sites:
+        entries = [found[site] for found in per_seed]
+        if len({e[3] for e in entries}) != 1:
+            return None
+        # Rounded as the stored background is, so a tie stays a tie.
+        p = float(np.mean([float(f"{e[0]:.7g}") for e in entries]))
+        bg = np.mean([e[2] for e in entries], axis=0)
+        ensemble.append((np.sum(bg > p) + 0.5 * np.sum(bg == p)) / len(bg))
+        single.append(float(np.mean([e[1] for e in entries])))
+    return np.array(ensemble, dtype=float), np.array(single, dtype=float)

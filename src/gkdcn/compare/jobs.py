@@ -169,7 +169,9 @@ def _exclusion(job: Job, context: JobContext) -> np.ndarray | None:
     if not is_heldout(job.protocol):
         return None
     study, plan = context.study, context.plan
-    bg_rows, bg_cols = background_cells(study, context.samples, plan.background_sample, job.seed)
+    bg_rows, bg_cols = background_cells(
+        study, context.samples, plan.background_sample, plan.background_seed
+    )
     exclude = np.zeros(study.valid.shape, dtype=bool)
     exclude[bg_rows, bg_cols] = True
     return exclude
@@ -231,8 +233,10 @@ def _score_and_write(
         "n_val": len(job.split.val),
     }
     if is_heldout(job.protocol):
-        result["heldout"], result["heldout_calibration"] = heldout_scores(
-            study, samples, fitted, job.split, plan.background_sample, job.seed
+        result["heldout"], result["heldout_calibration"], result["heldout_background"] = (
+            heldout_scores(
+                study, samples, fitted, job.split, plan.background_sample, plan.background_seed
+            )
         )
     else:
         prob = fitted.score_map()

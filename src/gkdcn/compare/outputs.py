@@ -56,6 +56,10 @@ def write_outputs(comparison: Comparison, study: Study) -> None:
         ):
             with atomic_path(layout.table(protocol, name), overwrite=True) as tmp:
                 frame.to_csv(tmp, index=False)
+        ensemble = comparison.ensemble.get(protocol)
+        if ensemble is not None and len(ensemble):
+            with atomic_path(layout.table(protocol, "ensemble"), overwrite=True) as tmp:
+                ensemble.to_csv(tmp, index=False)
         calibration = comparison.calibration.get(protocol)
         if calibration is not None and len(calibration):
             with atomic_path(layout.table(protocol, "calibration"), overwrite=True) as tmp:
@@ -88,6 +92,11 @@ def write_outputs(comparison: Comparison, study: Study) -> None:
                 **(
                     {"calibration": comparison.calibration[p].to_dict(orient="records")}
                     if len(comparison.calibration.get(p, ()))
+                    else {}
+                ),
+                **(
+                    {"ensemble": comparison.ensemble[p].to_dict(orient="records")}
+                    if len(comparison.ensemble.get(p, ()))
                     else {}
                 ),
             }

@@ -31,9 +31,18 @@ class Plan:
     )  # held-out protocols: background cells ranked against (None = all)
     quick: bool
 
+    @property
+    def background_seed(self) -> int:
+        """Seed of the one draw of held-out background cells every seed's jobs rank against
+        (the plan's first seed), so seeds differ only by training randomness."""
+        return self.seeds[0]
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data (``run.json``, ``summary.json``, the fingerprint)."""
         return {
+            # Runs that drew the held-out background once per seed lack this key, so their
+            # fingerprint differs and they are never resumed into a run of this kind.
+            "heldout_background_seed": self.background_seed,
             "models": list(self.models),
             "seeds": list(self.seeds),
             "protocols": list(self.protocols),

@@ -12,6 +12,7 @@ import pandas as pd
 from gkdcn.compare.heldout import (
     CALIBRATION_METRICS,
     HELDOUT_METRICS,
+    ensemble_shares,
     heldout_calibration,
     heldout_metrics,
     heldout_shares,
@@ -20,7 +21,8 @@ from gkdcn.compare.heldout import (
 from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.plan import Plan
 from gkdcn.compare.protocols import is_heldout
-from gkdcn.compare.stats import paired_differences, summarize_over_seeds
+from gkdcn.compare.stats import TIE, mean_ci, paired_differences, summarize_over_seeds
+from gkdcn.config import BASELINE_KINDS
 
 AUTHORS_METRICS = ("accuracy", "auc", "kappa", "mcc", "precision", "recall", "f1")
 
@@ -41,6 +43,9 @@ class Comparison:
     # held-out protocol -> reliability per model and probability bin, with the share of area
     # above p = 0.5 and 0.9 (empty for models whose folds recorded no calibration)
     calibration: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # held-out protocol -> one row per model: its seed ensemble against its single seeds
+    # (:func:`ensemble_table`; empty with one seed)
+    ensemble: dict[str, pd.DataFrame] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -90,7 +95,52 @@ def collect(layout: RunLayout | Path, plan: Plan) -> Comparison:
         comparison.paired[protocol] = paired_differences(runs, paired_metrics)
         if held:
             comparison.calibration[protocol] = calibration_table(layout, protocol, plan)
+            comparison.ensemble[protocol] = ensemble_table(layout, protocol, plan)
     return comparison
+
+
+def ensemble_table(layout: RunLayout, protocol: str, plan: Plan) -> pd.DataFrame:
+    """Each model's seed ensemble (mean of the seeds' probabilities per cell, ranked like a
+    single model; :func:`~gkdcn.compare.heldout.ensemble_shares`) against its single seeds.
+
+    ``auc`` / ``capture_top15`` are the ensemble's, ``single_*`` the mean over seeds;
+    ``auc_difference`` = ensemble - single-seed mean, paired by held-out deposit, with a
+    t-interval over deposits (``ci_lo``, ``ci_hi``) and the deposits each side ranks higher.
+    Empty with fewer than two seeds; a model whose folds stored no background scores (an older
+    run) is left out.
+    """
+    if len(plan.seeds) < 2:
+        return pd.DataFrame()
+    rows = []
+    for model in plan.models:
+        shares = ensemble_shares(layout, protocol, model, plan.seeds)
+        if shares is None:
+            continue
+        ensemble, single = shares
+        diffs = single - ensemble  # a smaller share is a higher rank: > 0, the ensemble is better
+        mean, lo, hi = mean_ci(diffs, bounds=(-1.0, 1.0))
+        ens = heldout_metrics(ensemble)
+        per_seed = [
+            heldout_metrics(heldout_shares(layout, protocol, model, [s])) for s in plan.seeds
+        ]
+        rows.append(
+            {
+                "model": model,
+                "kind": "baseline" if model in BASELINE_KINDS else "network",
+                "seeds": len(plan.seeds),
+                "deposits": len(ensemble),
+                "auc": ens["auc"],
+                "capture_top15": ens["capture_top15"],
+                "single_auc": float(np.mean([m["auc"] for m in per_seed])),
+                "single_capture_top15": float(np.mean([m["capture_top15"] for m in per_seed])),
+                "auc_difference": mean,
+                "ci_lo": lo,
+                "ci_hi": hi,
+                "deposits_ensemble_better": int(np.sum(diffs > TIE)),
+                "deposits_single_better": int(np.sum(diffs < -TIE)),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def calibration_table(layout: RunLayout, protocol: str, plan: Plan) -> pd.DataFrame:

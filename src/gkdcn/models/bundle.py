@@ -4,6 +4,12 @@ It holds the weights, the architecture, the channel names and order, the fitted 
 window size and padding, the training config and the package versions. It is written with
 ``torch.save`` as a dict of tensors and one JSON string, and read with
 ``torch.load(weights_only=True)``, so loading never unpickles code.
+
+A file may hold several **members** (a seed ensemble, ``gkdcn train --seeds N``): networks of one
+architecture, channel list, window and padding, each with its own weights, transform and record.
+The first member is the bundle itself; the others are in :attr:`ModelBundle.others`, and
+:attr:`ModelBundle.members` lists them all. ``predict`` averages the members' probabilities;
+commands that need one network (``explain``) use the first member and say so.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import json
 import platform
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast, get_args
@@ -29,8 +35,11 @@ FORMAT = "gkdcn-model"
 # Version 2: some channels are not compositional (only scaled, outside the log-ratio). A model
 # without such channels is still written as version 1, which older gkdcn versions read; they
 # refuse a version 2 file ("written by a newer gkdcn") instead of log-ratioing its knowledge or
-# auxiliary channels with the elements.
-FORMAT_VERSION = 2
+# auxiliary channels with the elements. Version 3: several members (a seed ensemble); a
+# single-member file keeps version 1 or 2, so older gkdcn versions refuse only ensembles, which
+# they would otherwise map with the first member alone.
+FORMAT_VERSION = 3
+_MULTI_MEMBER_VERSION = 3
 
 
 def package_versions() -> dict[str, str]:
@@ -63,6 +72,42 @@ class ModelBundle:
     padding: Padding = "zero"
     train_config: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    #: Further members of a seed ensemble (same spec, channels and padding), without others.
+    others: list[ModelBundle] = field(default_factory=list)
+
+    @property
+    def members(self) -> list[ModelBundle]:
+        """Every member: this bundle's own network first (one for a single model)."""
+        if not self.others:
+            return [self]
+        return [replace(self, others=[]), *self.others]
+
+    @classmethod
+    def ensemble(cls, bundles: list[ModelBundle]) -> ModelBundle:
+        """One bundle holding ``bundles`` as members (e.g. the seeds of one model).
+
+        They must share architecture, channels (same order) and padding; a one-line error
+        otherwise. The ensemble's ``info`` is the first member's plus ``members`` and ``seeds``.
+        """
+        flat = [m for b in bundles for m in b.members]
+        if not flat:
+            raise GkdcnError("an ensemble needs at least one model")
+        first = flat[0]
+        for i, other in enumerate(flat[1:], start=2):
+            if (
+                other.spec.to_dict() != first.spec.to_dict()
+                or other.channels != first.channels
+                or other.padding != first.padding
+            ):
+                raise GkdcnError(
+                    f"member {i} differs from member 1 in architecture, channels or padding "
+                    "(an ensemble file needs the same for every member)"
+                )
+        if len(flat) == 1:
+            return first
+        seeds = [m.train_config.get("seed") for m in flat]
+        info = {**first.info, "members": len(flat), "seeds": seeds}
+        return replace(first, info=info, others=[replace(m, others=[]) for m in flat[1:]])
 
     @property
     def window(self) -> int:
@@ -112,9 +157,14 @@ class ModelBundle:
         return [names.index(c) for c in self.channels]
 
     def metadata(self) -> dict[str, Any]:
-        return {
+        members = self.members
+        if len(members) > 1:
+            version = _MULTI_MEMBER_VERSION
+        else:
+            version = 1 if all(m.transform.all_compositional for m in members) else 2
+        meta: dict[str, Any] = {
             "format": FORMAT,
-            "format_version": 1 if self.transform.all_compositional else FORMAT_VERSION,
+            "format_version": version,
             "spec": self.spec.to_dict(),
             "channels": list(self.channels),
             "transform": self.transform.to_dict(),
@@ -122,14 +172,22 @@ class ModelBundle:
             "train_config": self.train_config,
             "info": self.info,
         }
+        if self.others:
+            meta["members"] = [
+                {"transform": m.transform.to_dict(), "train_config": m.train_config, "info": m.info}
+                for m in self.others
+            ]
+        return meta
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
-        """Write the model file atomically."""
+        """Write the model file atomically (every member in the one file)."""
         path = Path(path)
-        payload = {
+        payload: dict[str, Any] = {
             "meta": json.dumps(self.metadata()),
-            "state": {k: v.detach().cpu().contiguous() for k, v in self.state.items()},
+            "state": _cpu_state(self.state),
         }
+        if self.others:
+            payload["members"] = [_cpu_state(m.state) for m in self.others]
         with atomic_path(path, overwrite) as tmp:
             try:
                 torch.save(payload, tmp)
@@ -148,6 +206,7 @@ class ModelBundle:
             payload = torch.load(path, map_location="cpu", weights_only=True)
             meta = json.loads(payload["meta"])
             state = payload["state"]
+            member_states = list(payload.get("members", []))
         except Exception:  # torch raises many types for corrupt or foreign files
             raise InputError(
                 path,
@@ -171,18 +230,36 @@ class ModelBundle:
                 train_config=meta.get("train_config", {}),
                 info=meta.get("info", {}),
             )
-            if bundle.transform.n_channels != len(bundle.channels):
+            records = list(meta.get("members", []))
+            if len(records) != len(member_states):
                 raise ValueError(
-                    f"its transform has {bundle.transform.n_channels} channels, "
-                    f"its channel list {len(bundle.channels)}"
+                    f"{len(records)} member records but {len(member_states)} member weights"
                 )
-            build_network(bundle.spec).load_state_dict(bundle.state)
+            bundle.others = [
+                replace(
+                    bundle,
+                    state=dict(member_state),
+                    transform=ChannelTransform.from_dict(record["transform"]),
+                    train_config=record.get("train_config", {}),
+                    info=record.get("info", {}),
+                    others=[],
+                )
+                for record, member_state in zip(records, member_states, strict=True)
+            ]
+            for member in bundle.members:
+                if member.transform.n_channels != len(member.channels):
+                    raise ValueError(
+                        f"its transform has {member.transform.n_channels} channels, "
+                        f"its channel list {len(member.channels)}"
+                    )
+                build_network(member.spec).load_state_dict(member.state)
         except (KeyError, TypeError, ValueError, RuntimeError, GkdcnError) as exc:
             reason = str(exc).splitlines()[0][:120]
             raise InputError(path, f"model file is incomplete or inconsistent ({reason})") from None
         bad = [
             name
-            for name, value in bundle.state.items()
+            for member in bundle.members
+            for name, value in member.state.items()
             if value.is_floating_point() and not bool(torch.isfinite(value).all())
         ]
         if bad:  # a diverged training: every map from it would be nodata or nonsense
@@ -191,6 +268,10 @@ class ModelBundle:
                 f"model weights hold NaN or infinite values ({len(bad)} tensors, e.g. {bad[0]})",
             )
         return bundle
+
+
+def _cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
 def now_iso() -> str:

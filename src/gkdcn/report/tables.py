@@ -14,6 +14,7 @@ from gkdcn.report.texts import (
     PROTOCOL_TEXT,
     MetricInfo,
     baseline_sentence,
+    ensemble_sentence,
     knowledge_text,
 )
 
@@ -89,6 +90,7 @@ def _protocol(
         "baseline_sentence": baseline_sentence(
             block.get("baseline_check"), in_sample=name == "authors"
         ),
+        "ensemble_sentence": ensemble_sentence(block.get("ensemble") or [], name),
         "seeds": n_seeds,
         "rows": rows,
         "paired": paired_rows(block.get("paired") or []),
@@ -264,9 +266,16 @@ def plan_rows(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append(
             (
                 "Held-out background cells",
-                "all valid non-deposit cells"
-                if sample is None
-                else f"a seeded sample of {sample:,}",
+                (
+                    "all valid non-deposit cells"
+                    if sample is None
+                    else f"a seeded sample of {sample:,}"
+                )
+                + (
+                    f", one draw (seed {plan['heldout_background_seed']}) for every seed"
+                    if "heldout_background_seed" in plan
+                    else ", drawn once per seed (an older run)"
+                ),
             )
         )
     if plan.get("quick"):

@@ -281,3 +281,28 @@ def baseline_sentence(check: Mapping[str, Any] | None, in_sample: bool = False) 
         f"No network beat the best baseline{where}: the best network, {means}, paired "
         f"difference {diff}{seeds}."
     )
+
+
+def ensemble_sentence(records: Sequence[Any], protocol: str) -> str:
+    """One sentence on the seed ensembles of a held-out protocol ("" without any): the best
+    ensemble against its single seeds (paired by deposit), and the range over all models."""
+    rows = [r for r in records if isinstance(r, Mapping) and r.get("auc") is not None]
+    if not rows:
+        return ""
+    best = max(rows, key=lambda r: float(r["auc"]))
+    diffs = [float(r["auc_difference"]) for r in rows]
+    n = int(best.get("seeds") or 0)
+    spread = (
+        f"; over all {len(rows)} models the ensemble changes AUC by {min(diffs):+.3f} to "
+        f"{max(diffs):+.3f}"
+        if len(rows) > 1
+        else ""
+    )
+    return (
+        f"Seed ensembles (the mean of the {n} seeds' probabilities per cell, ranked like one "
+        f"model): the best, {model_label(str(best['model']))}, reaches ROC AUC "
+        f"{float(best['auc']):.3f} against {float(best['single_auc']):.3f} for its single seeds "
+        f"(paired over {int(best.get('deposits') or 0)} held-out deposits: "
+        f"{float(best['auc_difference']):+.3f} [{float(best['ci_lo']):+.3f}, "
+        f"{float(best['ci_hi']):+.3f}]){spread} (tables/{protocol}_ensemble.csv)."
+    )
