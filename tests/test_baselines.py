@@ -259,3 +259,24 @@ def test_background_weighs_as_much_as_in_the_network_loss(setting: dict, loss: s
     ref.fit(x, y.astype(int), logisticregression__sample_weight=w)
     np.testing.assert_allclose(model.estimator[-1].coef_, ref[-1].coef_, rtol=1e-6)
     assert model.info["n_background"] == 30
+
+
+def test_element_never_chooses_the_knowledge_channel() -> None:
+    # With the knowledge weight fed as a channel, it can be the best "layer"; element must still
+    # choose an element (the knowledge channel is the knowledge baseline), and refuse a stack
+    # that holds nothing else.
+    from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL
+
+    rows = np.zeros(8, dtype=np.int64)
+    cols = np.arange(8, dtype=np.int64)
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    perfect = np.array([5.0, 5, 5, 5, 0, 0, 0, 0])
+    weaker = np.array([2.0, 2, 0, 2, 1, 0, 0, 0])
+    stack = np.stack([perfect, weaker])[:, None, :].astype(np.float32)
+    feats = cell_features(stack, [KNOWLEDGE_CHANNEL, "Au"], None, 1)
+    fit = fit_baseline("element", feats, rows, cols, labels)
+    assert fit.layer == 1
+    assert fit.info["layer"] == "Au"
+    only = cell_features(stack[:1], [KNOWLEDGE_CHANNEL], None, 1)
+    with pytest.raises(GkdcnError, match="element layer"):
+        fit_baseline("element", only, rows, cols, labels)

@@ -5,7 +5,7 @@ Four of them, named as in ``gkdcn compare --models``:
 ``knowledge``
     The knowledge weight itself (fault proximity in [0, 1]) as the map; no training.
 ``element``
-    The single transformed layer, either sign, whose cell value ranks the fold's *training*
+    The single transformed layer (not the knowledge channel), either sign, whose cell value ranks the fold's *training*
     deposits best against the fold's training negatives (AUC over the training window centres);
     chosen inside each fold, so the held-out deposit never takes part in the choice.
 ``logistic``
@@ -63,6 +63,7 @@ from sklearn.preprocessing import StandardScaler
 
 from gkdcn.config import BASELINE_KINDS, BaselineKind
 from gkdcn.data.background import BackgroundPool
+from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL
 from gkdcn.data.samples import SampleSet, Split
 from gkdcn.data.transforms import ChannelTransform
 from gkdcn.errors import GkdcnError
@@ -249,8 +250,13 @@ def fit_baseline(
         raise GkdcnError(f"baseline {kind}: training needs both deposits and non-deposits")
     x = features.at(rows, cols)
     if baseline == "element":
-        # Chosen against the training non-deposits, never the background (module docstring).
-        layer, sign, auc = _best_layer(x[:, : features.n_layers], y)
+        # Chosen against the training non-deposits, never the background (module docstring);
+        # among the element layers only: the knowledge channel is a baseline of its own.
+        candidates = [j for j in range(features.n_layers) if features.names[j] != KNOWLEDGE_CHANNEL]
+        if not candidates:
+            raise GkdcnError("the element baseline needs at least one element layer")
+        best, sign, auc = _best_layer(x[:, candidates], y)
+        layer = candidates[best]
         name = features.names[layer]
         return FittedBaseline(
             "element",
