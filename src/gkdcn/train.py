@@ -474,8 +474,10 @@ def fit_networks(
     shuffled, augmented, given background and dropout masks exactly as :func:`fit_network` with
     its seed would, and stops early on its own validation set, so each result equals
     ``fit_network(kind, data[i], cfg, seed=seeds[i])`` up to floating-point rounding (the
-    grouped layers sum in another order). Faster because every step runs the members' layers as
-    one grouped layer (:class:`gkdcn.models.stacked.StackedNet`).
+    grouped layers sum in another order). Every step runs the members' layers as one grouped
+    layer (:class:`gkdcn.models.stacked.StackedNet`): fewer, larger kernels, which pays where
+    per-kernel overhead dominates; on a 2-core CPU it measured no gain per CPU-second (README,
+    Benchmarks), so ``gkdcn compare`` stacks only with ``--stack-seeds``.
     """
     if len(data) != len(seeds) or not seeds:
         raise GkdcnError(f"fit_networks needs one prepared fold per seed, got {len(data)}")
