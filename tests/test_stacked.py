@@ -15,10 +15,10 @@ import pytest
 import torch
 from affine import Affine
 
+from conftest import make_sites
 from gkdcn.config import TrainConfig, TransformConfig
 from gkdcn.data.background import background_pool
 from gkdcn.data.samples import leave_one_deposit_out, make_samples
-from gkdcn.data.sites import SiteTable
 from gkdcn.errors import GkdcnError
 from gkdcn.io.grid import Grid
 from gkdcn.models.nets import ModelSpec, build_network
@@ -42,11 +42,10 @@ def _folds(validation: bool, double: bool = False) -> list[PreparedWindows]:
     for r, c in deposits:
         raw[:2, r - 1 : r + 2, c - 1 : c + 2] *= 5.0
     valid = np.asarray(np.isfinite(raw).all(axis=0), dtype=bool)
-    sites = SiteTable(
-        ids=np.array([f"D{i}" for i in range(4)] + [f"N{i}" for i in range(4)]),
-        labels=np.array([1] * 4 + [0] * 4),
-        rows=np.array([r for r, _ in deposits + negatives]),
-        cols=np.array([c for _, c in deposits + negatives]),
+    sites = make_sites(
+        [r for r, _ in deposits + negatives],
+        [c for _, c in deposits + negatives],
+        [1] * 4 + [0] * 4,
     )
     grid = Grid(
         crs=None, transform=Affine(CELL, 0, 0, 0, -CELL, SIZE * CELL), height=SIZE, width=SIZE

@@ -66,6 +66,18 @@ def cells_key(rows: np.ndarray, cols: np.ndarray) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def area_share(probability: float, background: np.ndarray) -> float:
+    """Share of ``background`` scored above ``probability`` (ties count half): the held-out
+    rank of one deposit, 0 at the top of the map."""
+    above = np.sum(background > probability) + 0.5 * np.sum(background == probability)
+    return float(above / len(background))
+
+
+def stored_probability(probability: float) -> float:
+    """A probability as ``result.json`` stores background scores: 7 significant digits."""
+    return float(f"{probability:.7g}")
+
+
 def heldout_scores(
     study: Study,
     samples: SampleSet,
@@ -88,12 +100,11 @@ def heldout_scores(
     background = prob[len(held) :]
     out = []
     for site, p in zip(held, prob[: len(held)], strict=True):
-        share = (np.sum(background > p) + 0.5 * np.sum(background == p)) / len(background)
         out.append(
             {
                 "site_id": str(study.sites.ids[site]),
                 "probability": float(p),
-                "area_share": float(share),
+                "area_share": area_share(p, background),
                 "n_background": len(background),
             }
         )
@@ -101,7 +112,7 @@ def heldout_scores(
     scores = {
         "cells": cells_key(bg_rows, bg_cols),
         # 7 significant digits (float32's precision) rank as well, at half the text of float64.
-        "probability": [float(f"{p:.7g}") for p in background],
+        "probability": [stored_probability(p) for p in background],
     }
     return out, calibration, scores
 
@@ -245,8 +256,7 @@ def ensemble_shares(
         if len({e[3] for e in entries}) != 1:
             return None
         # Rounded as the stored background is, so a tie stays a tie.
-        p = float(np.mean([float(f"{e[0]:.7g}") for e in entries]))
-        bg = np.mean([e[2] for e in entries], axis=0)
-        ensemble.append((np.sum(bg > p) + 0.5 * np.sum(bg == p)) / len(bg))
+        p = float(np.mean([stored_probability(e[0]) for e in entries]))
+        ensemble.append(area_share(p, np.mean([e[2] for e in entries], axis=0)))
         single.append(float(np.mean([e[1] for e in entries])))
     return np.array(ensemble, dtype=float), np.array(single, dtype=float)
