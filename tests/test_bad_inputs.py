@@ -290,6 +290,18 @@ def _(w: Path) -> tuple[list[str], str, str]:
     return ["train", str(toml), "-m", "cnn", "--out", f"{w}/t"], str(toml), "samples.window"
 
 
+@case("train-seeds-0")
+def _(w: Path) -> tuple[list[str], str, str]:
+    argv = ["train", f"{w}/d/study.toml", "-m", "cnn", "--out", f"{w}/t", "--seeds", "0"]
+    return argv, "--seeds", "at least 1"
+
+
+@case("ablation-unknown-variant")
+def _(w: Path) -> tuple[list[str], str, str]:
+    argv = ["ablation", f"{w}/d/study.toml", "--out", f"{w}/a", "--variants", "no such lever"]
+    return argv, "no such lever", "unknown variant"
+
+
 @case("train-window-larger-than-grid")
 def _(w: Path) -> tuple[list[str], str, str]:
     toml = w / "d" / "study.toml"
