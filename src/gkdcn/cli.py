@@ -78,12 +78,13 @@ def _main(
     ] = None,
 ) -> None:
     """gkdcn: geochemical anomaly patterns with geology-guided deformable convolutions."""
+    from gkdcn.threads import reuse_freed_memory, set_threads
+
     if threads is not None:
         if threads < 1:
             raise typer.BadParameter("must be at least 1", param_hint="--threads")
-        from gkdcn.threads import set_threads
-
         set_threads(threads)
+    reuse_freed_memory()
 
 
 def _friendly(func: F) -> F:

@@ -17,10 +17,8 @@ runner does, so results are bit-identical to a local run.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.metadata
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,7 +39,7 @@ from gkdcn.predict import (
     prepare_prediction,
     row_blocks,
 )
-from gkdcn.threads import torch_threads
+from gkdcn.threads import reuse_freed_memory, torch_threads
 
 if TYPE_CHECKING:  # the extra may be absent; every runtime import goes through _distributed()
     from distributed import Client
@@ -166,30 +164,9 @@ def n_workers(client: Client) -> int:
 def _one_thread(function: Callable[..., R], *args: Any) -> R:
     """``function(*args)`` with PyTorch on one CPU thread: the local runner's rule, so the
     floating-point summation order, and hence every result, is the same as there."""
-    _reuse_freed_memory()
+    reuse_freed_memory()  # Dask's nanny pins glibc's thresholds low
     with torch_threads(1):
         return function(*args)
-
-
-def _reuse_freed_memory() -> None:
-    """Let glibc's malloc keep and reuse freed memory in this (worker) process.
-
-    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which in glibc also pins
-    the mmap threshold at 128 KiB: every tensor above that is mapped and unmapped again, page by
-    zeroed page, on each training step. On 2 cores that made a training on a worker 1.2-2x
-    slower than the same training in this process; these thresholds (64 MiB to map, 256 MiB to
-    trim) bring it back. Memory layout only: no result changes. No-op without glibc.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    mallopt(m_trim_threshold, 256 << 20)
-    mallopt(m_mmap_threshold, 64 << 20)
 
 
 def run_jobs_on_cluster(

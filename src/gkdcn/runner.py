@@ -29,7 +29,7 @@ import threadpoolctl
 from rich.progress import Progress
 
 from gkdcn.errors import GkdcnError
-from gkdcn.threads import set_threads, torch_threads
+from gkdcn.threads import reuse_freed_memory, set_threads, torch_threads
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -170,6 +170,7 @@ def _init_worker(run: Callable[..., Any], context: Any) -> None:
     # Ctrl-C reaches the whole process group; the parent alone handles it (and stops us).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_threads(1)
+    reuse_freed_memory()
     # numpy's BLAS (OpenBLAS: one spinning thread per core) too, as Dask's nanny does for its
     # workers: with 2 workers on 2 cores their BLAS threads otherwise fight over the cores (the
     # pool with 2 workers ran slower than 1 in bench/bench_cluster.py). Summation order of a
