@@ -48,9 +48,11 @@ _EMBEDDING_BAG_DEVICES = frozenset({"cpu", "cuda"})
 # and on zeros, which is torchvision's value (0) and gradient (0) for such samples.
 _TABLE_PAD = 2
 
-# Column block size on CPU: small enough to stay in cache between the gather that writes it and
-# the matrix products that read it.
-_BLOCK_BYTES = 16 * 2**20
+# Column block size on CPU with autograd. A training batch of the networks (~100 9x9 windows at
+# width 64: 18 MB of columns in conv2) fits one block, whose columns are then kept for the
+# backward pass instead of gathered again: 64 MiB measured a 1.1-1.2x faster DCN training step
+# than 16 MiB (two blocks) on a 2-core CPU. Larger batches still work through the batch in blocks.
+_BLOCK_BYTES = 64 * 2**20
 # Column block size of the forward-only path (no autograd): 0.5-2 MiB measured fastest for the
 # networks' layers on a 2-core CPU with 1 MiB of L2 cache per core (16 MiB was ~20 % slower).
 _NO_GRAD_BLOCK_BYTES = 2**20
