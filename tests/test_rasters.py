@@ -396,3 +396,37 @@ def test_read_probability_map(tmp_path: Path) -> None:
     with pytest.raises(InputError) as exc:
         read_probability_map(tmp_path / "bad.tif")
     one_line_error(exc, "bad.tif", "outside [0, 1]")
+
+
+def test_open_elements_checks_do_not_fill_the_block_cache(
+    make_raster: MakeRaster, tmp_path: Path
+) -> None:
+    """Opening reads every layer once (nodata checks): GDAL's default cache (5 % of RAM) would
+    keep all those blocks, so a big grid cost its whole decoded size before prediction read a
+    row. Measured in a fresh process: resident memory grows by far less than the layers."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    layers, size = 12, 1024  # 48 MiB of float32 cells, three times the scan's cache
+    for i in range(layers):
+        make_raster(f"big/L{i:02d}.tif", rng.random((size, size), dtype=np.float32) + 0.1)
+    make_raster("small/L00.tif", rng.random((64, 64), dtype=np.float32) + 0.1)
+    script = (
+        "from gkdcn.io.rasters import open_elements\n"
+        "def rss():\n"
+        "    return int(open('/proc/self/statm').read().split()[1]) * 4096\n"
+        f"with open_elements({str(tmp_path / 'small')!r}):\n"  # GDAL's own start-up memory
+        "    pass\n"
+        "before = rss()\n"
+        f"with open_elements({str(tmp_path / 'big')!r}) as source:\n"
+        "    print(rss() - before, len(source.names))\n"
+    )
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("needs /proc to read resident memory")
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+    grown, opened = int(out[0]), int(out[1])
+    assert opened == layers
+    assert grown < 32 * 2**20, f"opening grew resident memory by {grown / 2**20:.0f} MiB"

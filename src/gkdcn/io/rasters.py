@@ -649,6 +649,11 @@ def layer_ranges(
     return {name: (float(r[0]), float(r[1])) for name, r in out.items()}
 
 
+# GDAL block cache while open_elements checks the layers (one pass each: a larger cache only
+# keeps blocks that are not read again).
+SCAN_CACHE_BYTES = 16 << 20
+
+
 def open_elements(
     path: str | Path,
     layers: Sequence[str] = (),
@@ -722,10 +727,14 @@ def open_elements(
             bands = [descriptions.index(name) + 1 for name in order]
             readers = [(reader, bands, list(range(len(order))))]
             paths = [path] * len(order)
-        for reader, bands, positions in readers:
-            for band, pos in zip(bands, positions, strict=True):
-                _warn_sentinels(reader, band, order[pos])
-                _check_not_empty(reader, band, order[pos], grid)
+        # The open-time checks read every layer once; through GDAL's default block cache (5 %
+        # of RAM) their blocks would stay in memory after them: 0.64 GB for a 2000 x 2000 x 39
+        # grid before a map's streaming prediction had read a row.
+        with rasterio.Env(GDAL_CACHEMAX=SCAN_CACHE_BYTES):
+            for reader, bands, positions in readers:
+                for band, pos in zip(bands, positions, strict=True):
+                    _warn_sentinels(reader, band, order[pos])
+                    _check_not_empty(reader, band, order[pos], grid)
     except BaseException:
         for reader in opened:
             reader.close()
