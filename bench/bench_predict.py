@@ -146,6 +146,12 @@ def _worker(task: dict[str, Any]) -> dict[str, Any]:
 
     if task.get("threads"):
         torch.set_num_threads(task["threads"])
+    try:  # as every gkdcn command does (gkdcn.threads); older checkouts lack it
+        from gkdcn.threads import reuse_freed_memory
+
+        reuse_freed_memory()
+    except ImportError:
+        pass
     out: dict[str, Any] = {"task": task, "torch_threads": torch.get_num_threads()}
     device = task.get("device", "cpu")
     out["device"] = device
