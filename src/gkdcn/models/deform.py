@@ -11,11 +11,12 @@ wo*stride - pad + j*dil + dx)``. The input is stored channels-last with a zero b
 ``F.embedding_bag`` computes those sums for all samples in one fused, multi-threaded kernel. The
 resulting columns ``(N*Ho*Wo, kh*kw*C)`` meet the weight in one matrix product. Forward and backward
 are written out in one autograd Function that works through the batch a few images at a time on
-CPU, so the columns never exist in full (they are rebuilt in the backward pass) and each block is
-still in cache when the matrix products read it. Calls that need no gradient (prediction, under
-``torch.no_grad`` or ``torch.inference_mode``) take a forward-only path with the same samples and
-weights but less work (:func:`_forward_no_grad`), and :class:`DeformConv2d` then runs its offset
-and mask branches as one convolution.
+CPU, so the columns never exist in full (a training batch is one block, whose columns are kept
+for the backward pass; larger batches rebuild theirs there) and each block is still in cache when
+the matrix products read it. Calls that need no gradient (prediction, under ``torch.no_grad`` or
+``torch.inference_mode``) take a forward-only path with the same samples and weights but less work
+(:func:`_forward_no_grad`). :class:`DeformConv2d` runs its offset and mask branches as one
+convolution.
 
 Boundary rule (torchvision's): a corner outside the input reads 0, so a sample with
 ``h <= -1``, ``h >= H``, ``w <= -1`` or ``w >= W`` is 0. Bilinear weights come from ``floor(h)`` and
@@ -753,10 +754,24 @@ class DeformConv2d(nn.Module):
             assert branch.bias is not None
             nn.init.zeros_(branch.bias)
 
+    def _branches(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Offsets and mask logits. Ungrouped branches with biases run as one convolution (one
+        pass over ``x``, one wider output; the same sums, so the same values to rounding; with
+        autograd too, its gradient reaching both branches through the concatenation)."""
+        offset_conv, mask_conv = self.offset_conv, self.mask_conv
+        if self.groups > 1 or offset_conv.bias is None or mask_conv.bias is None:
+            # (Grouped branches: a group of the fused convolution would mix offset and mask.)
+            return offset_conv(x), mask_conv(x)
+        weight = torch.cat((offset_conv.weight, mask_conv.weight))
+        bias = torch.cat((offset_conv.bias, mask_conv.bias))
+        branches = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
+        split = offset_conv.out_channels
+        return branches[:, :split], branches[:, split:]
+
     def forward_with_sampling(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Output, the offsets ``(N, 2*G*kh*kw, Ho, Wo)`` and the mask after the sigmoid."""
-        offset = self.offset_conv(x)
-        mask = torch.sigmoid(self.mask_conv(x))
+        offset, mask_logits = self._branches(x)
+        mask = torch.sigmoid(mask_logits)
         out = deform_conv2d(
             x,
             offset,
@@ -771,29 +786,7 @@ class DeformConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Deformable convolution of ``x`` ``(N, in_channels, H, W)``."""
-        if torch.is_grad_enabled() or self.groups > 1:
-            # (Grouped branches: a group of the fused convolution would mix offset and mask.)
-            return self.forward_with_sampling(x)[0]
-        # Without autograd (prediction) both branches run as one convolution: one pass over x
-        # and a wider, more efficient output (the same sums, so the same values to rounding).
-        split = self.offset_conv.out_channels
-        weight = torch.cat((self.offset_conv.weight, self.mask_conv.weight))
-        bias = None
-        if self.offset_conv.bias is not None and self.mask_conv.bias is not None:
-            bias = torch.cat((self.offset_conv.bias, self.mask_conv.bias))
-        elif self.offset_conv.bias is not None or self.mask_conv.bias is not None:
-            return self.forward_with_sampling(x)[0]
-        branches = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
-        return deform_conv2d(
-            x,
-            branches[:, :split],
-            self.weight,
-            self.bias,
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            mask=torch.sigmoid(branches[:, split:]),
-        )
+        return self.forward_with_sampling(x)[0]
 
     def extra_repr(self) -> str:
         return (
