@@ -186,6 +186,16 @@ def test_cluster_ensemble_with_mc_dropout_equals_local_file(
         assert a.profile == b.profile
 
 
+def test_cluster_counts_the_members_of_a_seed_ensemble_file(client: object, elements: Path) -> None:
+    """A multi-member model file (``gkdcn train --seeds N``) is N models on both engines."""
+    ensemble = ModelBundle.ensemble([_bundle("cnn", "reflect", seed=s) for s in (1, 2, 3)])
+    with open_elements(elements) as source:
+        local = predict_map(ensemble, source, block_rows=5, batch_size=32, threads=1)
+        remote = predict_map_on_cluster(client, ensemble, source, block_rows=5, batch_size=32)  # type: ignore[arg-type]
+    assert local.info["models"] == remote.info["models"] == 3
+    np.testing.assert_array_equal(remote.mean, local.mean)
+
+
 # --------------------------------------------------------------------------------------------
 # the command line
 

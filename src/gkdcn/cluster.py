@@ -36,6 +36,7 @@ from gkdcn.predict import (
     BlockPrediction,
     PredictionResult,
     block_plan,
+    members_of,
     prepare_prediction,
     row_blocks,
 )
@@ -301,7 +302,7 @@ def predict_map_on_cluster(
         client.cancel([*pending.values(), shared], force=True)
     seconds = time.perf_counter() - started
     info = {
-        "models": len(bundles),
+        "models": len(members_of(bundles)),  # as the local path counts: every member
         "kind": bundles[0].kind,
         "mc_dropout": mc_dropout,
         "samples_per_cell": plan.n_samples,
