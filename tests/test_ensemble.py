@@ -144,3 +144,16 @@ def test_runs_that_drew_the_background_per_seed_are_not_resumed(tmp_path: Path) 
     (out / "run.json").write_text(json.dumps(meta))
     with pytest.raises(GkdcnError, match="other settings"):
         claim_run_dir(RunLayout(out), study, plan, overwrite=False)
+
+
+def test_the_console_prints_the_ensemble_table(run) -> None:
+    out, comparison = run
+    from gkdcn.console import format_tables
+
+    text = format_tables(comparison, width=240)
+    assert "seed ensembles" in text
+    table = pd.read_csv(out / "tables" / "lodo_ensemble.csv").set_index("model")
+    lines = [line for line in text.splitlines() if line.startswith("│ CNN ")]
+    row = lines[-1]  # the ensemble table is the protocol's last
+    assert f"{table.loc['cnn', 'auc']:.3f}" in row
+    assert f"{table.loc['cnn', 'auc_difference']:+.3f}" in row

@@ -7,7 +7,7 @@ Display text lives here, not in the data layer or the comparison: both hand over
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -16,6 +16,9 @@ from gkdcn.compare import PROTOCOL_TITLES, Comparison
 from gkdcn.compare.stats import best_network_against_best_baseline
 from gkdcn.config import MODEL_LABELS, is_baseline
 from gkdcn.report.texts import baseline_sentence
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _shorten(names: list[str], limit: int = 12) -> str:
@@ -119,7 +122,34 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
                     f"{row['seeds_first_better']}/{row['seeds_second_better']}",
                 )
             tables.append(diff)
+        ensemble = comparison.ensemble.get(protocol)
+        if ensemble is not None and len(ensemble):
+            tables.append(_ensemble_table(ensemble))
     return tables
+
+
+def _ensemble_table(ensemble: pd.DataFrame) -> Table:
+    """Each model's seed ensemble against its single seeds (``tables/<protocol>_ensemble.csv``)."""
+    table = Table(
+        title="seed ensembles (mean probability over seeds; difference paired by deposit)",
+        title_justify="left",
+    )
+    for name in ("model", "seeds", "ensemble auc", "single-seed auc", "difference", "95% CI",
+                 "deposits ensemble/single better", "ensemble top 15%"):  # fmt: skip
+        table.add_column(name, justify="left" if name == "model" else "right")
+    for _, row in ensemble.iterrows():
+        name = str(row["model"])
+        table.add_row(
+            MODEL_LABELS.get(name, name) + (" (baseline)" if is_baseline(name) else ""),
+            str(row["seeds"]),
+            f"{row['auc']:.3f}",
+            f"{row['single_auc']:.3f}",
+            f"{row['auc_difference']:+.3f}",
+            f"[{row['ci_lo']:+.3f}, {row['ci_hi']:+.3f}]",
+            f"{row['deposits_ensemble_better']}/{row['deposits_single_better']}",
+            f"{row['capture_top15']:.0%}",
+        )
+    return table
 
 
 def format_tables(comparison: Comparison, width: int = 160) -> str:
