@@ -390,3 +390,11 @@ def test_cli_compare_with_an_unreachable_scheduler_writes_nothing(tmp_path: Path
     lines = result.output.strip().splitlines()  # type: ignore[attr-defined]
     assert len(lines) == 1 and "cannot reach the Dask scheduler" in lines[0], lines
     assert not out.exists()
+    # --jobs means nothing on a cluster: said once, before the same one error line.
+    result = _cli("compare", config, "--out", str(out), "--quick", "--scheduler", address,
+                  "--jobs", "2")  # fmt: skip
+    assert result.exit_code == 2  # type: ignore[attr-defined]
+    lines = result.output.strip().splitlines()  # type: ignore[attr-defined]
+    assert lines[0].startswith("note: --jobs 2 is not used with --scheduler"), lines
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:], lines
+    assert not out.exists()

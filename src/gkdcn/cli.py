@@ -521,6 +521,14 @@ def compare(
         protocols=protocols.split(",") if protocols else None,
     )  # fmt: skip
     study = load_study(cfg)
+    if scheduler is not None and jobs is not None:
+        # The cluster's workers decide how many trainings run at once.
+        console.print(
+            f"[cyan]note:[/] --jobs {jobs} is not used with --scheduler: every worker of the "
+            "cluster runs one training at a time",
+            highlight=False,
+            soft_wrap=True,
+        )
     with progress_bar() as progress:
         comparison = run_comparison(
             study, out, plan, overwrite=overwrite, progress=progress, device=_device(device),
