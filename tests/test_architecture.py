@@ -156,6 +156,24 @@ def test_run_folder_names_live_in_the_layouts() -> None:
     assert not found, "run-folder names outside the layouts:\n" + "\n".join(found)
 
 
+def test_training_folder_names_live_in_train() -> None:
+    """A training folder's file names are spelled in ``train.TRAINING_FILES`` only (and the
+    model file's once more in RunLayout, whose job folders are training folders: the same)."""
+    from gkdcn.compare.layout import RunLayout
+    from gkdcn.train import TRAINING_FILES
+
+    assert TRAINING_FILES["model"] == RunLayout.MODEL
+    names = set(TRAINING_FILES.values())
+    found = []
+    for module, path in _modules().items():
+        if module in ("gkdcn.train", "gkdcn.compare.layout"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{module}:{node.lineno}: {node.value!r}")
+    assert not found, "training-folder names outside train.py:\n" + "\n".join(found)
+
+
 def test_the_report_does_not_import_torch_or_matplotlib() -> None:
     """``gkdcn report`` reads JSON and PNGs: importing it (and so compare.layout, which runs
     compare/__init__) must not pull in torch or matplotlib. A fresh interpreter, so modules the

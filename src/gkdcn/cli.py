@@ -302,7 +302,7 @@ def train(
     from gkdcn.data.study import build_samples, check_window
     from gkdcn.io.atomic import check_writable
     from gkdcn.models.bundle import ModelBundle
-    from gkdcn.train import train_study, write_training_outputs
+    from gkdcn.train import train_study, training_paths, write_training_outputs
 
     if is_baseline(model):
         raise GkdcnError(
@@ -314,8 +314,8 @@ def train(
     if seeds < 1:
         raise GkdcnError(f"--seeds must be at least 1, got {seeds}")
     inputs = _inputs(config, data_dir)
-    for name in ("model.pt", "history.csv", "training_curve.png"):
-        check_writable(out / name, overwrite, inputs=inputs)
+    for path in training_paths(out).values():
+        check_writable(path, overwrite, inputs=inputs)
     study = _study(config, data_dir)
     updates: dict[str, Any] = {}
     if split is not None:

@@ -670,16 +670,21 @@ def training_curve(history: pd.DataFrame, title: str = "") -> Figure:
     return fig
 
 
+# The files of a training folder (``gkdcn train --out``, and each job folder of a comparison,
+# whose RunLayout.MODEL names the same model file).
+TRAINING_FILES = {"model": "model.pt", "history": "history.csv", "curve": "training_curve.png"}
+
+
+def training_paths(out_dir: str | Path) -> dict[str, Path]:
+    """The paths :func:`write_training_outputs` writes in ``out_dir``, by ``TRAINING_FILES`` key."""
+    return {key: Path(out_dir) / name for key, name in TRAINING_FILES.items()}
+
+
 def write_training_outputs(
     result: TrainResult, out_dir: str | Path, overwrite: bool = False
 ) -> dict[str, Path]:
     """Write ``model.pt``, ``history.csv`` and ``training_curve.png`` into ``out_dir``."""
-    out_dir = Path(out_dir)
-    paths = {
-        "model": out_dir / "model.pt",
-        "history": out_dir / "history.csv",
-        "curve": out_dir / "training_curve.png",
-    }
+    paths = training_paths(out_dir)
     for path in paths.values():
         check_writable(path, overwrite)
     result.bundle.save(paths["model"], overwrite=overwrite)
