@@ -104,8 +104,8 @@ class AnomalyNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Feature maps before the head (N, 2w, window//2, window//2)."""
         # Channels-last (NHWC) memory: oneDNN's convolutions, batch norm and pooling, and the
-        # deformable layers' sampling table, are all faster on it (a training step 1.2-1.5x on
-        # a CPU; README, Benchmarks). The same values to rounding; a no-op if x already is.
+        # deformable layers' sampling table, are all faster on it (a training step 1.15-1.3x
+        # on a CPU; README, Benchmarks). The same values to rounding; a no-op if x already is.
         x = x.contiguous(memory_format=torch.channels_last)
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
