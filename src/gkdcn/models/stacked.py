@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gkdcn.models.deform import DeformConv2d
-from gkdcn.models.nets import AnomalyNet, ModelSpec
+from gkdcn.models.nets import AnomalyNet, ModelSpec, build_network
 
 
 class GroupedLinear(nn.Module):
@@ -81,6 +81,7 @@ class StackedNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(S, N)`` for the members' windows side by side, ``(N, S*C, w, w)``."""
+        x = x.contiguous(memory_format=torch.channels_last)  # as AnomalyNet computes
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.relu(self.bn2(self.conv2(x)))
         x = self.pool(x)
@@ -132,7 +133,7 @@ class StackedNet(nn.Module):
 
     def member(self, index: int) -> AnomalyNet:
         """Member ``index`` as a stand-alone network (its own copy of the weights)."""
-        net = AnomalyNet(self.spec)
+        net = build_network(self.spec)
         net.load_state_dict(self.member_state(index))
         return net.to(next(self.parameters()).device)
 
@@ -158,4 +159,5 @@ def stack_networks(nets: Sequence[AnomalyNet]) -> StackedNet:
         raise ValueError("only networks of one spec can be stacked")
     stacked = StackedNet(spec, len(nets))
     stacked.load_state_dict(stack_states([net.state_dict() for net in nets]))
-    return stacked.to(next(nets[0].parameters()).device)
+    stacked = stacked.to(next(nets[0].parameters()).device)
+    return stacked.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
