@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+def _model_label(name: str) -> str:
+    """A model's display name in the comparison tables, baselines marked."""
+    return MODEL_LABELS.get(name, name) + (" (baseline)" if is_baseline(name) else "")
+
+
 def _shorten(names: list[str], limit: int = 12) -> str:
     return ", ".join(names) if len(names) <= limit else ", ".join(names[:limit]) + ", ..."
 
@@ -97,9 +102,8 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
         for m in metrics:
             table.add_column(m, justify="right")
         for _, row in summary.iterrows():
-            name = str(row["model"])
             table.add_row(
-                MODEL_LABELS.get(name, name) + (" (baseline)" if is_baseline(name) else ""),
+                _model_label(str(row["model"])),
                 *(
                     f"{row[f'{m}_mean']:.3f} [{row[f'{m}_lo']:.3f},{row[f'{m}_hi']:.3f}]"
                     for m in metrics
@@ -138,9 +142,8 @@ def _ensemble_table(ensemble: pd.DataFrame) -> Table:
                  "deposits ensemble/single better", "ensemble top 15%"):  # fmt: skip
         table.add_column(name, justify="left" if name == "model" else "right")
     for _, row in ensemble.iterrows():
-        name = str(row["model"])
         table.add_row(
-            MODEL_LABELS.get(name, name) + (" (baseline)" if is_baseline(name) else ""),
+            _model_label(str(row["model"])),
             str(row["seeds"]),
             f"{row['auc']:.3f}",
             f"{row['single_auc']:.3f}",
