@@ -873,6 +873,6 @@ def _member_cells(
         for start in range(0, len(rows), batch_size):
             sl = slice(start, start + batch_size)
             x = extract_windows(features, rows[sl], cols[sl], bundle.window, bundle.padding)
-            logits = net(torch.from_numpy(x).to(dev).contiguous(memory_format=torch.channels_last))
+            logits = net(torch.from_numpy(x).to(dev))  # channels-last inside the network
             out[sl] = torch.sigmoid(logits).float().cpu().numpy()  # MPS has no float64
     return out

@@ -159,5 +159,5 @@ def stack_networks(nets: Sequence[AnomalyNet]) -> StackedNet:
         raise ValueError("only networks of one spec can be stacked")
     stacked = StackedNet(spec, len(nets))
     stacked.load_state_dict(stack_states([net.state_dict() for net in nets]))
-    stacked = stacked.to(next(nets[0].parameters()).device)
-    return stacked.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    device = next(nets[0].parameters()).device
+    return stacked.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
