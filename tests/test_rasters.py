@@ -407,6 +407,8 @@ def test_open_elements_checks_do_not_fill_the_block_cache(
     import subprocess
     import sys
 
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("needs /proc to read resident memory")
     rng = np.random.default_rng(0)
     layers, size = 12, 1024  # 48 MiB of float32 cells, three times the scan's cache
     for i in range(layers):
@@ -422,8 +424,6 @@ def test_open_elements_checks_do_not_fill_the_block_cache(
         f"with open_elements({str(tmp_path / 'big')!r}) as source:\n"
         "    print(rss() - before, len(source.names))\n"
     )
-    if not Path("/proc/self/statm").exists():
-        pytest.skip("needs /proc to read resident memory")
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout.split()
