@@ -303,6 +303,20 @@ def _blocks(geo: _Geometry, images: int) -> list[_Block]:
     return out
 
 
+def _block_columns(
+    source: Tensor,
+    indices: Tensor,
+    weights: Tensor,
+    block: _Block,
+    matmul_dtype: torch.dtype | None,
+) -> Tensor:
+    """A block's columns ``(pixels, taps*C)``: sampled in the table's dtype, then cast to
+    ``matmul_dtype`` when given (the autocast dtype)."""
+    cols = F.embedding_bag(indices, source, per_sample_weights=weights, mode="sum")
+    cols = cols.view(block.rows.stop - block.rows.start, -1)
+    return cols if matmul_dtype is None else cols.to(matmul_dtype)
+
+
 class _DeformConv(torch.autograd.Function):
     """The whole layer: ``out = columns(table, offset, mask) @ weight_mat + bias``, (M, Cout).
 
@@ -325,27 +339,36 @@ class _DeformConv(torch.autograd.Function):
         bias: Tensor | None,
         geo: _Geometry,
         images_per_block: int,
+        matmul_dtype: torch.dtype | None,
     ) -> Tensor:
         idx00, frac_h, frac_w = _sample_positions(offset, geo)
         flat_mask = None if mask is None else mask.reshape(-1)
         # Detached: embedding_bag skips its backward bookkeeping for a table that needs no grad.
         source = table.detach()
-        out = table.new_empty(geo.n * geo.out_h * geo.out_w, _weight_outputs(weight_mat))
+        # The matrix products' operands (the columns are cast block by block).
+        mm_weight = weight_mat if matmul_dtype is None else weight_mat.to(matmul_dtype)
+        mm_bias = bias if bias is None or matmul_dtype is None else bias.to(matmul_dtype)
+        out = table.new_empty(
+            geo.n * geo.out_h * geo.out_w,
+            _weight_outputs(weight_mat),
+            dtype=matmul_dtype or table.dtype,
+        )
         blocks = _blocks(geo, images_per_block)
         cols = None
         for block in blocks:
             indices, weights = block.corners(idx00, frac_h, frac_w, flat_mask, geo)
-            cols = F.embedding_bag(indices, source, per_sample_weights=weights, mode="sum")
-            cols = cols.view(block.rows.stop - block.rows.start, -1)
-            _columns_times_weight(cols, weight_mat, bias, out[block.rows])
+            cols = _block_columns(source, indices, weights, block, matmul_dtype)
+            _columns_times_weight(cols, mm_weight, mm_bias, out[block.rows])
         # A single block's columns are small: keep them rather than gather again in backward.
         kept = cols if len(blocks) == 1 else None
         # save_for_backward accepts None (documented), but torch's stubs say Tensor only.
-        ctx.save_for_backward(table, idx00, frac_h, frac_w, flat_mask, weight_mat, kept)  # type: ignore[arg-type]
+        ctx.save_for_backward(table, idx00, frac_h, frac_w, flat_mask, mm_weight, kept)  # type: ignore[arg-type]
         ctx.geo = geo  # type: ignore[attr-defined]
         ctx.images_per_block = images_per_block  # type: ignore[attr-defined]
         ctx.offset_shape = offset.shape  # type: ignore[attr-defined]
         ctx.has_bias = bias is not None  # type: ignore[attr-defined]
+        ctx.weight_dtype = weight_mat.dtype  # type: ignore[attr-defined]
+        ctx.matmul_dtype = matmul_dtype  # type: ignore[attr-defined]
         return out
 
     @staticmethod
@@ -353,10 +376,12 @@ class _DeformConv(torch.autograd.Function):
     def backward(
         ctx: FunctionCtx, grad_out: Tensor
     ) -> tuple[
-        Tensor | None, Tensor | None, Tensor | None, Tensor | None, Tensor | None, None, None
+        Tensor | None, Tensor | None, Tensor | None, Tensor | None, Tensor | None, None, None, None
     ]:
         saved = ctx.saved_tensors  # type: ignore[attr-defined]
+        # weight_mat: in the matrix products' dtype (the autocast dtype, or the weight's own).
         table, idx00, frac_h, frac_w, flat_mask, weight_mat, kept = saved
+        matmul_dtype = ctx.matmul_dtype  # type: ignore[attr-defined]
         geo: _Geometry = ctx.geo  # type: ignore[attr-defined]
         needs = ctx.needs_input_grad  # type: ignore[attr-defined]
         need_table, need_offset, need_weight = needs[0], needs[1], needs[3]
@@ -364,7 +389,11 @@ class _DeformConv(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         source = table.detach()
         grad_table = torch.zeros_like(table) if need_table else None
-        grad_weight = torch.zeros_like(weight_mat) if need_weight else None
+        grad_weight = (
+            torch.zeros_like(weight_mat, dtype=ctx.weight_dtype)  # type: ignore[attr-defined]
+            if need_weight
+            else None
+        )
         grad_hw = frac_h.new_empty(frac_h.shape[0], 2) if need_offset else None
         grad_mask = frac_h.new_empty(frac_h.shape) if need_mask else None
         for block in _blocks(geo, ctx.images_per_block):  # type: ignore[attr-defined]
@@ -373,15 +402,16 @@ class _DeformConv(torch.autograd.Function):
             if grad_weight is not None:
                 cols = kept
                 if cols is None:
-                    cols = F.embedding_bag(indices, source, per_sample_weights=weights, mode="sum")
-                if weight_mat.dim() == 2:
-                    grad_weight.addmm_(cols.view(g_block.shape[0], -1).t(), g_block)
-                else:
-                    cols = cols.view(g_block.shape[0], -1)
+                    cols = _block_columns(source, indices, weights, block, matmul_dtype)
+                if weight_mat.dim() == 2 and matmul_dtype is None:
+                    grad_weight.addmm_(cols.t(), g_block)
+                else:  # (a low-precision product, summed over blocks in the weight's dtype)
                     grad_weight += _grouped_weight_grad(cols, g_block, weight_mat)
             if not (need_table or need_offset or need_mask):
                 continue
             grad_cols = _grouped_column_grad(g_block, weight_mat).view(indices.shape[0], -1)
+            # The sampling's gradients in the table's dtype (float32 under autocast).
+            grad_cols = grad_cols.to(source.dtype)
             if grad_table is not None:
                 # A block's samples only touch its own images' table rows.
                 keys = indices[:, 0] - block.table_rows.start
@@ -406,8 +436,8 @@ class _DeformConv(torch.autograd.Function):
             grad_mask = grad_mask.view(ctx.offset_shape[:-1])  # type: ignore[attr-defined]
         grad_bias = None
         if needs[4] and ctx.has_bias:  # type: ignore[attr-defined]
-            grad_bias = grad_out.sum(0)
-        return grad_table, grad_offset, grad_mask, grad_weight, grad_bias, None, None
+            grad_bias = grad_out.sum(0, dtype=ctx.weight_dtype)  # type: ignore[attr-defined]
+        return grad_table, grad_offset, grad_mask, grad_weight, grad_bias, None, None, None
 
 
 def _forward_no_grad(
@@ -543,7 +573,58 @@ def deform_conv2d(
         ``(N, Cout, Ho, Wo)``, channels-last in memory when ``input`` is, contiguous otherwise.
 
     Differentiable with respect to input, offset, mask, weight and bias (first order only).
+
+    Under ``torch.autocast`` (bfloat16 or float16) the sampling runs in float32, as
+    torchvision's autocast rule for this op runs all of it, but the matrix products of columns
+    and weight, where a training step spends most of its time, run in the autocast dtype, and
+    so does the output, as for an autocast ``conv2d``. Without gradients (prediction), and on
+    devices without the fused kernels, all of it runs in float32.
     """
+    matmul_dtype = _autocast_dtype(input)
+    if matmul_dtype is None:
+        return _deform_conv2d(
+            input, offset, weight, bias, stride, padding, dilation, mask, _impl, None
+        )
+    with torch.autocast(input.device.type, enabled=False):
+        return _deform_conv2d(
+            input.float(),
+            offset.float(),
+            weight.float(),
+            None if bias is None else bias.float(),
+            stride,
+            padding,
+            dilation,
+            None if mask is None else mask.float(),
+            _impl,
+            matmul_dtype,
+        )
+
+
+def _autocast_dtype(input: Tensor) -> torch.dtype | None:
+    """The lower-precision dtype autocast asks for on ``input``'s device, or None when off (or
+    when ``input`` is not a float16/bfloat16/float32 tensor, which autocast leaves alone)."""
+    if input.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        return None
+    device_type = input.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    dtype = torch.get_autocast_dtype(device_type)
+    return dtype if dtype in (torch.bfloat16, torch.float16) else None
+
+
+def _deform_conv2d(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair,
+    mask: Tensor | None,
+    _impl: str,
+    matmul_dtype: torch.dtype | None,
+) -> Tensor:
+    """:func:`deform_conv2d` with the matrix products in ``matmul_dtype`` (None: the input's)."""
     if input.dim() != 4 or offset.dim() != 4 or weight.dim() != 4:
         raise ValueError("input, offset and weight must be 4-D (N, C, H, W) tensors")
     stride_h, stride_w = _pair(stride, "stride")
@@ -663,7 +744,9 @@ def deform_conv2d(
         table = F.pad(input.permute(0, 2, 3, 1), border).reshape(-1, group_channels)
         if use_fused:
             images_per_block = max(1, _BLOCK_BYTES // per_image, 0 if cpu else n)
-            out = _DeformConv.apply(table, off, mask, weight_mat, bias, geo, images_per_block)
+            out = _DeformConv.apply(
+                table, off, mask, weight_mat, bias, geo, images_per_block, matmul_dtype
+            )
         else:
             cols = _sample_generic(table, off, mask, geo).reshape(-1, taps * channels)
             if weight_groups == 1:
