@@ -48,6 +48,13 @@ DataDir = Annotated[
 ]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
+Precision = Annotated[
+    str | None,
+    typer.Option(
+        help="Training arithmetic: float32, bfloat16 (mixed precision) or auto (bfloat16 "
+        "where the device computes it natively); default: the config's [train] precision."
+    ),
+]
 Jobs = Annotated[
     int | None,
     typer.Option(
@@ -289,6 +296,7 @@ def train(
         str | None, typer.Option(help="Override the split: site, window (authors'), lodo, blocks.")
     ] = None,
     device: Device = "cpu",
+    precision: Precision = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Train one of the four models and write its model file, history and training curve.
@@ -320,11 +328,11 @@ def train(
     updates: dict[str, Any] = {}
     if split is not None:
         updates["split"] = study.config.split.model_copy(update={"method": split})
+    train_updates: dict[str, Any] = {} if epochs is None else {"epochs": epochs}
+    if precision is not None:
+        train_updates["precision"] = precision
     updates["train"] = override_training(
-        study.config.train,
-        {} if epochs is None else {"epochs": epochs},
-        preset=preset,
-        what="training option",
+        study.config.train, train_updates, preset=preset, what="training option"
     )
     study.config = study.config.model_copy(update=updates)
     check_window(study, config)
@@ -499,6 +507,7 @@ def compare(
     epochs: Annotated[int | None, typer.Option(help="Override epochs.")] = None,
     jobs: Jobs = None,
     device: Device = "cpu",
+    precision: Precision = None,
     overwrite: Overwrite = False,
     scheduler: SchedulerOption = None,
     stack_seeds: Annotated[
@@ -516,7 +525,7 @@ def compare(
 
     cfg = _config(config, data_dir)
     plan = make_plan(
-        cfg, quick=quick, seeds=seeds, epochs=epochs,
+        cfg, quick=quick, seeds=seeds, epochs=epochs, precision=precision,
         models=models.split(",") if models else None,
         protocols=protocols.split(",") if protocols else None,
     )  # fmt: skip

@@ -247,6 +247,14 @@ class TrainConfig(_Section):
         description="standard deviation of Gaussian value noise added to training windows "
         "(transformed units), redrawn each epoch; 0 = off",
     )
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "float32",
+        description="arithmetic of the training steps: 'bfloat16' runs the convolutions' and "
+        "matrix products' inputs in bfloat16 (mixed precision: float32 weights, optimiser, "
+        "loss and sampling positions); 'auto' is bfloat16 where the device computes it "
+        "natively (CPUs with AVX512-BF16 or AMX, GPUs with bfloat16), float32 elsewhere. "
+        "Prediction always runs in float32",
+    )
     calibration: Literal["none", "prior-shift"] = Field(
         "prior-shift",
         description="'prior-shift': with background, shift the output logit so the mean "

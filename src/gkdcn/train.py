@@ -27,7 +27,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -149,6 +149,42 @@ def prepare_windows(
     )
 
 
+Precision = Literal["float32", "bfloat16"]
+
+
+def resolve_precision(precision: str, device: str) -> Precision:
+    """The training arithmetic ``precision`` (a :class:`TrainConfig` value) means on
+    ``device``: ``"auto"`` is bfloat16 where :func:`native_bfloat16` says so, else float32."""
+    if precision == "float32":
+        return "float32"
+    if precision == "bfloat16":
+        return "bfloat16"
+    if precision != "auto":
+        raise GkdcnError(f"unknown precision {precision!r} (choose auto, float32 or bfloat16)")
+    return "bfloat16" if native_bfloat16(device) else "float32"
+
+
+def native_bfloat16(device: str) -> bool:
+    """Whether ``device`` computes bfloat16 products natively: a CUDA GPU that supports it, or
+    a CPU with AVX512-BF16 or AMX (where oneDNN's bfloat16 products run several times faster
+    than float32; elsewhere they are emulated, and slower)."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if kind != "cpu":
+        return False
+    # Private probes of torch.cpu (no public API in torch 2.13); absent ones count as "no".
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def training_autocast(precision: Precision, device: str) -> torch.autocast:
+    """The context the forward passes of training steps run in: bfloat16 autocast, or off."""
+    return torch.autocast(
+        torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bfloat16"
+    )
+
+
 def fit_network(
     kind: ModelKind,
     data: PreparedWindows,
@@ -161,6 +197,7 @@ def fit_network(
 ) -> TrainResult:
     """Train one network on prepared windows; returns the bundle with the best weights."""
     seed = cfg.seed if seed is None else seed
+    cfg = _resolved(cfg, device)
     spec = _spec(kind, data, cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -173,6 +210,12 @@ def fit_network(
         )
     net.load_state_dict(best_state)
     return _result(spec, net, criterion, data, cfg, seed, device, history, best_epoch)
+
+
+def _resolved(cfg: TrainConfig, device: str) -> TrainConfig:
+    """``cfg`` with ``precision`` resolved for ``device`` (the model file records what ran)."""
+    precision = resolve_precision(cfg.precision, device)
+    return cfg if precision == cfg.precision else cfg.model_copy(update={"precision": precision})
 
 
 def _spec(kind: ModelKind, data: PreparedWindows, cfg: TrainConfig) -> ModelSpec:
@@ -413,6 +456,7 @@ def _loop(
     seed: int = 0,
 ) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor], int]:
     stream = _Stream(data, cfg, criterion, shuffler, device, seed)
+    autocast = training_autocast(resolve_precision(cfg.precision, device), device)
     has_val = len(data.val) > 0
     tracker = _Tracker(
         copy.deepcopy(net.state_dict()), copy.deepcopy(criterion.state_dict()), history=[]
@@ -428,7 +472,10 @@ def _loop(
             if drawn is None:
                 continue
             xb, batch = drawn
-            loss, logits = stream.loss(i, batch, net(xb))
+            with autocast:
+                out = net(xb)
+            # The loss in float32 (a no-op cast without autocast).
+            loss, logits = stream.loss(i, batch, out.float())
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -485,6 +532,7 @@ def fit_networks(
     if any(spec != specs[0] for spec in specs) or len({len(d.train) for d in data}) != 1:
         raise GkdcnError("stacked trainings need folds of one shape (windows, channels, size)")
     spec = specs[0]
+    cfg = _resolved(cfg, device)
     with torch.random.fork_rng(devices=[]):
         nets, criteria, rng_states = [], [], []
         for seed in seeds:
@@ -531,6 +579,7 @@ def _stacked_loop(
     training with the rest, but their histories and best states no longer change)."""
     size = len(streams)
     has_val = [len(s.data.val) > 0 for s in streams]
+    autocast = training_autocast(resolve_precision(cfg.precision, device), device)
 
     def snapshot(index: int) -> Any:
         return lambda: (net.member_state(index), copy.deepcopy(criteria[index].state_dict()))
@@ -553,7 +602,8 @@ def _stacked_loop(
                 continue
             batches = [d[1] for d in drawn if d is not None]
             xb = torch.cat([d[0] for d in drawn if d is not None], dim=1)
-            all_logits = net(xb)
+            with autocast:
+                all_logits = net(xb).float()
             losses, logits = [], []
             for k, stream in enumerate(streams):
                 loss, member_logits = stream.loss(i, batches[k], all_logits[k])

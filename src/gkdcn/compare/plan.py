@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from gkdcn.compare.protocols import PROTOCOL_TITLES
 from gkdcn.config import AUTHORS_TRAINING, MODEL_KINDS, StudyConfig, TrainConfig
 from gkdcn.errors import GkdcnError, validation_message
+from gkdcn.train import resolve_precision
 
 # --quick: 2 seeds, at most this many epochs, and held-out deposits ranked among at most this
 # many background cells: 2 min 55 s on Tianshan with 2 cores (the full run: 20 min).
@@ -36,6 +37,15 @@ class Plan:
         """Seed of the one draw of held-out background cells every seed's jobs rank against
         (the plan's first seed), so seeds differ only by training randomness."""
         return self.seeds[0]
+
+    def on_device(self, device: str) -> Plan:
+        """This plan with the training precision resolved for ``device`` (``"auto"`` becomes
+        what runs there), so the fingerprint tells runs of different arithmetic apart and every
+        worker, a cluster's included, trains in the same one."""
+        precision = resolve_precision(self.train.precision, device)
+        if precision == self.train.precision:
+            return self
+        return replace(self, train=self.train.model_copy(update={"precision": precision}))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (``run.json``, ``summary.json``, the fingerprint)."""
@@ -93,8 +103,10 @@ def make_plan(
     models: list[str] | None = None,
     protocols: list[str] | None = None,
     epochs: int | None = None,
+    precision: str | None = None,
 ) -> Plan:
-    """The run plan from the config, with ``--quick`` and command-line overrides applied."""
+    """The run plan from the config, with ``--quick`` and command-line overrides applied
+    (``precision`` stays as given; :meth:`Plan.on_device` resolves ``"auto"``)."""
     cmp = config.compare
     n_seeds = seeds if seeds is not None else (2 if quick else cmp.seeds)
     if n_seeds < 1:
@@ -107,6 +119,8 @@ def make_plan(
         )
     if epochs is not None:
         updates["epochs"] = epochs
+    if precision is not None:
+        updates["precision"] = precision
     if updates:
         # The values are resolved now: the run records them under the plain label.
         train = override_training(train, {**updates, "preset": "default"})

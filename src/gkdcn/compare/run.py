@@ -65,6 +65,7 @@ def run_comparison(
     layout = RunLayout(Path(out_dir))
     started = time.perf_counter()
     check_workers(workers)
+    plan = plan.on_device(device)
     needs_knowledge = [m for m in plan.models if m.startswith("gk-") or m == "knowledge"]
     if study.knowledge is None and needs_knowledge:
         raise GkdcnError(

@@ -1,0 +1,233 @@
+"""Mixed-precision training: the deformable op under bfloat16 autocast, and ``precision``.
+
+Under autocast the op samples in float32 and runs its matrix products in bfloat16, so its output
+and gradients must equal the float32 op's to bfloat16 rounding (about 3 significant digits),
+with every gradient in its input's dtype; without gradients it must run in float32 exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from conftest import tiny_comparison_config
+from gkdcn.compare import make_plan, run_comparison
+from gkdcn.compare.jobs import fingerprint
+from gkdcn.compare.layout import RunLayout
+from gkdcn.config import TrainConfig, TransformConfig
+from gkdcn.data.samples import leave_one_deposit_out
+from gkdcn.data.study import load_study
+from gkdcn.models.bundle import ModelBundle
+from gkdcn.models import deform
+from gkdcn.models.deform import DeformConv2d, deform_conv2d
+from gkdcn.models.nets import ModelSpec, build_network
+from gkdcn.train import (
+    fit_network,
+    prepare_windows,
+    resolve_precision,
+    training_autocast,
+)
+
+# (n, c_in, c_out, h, w, offset groups, weight groups): ungrouped, offset groups, weight groups
+CASES = [(3, 8, 6, 7, 6, 1, 1), (2, 8, 6, 6, 7, 2, 1), (2, 8, 6, 5, 5, 2, 2)]
+NAMES = ("input", "offset", "mask", "weight", "bias")
+
+
+def _inputs(case: tuple[int, ...], seed: int) -> dict[str, Tensor]:
+    n, c_in, c_out, h, w, g, wg = case
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "input": torch.randn(n, c_in, h, w, generator=gen),
+        "offset": torch.randn(n, 2 * g * 9, h, w, generator=gen) * 1.5,
+        "mask": torch.rand(n, g * 9, h, w, generator=gen),
+        "weight": torch.randn(c_out, c_in // wg, 3, 3, generator=gen),
+        "bias": torch.randn(c_out, generator=gen),
+    }
+
+
+def _run(tensors: dict[str, Tensor], autocast: bool) -> tuple[Tensor, list[Tensor]]:
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in tensors.items()}
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = deform_conv2d(
+            leaves["input"], leaves["offset"], leaves["weight"], leaves["bias"],
+            padding=1, mask=leaves["mask"],
+        )  # fmt: skip
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
+    grads = torch.autograd.grad(out, [leaves[k] for k in NAMES], upstream.to(out.dtype))
+    return out, list(grads)
+
+
+def _relative_error(a: Tensor, b: Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("blocks", ["one", "per-image"])
+@pytest.mark.parametrize("case", CASES)
+def test_autocast_equals_float32_to_bfloat16_rounding(
+    case: tuple[int, ...], blocks: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if blocks == "per-image":  # columns gathered again in the backward pass, block by block
+        monkeypatch.setattr(deform, "_BLOCK_BYTES", 1)
+    tensors = _inputs(case, seed=sum(case))
+    out32, grads32 = _run(tensors, autocast=False)
+    out16, grads16 = _run(tensors, autocast=True)
+    assert out32.dtype == torch.float32 and out16.dtype == torch.bfloat16  # as autocast conv2d
+    assert _relative_error(out16, out32) < 1e-2
+    for name, g16, g32 in zip(NAMES, grads16, grads32, strict=True):
+        assert g16.dtype == torch.float32, name  # every gradient in its input's dtype
+        assert _relative_error(g16, g32) < 2e-2, name
+    # Not float32 in disguise: the products really ran in bfloat16.
+    assert _relative_error(out16, out32) > 1e-5
+
+
+def test_autocast_on_bfloat16_inputs_gives_float32_sampling_gradients() -> None:
+    # Inside an autocast network the layer's input is bfloat16 (the previous layer's output).
+    tensors = _inputs(CASES[0], seed=3)
+    x = tensors["input"].bfloat16().requires_grad_()
+    layer = DeformConv2d(8, 6)
+    with torch.no_grad():
+        layer.offset_conv.weight.normal_(0, 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    out.float().square().sum().backward()
+    assert out.dtype == torch.bfloat16
+    assert x.grad is not None and x.grad.dtype == torch.bfloat16
+    assert layer.weight.grad is not None and layer.weight.grad.dtype == torch.float32
+    assert layer.offset_conv.weight.grad is not None
+    assert torch.isfinite(layer.offset_conv.weight.grad).all()
+    assert layer.offset_conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("impl", ["fused", "generic"])
+def test_autocast_without_gradients_or_fused_kernels_runs_float32(impl: str) -> None:
+    tensors = _inputs(CASES[1], seed=5)
+    args = [tensors[k] for k in ("input", "offset", "weight", "bias")]
+    plain = deform_conv2d(*args, padding=1, mask=tensors["mask"], _impl=impl)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        no_grad = deform_conv2d(*args, padding=1, mask=tensors["mask"], _impl=impl)
+    assert no_grad.dtype == torch.float32
+    torch.testing.assert_close(no_grad, plain.detach(), rtol=0, atol=0)
+    if impl == "generic":  # torchvision's autocast rule: the whole op in float32
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            generic = deform_conv2d(*args, padding=1, mask=tensors["mask"], _impl=impl)
+        assert generic.dtype == torch.float32
+        torch.testing.assert_close(generic, plain, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "dcn"])
+def test_network_step_under_autocast_follows_float32(kind: str) -> None:
+    torch.manual_seed(0)
+    net = build_network(ModelSpec(kind=kind, in_channels=5, window=9, width=16))  # type: ignore[arg-type]
+    x = torch.randn(24, 5, 9, 9)
+    net.train()
+    with torch.random.fork_rng(devices=[]):
+        ref = net(x)
+    with torch.random.fork_rng(devices=[]), training_autocast("bfloat16", "cpu"):
+        mixed = net(x)
+    assert mixed.dtype == torch.bfloat16
+    assert _relative_error(mixed.float(), ref) < 3e-2
+
+
+# --------------------------------------------------------------------------------------------
+# the setting
+
+
+def test_auto_precision_follows_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gkdcn.train as train
+
+    assert resolve_precision("float32", "cpu") == "float32"
+    assert resolve_precision("bfloat16", "cpu") == "bfloat16"
+    monkeypatch.setattr(train, "native_bfloat16", lambda device: True)
+    assert resolve_precision("auto", "cpu") == "bfloat16"
+    monkeypatch.setattr(train, "native_bfloat16", lambda device: False)
+    assert resolve_precision("auto", "cpu") == "float32"
+    assert train.native_bfloat16("meta") is False  # no probe for other devices: float32
+
+
+def test_a_comparison_records_the_precision_that_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gkdcn.train as train
+
+    config = tiny_comparison_config(tmp_path / "study", epochs=1, seeds=1)
+    config = config.model_copy(
+        update={"train": config.train.model_copy(update={"precision": "auto"})}
+    )
+    study = load_study(config)
+    plan = make_plan(config, models=["cnn"], protocols=["authors"])
+    monkeypatch.setattr(train, "native_bfloat16", lambda device: False)
+    on_plain = plan.on_device("cpu")
+    monkeypatch.setattr(train, "native_bfloat16", lambda device: True)
+    on_native = plan.on_device("cpu")
+    assert (on_plain.train.precision, on_native.train.precision) == ("float32", "bfloat16")
+    assert on_native.on_device("cpu") is on_native  # resolved once, then left alone
+    # Runs of different arithmetic are different experiments: never resumed into each other.
+    assert fingerprint(study, on_plain) != fingerprint(study, on_native)
+    comparison = run_comparison(study, tmp_path / "run", plan)  # "auto" with native bfloat16
+    assert comparison.plan.train.precision == "bfloat16"
+    layout = RunLayout(tmp_path / "run")
+    recorded = json.loads(layout.run_json.read_text())
+    assert recorded["plan"]["train"]["precision"] == "bfloat16"
+    bundle = ModelBundle.load(layout.model_file("cnn"))
+    assert bundle.train_config["precision"] == "bfloat16"
+
+
+def _small_fold():
+    from test_recipe import _district  # the recipe tests' 40 x 40 district
+
+    raw, _valid, knowledge, sites, grid, samples = _district()
+    split = leave_one_deposit_out(samples, sites, grid, exclusion_radius=4000.0)[0]
+    return prepare_windows(
+        raw, ["a", "b", "c"], knowledge, samples, split, TransformConfig(method="log"), 7, "zero"
+    )
+
+
+@pytest.mark.parametrize("kind", ["cnn", "gk-dcn"])
+def test_bfloat16_training_learns_and_records_its_precision(kind: str) -> None:
+    data = _small_fold()
+    cfg = dict(width=8, epochs=8, batch_size=16, patience=None, background_ratio=0.0)
+    mixed = fit_network(kind, data, TrainConfig(**cfg, precision="bfloat16"), seed=1)  # type: ignore[arg-type]
+    plain = fit_network(kind, data, TrainConfig(**cfg), seed=1)  # type: ignore[arg-type]
+    assert mixed.bundle.train_config["precision"] == "bfloat16"
+    assert plain.bundle.train_config["precision"] == "float32"
+    loss_mixed = mixed.history["train_loss"].to_numpy()
+    loss_plain = plain.history["train_loss"].to_numpy()
+    assert loss_mixed[-1] < loss_mixed[0]  # it learns
+    # The same run to bfloat16 rounding: close, but not identical, losses every epoch.
+    assert np.abs(loss_mixed - loss_plain).max() < 0.1
+    assert not np.array_equal(loss_mixed, loss_plain)
+    # The model file keeps float32 weights (prediction always runs in float32).
+    assert all(v.dtype != torch.bfloat16 for v in mixed.bundle.state.values())
+
+
+def test_command_line_precision_is_recorded_and_checked(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gkdcn.cli import app
+
+    runner = CliRunner()
+    root = tmp_path / "district"
+    synth = ["synth", str(root), "--height", "40", "--width", "48", "--layers", "6"]
+    made = runner.invoke(app, [*synth, "--deposits", "5"])
+    assert made.exit_code == 0, made.output
+    config = str(root / "study.toml")
+    train = ["--threads", "1", "train", config, "-m", "dcn", "--epochs", "1"]
+    done = runner.invoke(app, [*train, "--precision", "bfloat16", "--out", str(tmp_path / "m")])
+    assert done.exit_code == 0, done.output
+    bundle = ModelBundle.load(tmp_path / "m" / "model.pt")
+    assert bundle.train_config["precision"] == "bfloat16"
+    bad = runner.invoke(app, [*train, "--precision", "half", "--out", str(tmp_path / "n")])
+    assert bad.exit_code == 2
+    assert "precision" in bad.output and len(bad.output.strip().splitlines()) == 1
+    assert not (tmp_path / "n").exists()
+    bad = runner.invoke(
+        app, ["compare", config, "--precision", "fp8", "--out", str(tmp_path / "r")]
+    )
+    assert bad.exit_code == 2 and "precision" in bad.output
+    assert not (tmp_path / "r").exists()
