@@ -20,7 +20,9 @@ Usage::
     python bench/bench_compare.py --device cuda                # on a GPU machine
 
 ``--stacked both`` (the default) runs this checkout twice, its seeds trained one by one and
-stacked (``gkdcn compare --stack-seeds``); each is compared with the last run (``--against``).
+stacked (``gkdcn compare --stack-seeds``); ``--precision both`` runs each of those in bfloat16
+and float32 (``gkdcn compare --precision``). Each run is compared with the last run (the
+``--against`` commit when given).
 ``--synthetic N`` generates a synthetic district with ``N`` deposits (``gkdcn synth``, this
 checkout's generator, once, shared by both runs) instead of the Tianshan data.
 """
@@ -65,10 +67,12 @@ def _run_compare(
     args: argparse.Namespace,
     tmp: Path,
     stack: bool | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """One ``gkdcn compare`` run of the plan with the code under ``src`` (``stack``: pass
-    ``--stack-seeds`` or ``--no-stack-seeds``; None: neither, for code without the option)."""
-    out = tmp / f"run-{label.split()[0]}-{'x' if stack is None else int(stack)}"
+    ``--stack-seeds`` or ``--no-stack-seeds``; ``precision``: pass ``--precision``; None:
+    neither, for code without the option)."""
+    out = tmp / f"run-{label.split()[0]}-{'x' if stack is None else int(stack)}-{precision}"
     cmd = [sys.executable, "-m", "gkdcn.cli", "compare", str(config), "--out", str(out)]
     if data_dir is not None:
         cmd += ["--data-dir", str(data_dir)]
@@ -80,6 +84,8 @@ def _run_compare(
         cmd.append("--quick")
     if stack is not None:
         cmd.append("--stack-seeds" if stack else "--no-stack-seeds")
+    if precision is not None:
+        cmd += ["--precision", precision]
     env = dict(os.environ, PYTHONPATH=str(src))
     print(f"  {label}: {' '.join(cmd[1:])}", flush=True)
     cpu = _children_cpu()
@@ -149,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         default="both",
         help="this checkout's seeds trained one by one (off), stacked (on) or both runs",
     )
+    parser.add_argument(
+        "--precision",
+        choices=("config", "float32", "bfloat16", "auto", "both"),
+        default="config",
+        help="this checkout's training precision: the config's, one of them, or both "
+        "float32 and bfloat16 runs (the --against commit runs its own default)",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.seeds < 1:
         parser.error("--jobs and --seeds must be at least 1")
@@ -173,9 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         modes = {"off": [False], "on": [True], "both": [True, False]}[args.stacked]
         if args.against:
             modes.sort()
+        choices: dict[str, list[str | None]] = {"config": [None], "both": ["bfloat16", "float32"]}
+        precisions = choices.get(args.precision, [args.precision])
         for stack in modes:
-            label = f"this ({head})" + (", stacked" if stack else ", one by one")
-            runs.append(_run_compare(label, REPO / "src", config, data_dir, args, tmp, stack))
+            for precision in precisions:
+                label = f"this ({head})" + (", stacked" if stack else ", one by one")
+                label += f", {precision}" if precision else ""
+                runs.append(
+                    _run_compare(label, REPO / "src", config, data_dir, args, tmp, stack, precision)
+                )
         if args.against:
             worktree = tmp / "against"
             _git("worktree", "add", "--detach", str(worktree), args.against)
@@ -188,17 +207,17 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nplan: {args.models} x {args.protocols} x {args.seeds} seed(s), epochs {args.epochs}")
     header = (
-        f"{'code':32} {'trainings':>9} {'wall s':>8} {'cpu s':>8} {'train/s/core':>12} "
+        f"{'code':44} {'trainings':>9} {'wall s':>8} {'cpu s':>8} {'train/s/core':>12} "
         f"{'train/cpu-s':>11}"
     )
     print(header)
     print("-" * len(header))
     for r in runs:
         if "error" in r:
-            print(f"{r['label']:32} error: {r['error']}")
+            print(f"{r['label']:44} error: {r['error']}")
             continue
         print(
-            f"{r['label']:32} {r['trainings']:>9} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} "
+            f"{r['label']:44} {r['trainings']:>9} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} "
             f"{r['trainings_per_s_per_core']:>12.4f} {r['trainings_per_cpu_s']:>11.4f}"
         )
     ratios: dict[str, float] = {}

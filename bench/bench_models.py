@@ -11,7 +11,9 @@ and 1024 it times inference (eval mode, no grad) and a training step (forward, t
 backward, AdamW step), best of ``--repeats`` after a warm-up. When torchvision is importable
 (run it in an environment with ``torch==2.14.1 torchvision==0.29.1`` and ``PYTHONPATH=src``), the
 DCN is also timed with its deformable layers calling ``torchvision.ops.deform_conv2d`` on the
-same weights, and the table gives the ratios measured in this one run. The stacked-training
+same weights, and the table gives the ratios measured in this one run. Our op's training step
+is also timed under bfloat16 mixed precision (``precision = "bfloat16"``; column ``x`` is its
+speed-up over float32 in the same run; ``--no-bfloat16`` skips it). The stacked-training
 rows time ``--stack`` training steps at the recipe's shapes one network after another against
 one step of the stacked model of them (:func:`gkdcn.train.fit_networks`); with ``--threads 1``
 their windows/s are per core.
@@ -34,6 +36,7 @@ from gkdcn.models.deform import DeformConv2d
 from gkdcn.models.losses import BCELoss, GKLoss
 from gkdcn.models.nets import ModelSpec, build_network
 from gkdcn.models.stacked import stack_networks
+from gkdcn.train import Precision, training_autocast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchdevice import bench_device, synchronize
@@ -71,7 +74,11 @@ def _use_torchvision(net: torch.nn.Module) -> None:
             module.forward = forward  # type: ignore[method-assign]
 
 
-def measure(kind: str, op: str, batch: int, repeats: int, device: torch.device) -> dict[str, float]:
+def measure(
+    kind: str, op: str, batch: int, repeats: int, device: torch.device, bfloat16: bool = False
+) -> dict[str, float]:
+    """Inference and training-step windows/s; with ``bfloat16`` also the training step under
+    the mixed precision of ``precision = "bfloat16"`` (:func:`gkdcn.train.training_autocast`)."""
     torch.manual_seed(0)
     net = build_network(ModelSpec(kind=kind, in_channels=39, window=9))  # type: ignore[arg-type]
     if op == "torchvision":
@@ -88,16 +95,23 @@ def measure(kind: str, op: str, batch: int, repeats: int, device: torch.device) 
         with torch.no_grad():
             net(x)
 
-    def step() -> None:
+    def step(precision: Precision = "float32") -> None:
         net.train()
-        loss = criterion(net(x), y, w)
+        with training_autocast(precision, device.type):
+            logits = net(x)
+        loss = criterion(logits.float(), y, w)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
 
     t_inf = _best(infer, repeats, device)
     t_step = _best(step, repeats, device)
-    return {"inference_windows_per_s": batch / t_inf, "train_windows_per_s": batch / t_step}
+    out = {"inference_windows_per_s": batch / t_inf, "train_windows_per_s": batch / t_step}
+    if bfloat16:
+        out["train_bfloat16_windows_per_s"] = batch / _best(
+            lambda: step("bfloat16"), repeats, device
+        )
+    return out
 
 
 def measure_stacked(
@@ -165,6 +179,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only-stacked", action="store_true", help="only the stacked-training rows"
     )
+    parser.add_argument(
+        "--no-bfloat16",
+        action="store_true",
+        help="skip the training steps under bfloat16 mixed precision (our op only)",
+    )
     args = parser.parse_args(argv)
     device = bench_device(args.device)
     if args.threads:
@@ -177,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         ops = ("gkdcn",)
     rows = []
     stacked_rows = []
+    mixed = not args.no_bfloat16
     if args.stack:
         for kind in ("cnn", "dcn"):
             stacked_rows.append(
@@ -188,16 +208,23 @@ def main(argv: list[str] | None = None) -> None:
             for op in ops if kind in ("dcn", "gk-dcn") else ("gkdcn",):
                 rows.append(
                     {"kind": kind, "op": op, "batch": batch}
-                    | measure(kind, op, batch, args.repeats, device)
+                    | measure(
+                        kind, op, batch, args.repeats, device, bfloat16=mixed and op == "gkdcn"
+                    )
                 )
     by = {(r["kind"], r["op"], r["batch"]): r for r in rows}
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, {where}")
-    print(f"{'model':8s} {'op':12s} {'batch':>5s} {'infer win/s':>12s} {'train win/s':>12s}")
+    print(
+        f"{'model':8s} {'op':12s} {'batch':>5s} {'infer win/s':>12s} {'train win/s':>12s} "
+        f"{'bf16 train':>10s} {'x':>5s}"
+    )
     for r in rows:
+        rate = r.get("train_bfloat16_windows_per_s")
+        extra = "" if rate is None else f" {rate:10.0f} {rate / r['train_windows_per_s']:5.2f}"
         print(
             f"{r['kind']:8s} {r['op']:12s} {r['batch']:5d} {r['inference_windows_per_s']:12.0f} "
-            f"{r['train_windows_per_s']:12.0f}"
+            f"{r['train_windows_per_s']:12.0f}{extra}"
         )
     if stacked_rows:
         print(
