@@ -22,8 +22,8 @@ from gkdcn.compare.layout import RunLayout
 from gkdcn.config import TrainConfig, TransformConfig
 from gkdcn.data.samples import leave_one_deposit_out
 from gkdcn.data.study import load_study
-from gkdcn.models.bundle import ModelBundle
 from gkdcn.models import deform
+from gkdcn.models.bundle import ModelBundle
 from gkdcn.models.deform import DeformConv2d, deform_conv2d
 from gkdcn.models.nets import ModelSpec, build_network
 from gkdcn.train import (
@@ -231,3 +231,33 @@ def test_command_line_precision_is_recorded_and_checked(tmp_path: Path) -> None:
     )
     assert bad.exit_code == 2 and "precision" in bad.output
     assert not (tmp_path / "r").exists()
+
+
+def test_report_states_the_precision_and_reruns_with_it(tmp_path: Path) -> None:
+    from gkdcn.report.commands import reproduce_commands
+    from gkdcn.report.tables import plan_rows
+
+    plan = {"models": ["dcn"], "seeds": [0], "train": {"epochs": 3, "precision": "bfloat16"}}
+    training = dict(plan_rows(plan))["Training"]
+    assert "bfloat16 mixed precision" in training
+    assert "float32 arithmetic" in dict(plan_rows({"train": {"precision": "float32"}}))["Training"]
+    command = reproduce_commands({}, plan, tmp_path / "run", tmp_path / "report.html")[0]
+    assert "--precision bfloat16" in command
+
+
+def test_stacked_seeds_train_in_bfloat16_too() -> None:
+    from gkdcn.train import fit_networks
+
+    data = _small_fold()
+    cfg = TrainConfig(
+        width=8, epochs=6, batch_size=16, patience=None, background_ratio=0.0, precision="bfloat16"
+    )
+    stacked = fit_networks("dcn", [data, data], cfg, [1, 2])
+    solo = fit_network("dcn", data, cfg, seed=1)
+    for result in stacked:
+        assert result.bundle.train_config["precision"] == "bfloat16"
+        losses = result.history["train_loss"].to_numpy()
+        assert losses[-1] < losses[0]
+    # The same member to bfloat16 rounding (grouped layers round in another order).
+    first = stacked[0].history["train_loss"].to_numpy()
+    assert np.abs(first - solo.history["train_loss"].to_numpy()).max() < 0.1

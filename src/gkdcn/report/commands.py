@@ -31,6 +31,9 @@ def reproduce_commands(
     train = plan.get("train") or {}
     if isinstance(train, dict) and train.get("epochs") is not None:
         args += ["--epochs", str(train["epochs"])]
+    if isinstance(train, dict) and train.get("precision"):
+        # What ran (resolved from "auto"), so the rerun does the same arithmetic anywhere.
+        args += ["--precision", str(train["precision"])]
     commands = [shell_line(args)]
     for explained in RunLayout(run_dir).explanations():
         model = explained.root.name

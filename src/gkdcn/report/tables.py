@@ -254,6 +254,10 @@ def plan_rows(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
         ):
             if train.get(key) is not None:
                 parts.append(f"{label} {train[key]}")
+        if train.get("precision") == "bfloat16":
+            parts.append("bfloat16 mixed precision")
+        elif train.get("precision"):
+            parts.append(f"{train['precision']} arithmetic")
         if train.get("gk_loss"):
             parts.append(
                 f"GK models: {train['gk_loss']} knowledge loss, λ = {train.get('gk_lambda', '?')}"
