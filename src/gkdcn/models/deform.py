@@ -16,7 +16,8 @@ for the backward pass; larger batches rebuild theirs there) and each block is st
 the matrix products read it. Calls that need no gradient (prediction, under ``torch.no_grad`` or
 ``torch.inference_mode``) take a forward-only path with the same samples and weights but less work
 (:func:`_forward_no_grad`). :class:`DeformConv2d` runs its offset and mask branches as one
-convolution.
+convolution. Under ``torch.autocast`` (mixed-precision training) the sampling stays in float32
+and the matrix products run in the autocast dtype (:func:`deform_conv2d`).
 
 Boundary rule (torchvision's): a corner outside the input reads 0, so a sample with
 ``h <= -1``, ``h >= H``, ``w <= -1`` or ``w >= W`` is 0. Bilinear weights come from ``floor(h)`` and
