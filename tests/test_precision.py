@@ -57,7 +57,9 @@ def _run(tensors: dict[str, Tensor], autocast: bool) -> tuple[Tensor, list[Tenso
             leaves["input"], leaves["offset"], leaves["weight"], leaves["bias"],
             padding=1, mask=leaves["mask"],
         )  # fmt: skip
-    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
+    # Both runs get the same (bfloat16-representable) upstream gradient, so what differs is
+    # the op's own arithmetic.
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).bfloat16()
     grads = torch.autograd.grad(out, [leaves[k] for k in NAMES], upstream.to(out.dtype))
     return out, list(grads)
 
@@ -78,50 +80,89 @@ def test_autocast_equals_float32_to_bfloat16_rounding(
     out32, grads32 = _run(tensors, autocast=False)
     out16, grads16 = _run(tensors, autocast=True)
     assert out32.dtype == torch.float32 and out16.dtype == torch.bfloat16  # as autocast conv2d
-    assert _relative_error(out16, out32) < 1e-2
-    for name, g16, g32 in zip(NAMES, grads16, grads32, strict=True):
-        assert g16.dtype == torch.float32, name  # every gradient in its input's dtype
-        assert _relative_error(g16, g32) < 2e-2, name
-    # Not float32 in disguise: the products really ran in bfloat16.
-    assert _relative_error(out16, out32) > 1e-5
+    # bfloat16 keeps 8 significant bits (unit roundoff 2**-9 = 2e-3): the products' rounded
+    # inputs cost a few 1e-3, and more would be a bug. Not float32 in disguise either: the
+    # output and every gradient through the products moved.
+    errors = {"output": _relative_error(out16, out32)}
+    errors |= {n: _relative_error(a, b) for n, a, b in zip(NAMES, grads16, grads32, strict=True)}
+    bias = errors.pop("bias")
+    assert bias < 1e-6  # summed in float32 from the same upstream gradient
+    for name, error in errors.items():
+        assert 5e-4 < error < 6e-3, (name, error)
 
 
-def test_autocast_on_bfloat16_inputs_gives_float32_sampling_gradients() -> None:
+def test_backward_returns_each_gradient_in_its_inputs_dtype(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Autograd would cast a wrong dtype back silently, so look at what backward returns.
+    seen: list[tuple[torch.dtype | None, ...]] = []
+    original = deform._DeformConv.backward
+
+    def spy(ctx: object, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        grads = original(ctx, grad_out)  # type: ignore[arg-type]
+        seen.append(tuple(None if g is None else g.dtype for g in grads[:5]))
+        return grads
+
+    monkeypatch.setattr(deform._DeformConv, "backward", staticmethod(spy))
+    _run(_inputs(CASES[2], seed=4), autocast=True)  # grouped weights: the batched products
+    assert seen == [(torch.float32,) * 5]  # table, offset, mask, weight, bias: all float32
+
+
+def test_autocast_on_bfloat16_inputs_follows_float32() -> None:
     # Inside an autocast network the layer's input is bfloat16 (the previous layer's output).
-    tensors = _inputs(CASES[0], seed=3)
-    x = tensors["input"].bfloat16().requires_grad_()
+    x = _inputs(CASES[0], seed=3)["input"].bfloat16()
+    torch.manual_seed(0)
     layer = DeformConv2d(8, 6)
     with torch.no_grad():
         layer.offset_conv.weight.normal_(0, 0.1)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = layer(x)
-    out.float().square().sum().backward()
+
+    def step(autocast: bool) -> list[Tensor]:
+        layer.zero_grad()
+        leaf = (x if autocast else x.float()).detach().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out, offset, mask = layer.forward_with_sampling(leaf)
+        out.float().square().sum().backward()
+        assert leaf.grad is not None and leaf.grad.dtype == leaf.dtype
+        branches = (layer.offset_conv.weight.grad, layer.mask_conv.weight.grad)
+        assert layer.weight.grad is not None and None not in branches
+        return [out, offset, mask, leaf.grad, layer.weight.grad, *branches]  # type: ignore[list-item]
+
+    ref = step(autocast=False)
+    out, offset, mask, *grads = step(autocast=True)
     assert out.dtype == torch.bfloat16
-    assert x.grad is not None and x.grad.dtype == torch.bfloat16
-    assert layer.weight.grad is not None and layer.weight.grad.dtype == torch.float32
-    assert layer.offset_conv.weight.grad is not None
-    assert torch.isfinite(layer.offset_conv.weight.grad).all()
-    assert layer.offset_conv.weight.grad.abs().sum() > 0
+    # The offsets and mask, sampling positions, are float32 and exactly the float32 layer's.
+    assert offset.dtype == mask.dtype == torch.float32
+    assert torch.equal(offset, ref[1]) and torch.equal(mask, ref[2])
+    # The rest to bfloat16 rounding, the gradients through the offsets included (with the
+    # offsets in bfloat16 those were off by ~15 %: samples moved across cell edges).
+    for name, a, b in zip(
+        ("output", "input", "weight", "offset", "mask"),
+        [out, *grads],
+        [ref[0], *ref[3:]],
+        strict=True,
+    ):
+        assert _relative_error(a, b) < 6e-3, name
 
 
 @pytest.mark.parametrize("impl", ["fused", "generic"])
 def test_autocast_without_gradients_or_fused_kernels_runs_float32(impl: str) -> None:
     tensors = _inputs(CASES[1], seed=5)
     args = [tensors[k] for k in ("input", "offset", "weight", "bias")]
-    plain = deform_conv2d(*args, padding=1, mask=tensors["mask"], _impl=impl)
+    leaves = [t.detach().clone().requires_grad_() for t in args]
+    with_grad = deform_conv2d(*leaves, padding=1, mask=tensors["mask"], _impl=impl).detach()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         no_grad = deform_conv2d(*args, padding=1, mask=tensors["mask"], _impl=impl)
     assert no_grad.dtype == torch.float32
-    torch.testing.assert_close(no_grad, plain.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(no_grad, with_grad)  # float32 tolerances, not bfloat16's
     if impl == "generic":  # torchvision's autocast rule: the whole op in float32
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            generic = deform_conv2d(*args, padding=1, mask=tensors["mask"], _impl=impl)
+            generic = deform_conv2d(*leaves, padding=1, mask=tensors["mask"], _impl=impl)
         assert generic.dtype == torch.float32
-        torch.testing.assert_close(generic, plain, rtol=0, atol=0)
+        torch.testing.assert_close(generic.detach(), with_grad)
 
 
 @pytest.mark.parametrize("kind", ["cnn", "dcn"])
-def test_network_step_under_autocast_follows_float32(kind: str) -> None:
+def test_network_forward_under_autocast_follows_float32(kind: str) -> None:
     torch.manual_seed(0)
     net = build_network(ModelSpec(kind=kind, in_channels=5, window=9, width=16))  # type: ignore[arg-type]
     x = torch.randn(24, 5, 9, 9)
@@ -131,7 +172,7 @@ def test_network_step_under_autocast_follows_float32(kind: str) -> None:
     with torch.random.fork_rng(devices=[]), training_autocast("bfloat16", "cpu"):
         mixed = net(x)
     assert mixed.dtype == torch.bfloat16
-    assert _relative_error(mixed.float(), ref) < 3e-2
+    assert 1e-4 < _relative_error(mixed.float(), ref) < 3e-2
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,11 +240,10 @@ def test_bfloat16_training_learns_and_records_its_precision(kind: str) -> None:
     loss_mixed = mixed.history["train_loss"].to_numpy()
     loss_plain = plain.history["train_loss"].to_numpy()
     assert loss_mixed[-1] < loss_mixed[0]  # it learns
-    # The same run to bfloat16 rounding: close, but not identical, losses every epoch.
-    assert np.abs(loss_mixed - loss_plain).max() < 0.1
+    # The same run to bfloat16 rounding: close (measured: within 1.1e-3 of BCE ~0.4-0.7 over
+    # 8 epochs), but not identical, losses every epoch.
+    assert np.abs(loss_mixed - loss_plain).max() < 1e-2
     assert not np.array_equal(loss_mixed, loss_plain)
-    # The model file keeps float32 weights (prediction always runs in float32).
-    assert all(v.dtype != torch.bfloat16 for v in mixed.bundle.state.values())
 
 
 def test_command_line_precision_is_recorded_and_checked(tmp_path: Path) -> None:
@@ -258,6 +298,35 @@ def test_stacked_seeds_train_in_bfloat16_too() -> None:
         assert result.bundle.train_config["precision"] == "bfloat16"
         losses = result.history["train_loss"].to_numpy()
         assert losses[-1] < losses[0]
-    # The same member to bfloat16 rounding (grouped layers round in another order).
+    # The same member to bfloat16 rounding (grouped layers round in another order; measured
+    # within 4e-4).
     first = stacked[0].history["train_loss"].to_numpy()
-    assert np.abs(first - solo.history["train_loss"].to_numpy()).max() < 0.1
+    assert np.abs(first - solo.history["train_loss"].to_numpy()).max() < 1e-2
+
+
+def test_runs_from_before_the_setting_resume_and_other_arithmetic_is_named(
+    tmp_path: Path,
+) -> None:
+    import hashlib
+
+    from gkdcn.errors import GkdcnError
+
+    config = tiny_comparison_config(tmp_path / "study", epochs=1, seeds=1)
+    study = load_study(config)
+    plan = make_plan(config, models=["cnn"], protocols=["lodo"], precision="float32")
+    run = tmp_path / "run"
+    run_comparison(study, run, plan)
+    # The run as a gkdcn without the setting wrote it: no precision anywhere, and its
+    # fingerprint (the old rule: a hash of config and plan) over the rest.
+    meta = json.loads((run / "run.json").read_text())
+    del meta["config"]["train"]["precision"], meta["plan"]["train"]["precision"]
+    blob = json.dumps({"config": meta["config"], "plan": meta["plan"]}, sort_keys=True)
+    meta["fingerprint"] = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    (run / "run.json").write_text(json.dumps(meta))
+    results = sorted(run.rglob("result.json"))
+    stamps = [p.stat().st_mtime_ns for p in results]
+    run_comparison(study, run, plan)  # resumed: every job was done
+    assert [p.stat().st_mtime_ns for p in results] == stamps
+    bfloat16 = make_plan(config, models=["cnn"], protocols=["lodo"], precision="bfloat16")
+    with pytest.raises(GkdcnError, match="trained in float32, and this one would train in bfl"):
+        run_comparison(study, run, bfloat16)

@@ -52,7 +52,8 @@ Precision = Annotated[
     str | None,
     typer.Option(
         help="Training arithmetic: float32, bfloat16 (mixed precision) or auto (bfloat16 "
-        "where the device computes it natively); default: the config's [train] precision."
+        "where the device computes it natively: AVX512-BF16 or AMX CPUs, CUDA compute "
+        "capability 8+); default: the config's [train] precision."
     ),
 ]
 Jobs = Annotated[

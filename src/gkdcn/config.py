@@ -249,11 +249,12 @@ class TrainConfig(_Section):
     )
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "float32",
-        description="arithmetic of the training steps: 'bfloat16' runs the convolutions' and "
-        "matrix products' inputs in bfloat16 (mixed precision: float32 weights, optimiser, "
-        "loss and sampling positions); 'auto' is bfloat16 where the device computes it "
-        "natively (CPUs with AVX512-BF16 or AMX, GPUs with bfloat16), float32 elsewhere. "
-        "Prediction always runs in float32",
+        description="arithmetic of the training steps: 'bfloat16' runs the convolutions and "
+        "matrix products in bfloat16 (mixed precision: float32 weights, optimiser, loss, "
+        "deformable offsets, masks and sampling); 'auto' is bfloat16 where the device computes "
+        "it natively (CPUs with AVX512-BF16 or AMX, GPUs of compute capability 8+), float32 "
+        "elsewhere; a comparison resolves it once, on the machine that runs gkdcn. Prediction "
+        "always runs in float32",
     )
     calibration: Literal["none", "prior-shift"] = Field(
         "prior-shift",

@@ -165,12 +165,17 @@ def resolve_precision(precision: str, device: str) -> Precision:
 
 
 def native_bfloat16(device: str) -> bool:
-    """Whether ``device`` computes bfloat16 products natively: a CUDA GPU that supports it, or
-    a CPU with AVX512-BF16 or AMX (where oneDNN's bfloat16 products run several times faster
-    than float32; elsewhere they are emulated, and slower)."""
-    kind = torch.device(device).type
+    """Whether ``device`` computes bfloat16 products natively: a CUDA GPU of compute
+    capability 8 or newer, or a CPU with AVX512-BF16 or AMX (where oneDNN's bfloat16 products
+    run several times faster than float32; elsewhere they are emulated, and slower)."""
+    where = torch.device(device)
+    kind = where.type
     if kind == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if not torch.cuda.is_available():
+            return False
+        # Not torch.cuda.is_bf16_supported(): it counts emulation (pre-Ampere GPUs) and asks
+        # the current device. bfloat16 tensor cores came with compute capability 8 (Ampere).
+        return torch.cuda.get_device_properties(where).major >= 8
     if kind != "cpu":
         return False
     # Private probes of torch.cpu (no public API in torch 2.13); absent ones count as "no".

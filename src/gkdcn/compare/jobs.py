@@ -299,26 +299,34 @@ def write_job(layout: RunLayout, job: Task, files: dict[str, str | bytes]) -> No
 def fingerprint(study: Study, plan: Plan) -> str:
     """What makes two runs the same experiment's settings: config and plan (the data are
     checked by content, :func:`gkdcn.data.study.data_fingerprint`, so a moved folder resumes)."""
-    blob = json.dumps(
-        {"config": study.config.to_toml_dict(), "plan": plan.to_dict()},
-        sort_keys=True,
-        default=str,
-    )
+    blob = json.dumps(_settings(study, plan), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _legacy_fingerprint(study: Study, plan: Plan) -> str:
     """The fingerprint of runs written before the data were fingerprinted (folder, not content)."""
     blob = json.dumps(
-        {
-            "config": study.config.to_toml_dict(),
-            "data": str(study.config.base_dir),
-            "plan": plan.to_dict(),
-        },
+        {**_settings(study, plan), "data": str(study.config.base_dir)},
         sort_keys=True,
         default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _settings(study: Study, plan: Plan) -> dict[str, Any]:
+    """The fingerprinted settings. The training precision counts as the plan resolved it (the
+    config's ``"auto"`` is not what ran), and float32, the only arithmetic before the setting
+    existed, is left out, so runs written before it still resume."""
+    config = study.config.to_toml_dict()
+    train = dict(config.get("train") or {})
+    train.pop("precision", None)
+    config = (
+        {**config, "train": train} if train else {k: v for k, v in config.items() if k != "train"}
+    )
+    planned = plan.to_dict()
+    if planned["train"].get("precision") == "float32":
+        planned["train"] = {k: v for k, v in planned["train"].items() if k != "precision"}
+    return {"config": config, "plan": planned}
 
 
 def claim_run_dir(
@@ -348,7 +356,7 @@ def claim_run_dir(
         except (OSError, json.JSONDecodeError):
             existing = {}
         if not overwrite:
-            _check_resumable(out_dir, existing, print_, _legacy_fingerprint(study, plan))
+            _check_resumable(out_dir, existing, print_, _legacy_fingerprint(study, plan), plan)
             _check_same_data(out_dir, existing, data_print, files)
             return  # resume
         check_writable(out_dir, True, folder=True, own=True)  # run.json: an (older) run of ours
@@ -370,7 +378,9 @@ def claim_run_dir(
     write_text(meta_path, json.dumps(meta, indent=2, default=str), overwrite=True)
 
 
-def _check_resumable(out_dir: Path, existing: dict[str, Any], print_: str, legacy: str) -> None:
+def _check_resumable(
+    out_dir: Path, existing: dict[str, Any], print_: str, legacy: str, plan: Plan
+) -> None:
     if existing.get("fingerprint") == print_:
         return
     if existing.get("fingerprint") == legacy and "data_fingerprint" not in existing:
@@ -381,6 +391,14 @@ def _check_resumable(out_dir: Path, existing: dict[str, Any], print_: str, legac
             stacklevel=3,
         )
         return
+    recorded = ((existing.get("plan") or {}).get("train") or {}).get("precision", "float32")
+    if recorded != plan.train.precision:
+        # Most likely "auto" resolved otherwise here (another machine or device).
+        raise GkdcnError(
+            f"{out_dir}: holds a comparison trained in {recorded}, and this one would train in "
+            f"{plan.train.precision} (pass --precision {recorded} to resume it, --overwrite to "
+            "replace it, or choose another --out)"
+        )
     raise GkdcnError(
         f"{out_dir}: holds a comparison with other settings "
         "(pass --overwrite to replace it, or choose another --out)"

@@ -16,8 +16,8 @@ for the backward pass; larger batches rebuild theirs there) and each block is st
 the matrix products read it. Calls that need no gradient (prediction, under ``torch.no_grad`` or
 ``torch.inference_mode``) take a forward-only path with the same samples and weights but less work
 (:func:`_forward_no_grad`). :class:`DeformConv2d` runs its offset and mask branches as one
-convolution. Under ``torch.autocast`` (mixed-precision training) the sampling stays in float32
-and the matrix products run in the autocast dtype (:func:`deform_conv2d`).
+convolution. Under ``torch.autocast`` (mixed-precision training) the offsets, mask and sampling
+stay in float32 and the matrix products run in the autocast dtype (:func:`deform_conv2d`).
 
 Boundary rule (torchvision's): a corner outside the input reads 0, so a sample with
 ``h <= -1``, ``h >= H``, ``w <= -1`` or ``w >= W`` is 0. Bilinear weights come from ``floor(h)`` and
@@ -575,11 +575,12 @@ def deform_conv2d(
 
     Differentiable with respect to input, offset, mask, weight and bias (first order only).
 
-    Under ``torch.autocast`` (bfloat16 or float16) the sampling runs in float32, as
-    torchvision's autocast rule for this op runs all of it, but the matrix products of columns
-    and weight, where a training step spends most of its time, run in the autocast dtype, and
-    so does the output, as for an autocast ``conv2d``. Without gradients (prediction), and on
-    devices without the fused kernels, all of it runs in float32.
+    Under ``torch.autocast`` (bfloat16 or float16) the sampling runs in float32 (torchvision's
+    autocast rule runs all of this op in float32 and returns the input's dtype), but the matrix
+    products of columns and weight, where a training step spends most of its time, run in the
+    autocast dtype, and so does the output, as for an autocast ``conv2d``. Without gradients
+    (prediction), and on devices without the fused kernels, all of it runs in float32.
+    :class:`DeformConv2d` computes its offsets and mask in float32 under autocast too.
     """
     matmul_dtype = _autocast_dtype(input)
     if matmul_dtype is None:
@@ -855,8 +856,16 @@ class DeformConv2d(nn.Module):
         return branches[:, :split], branches[:, split:]
 
     def forward_with_sampling(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Output, the offsets ``(N, 2*G*kh*kw, Ho, Wo)`` and the mask after the sigmoid."""
-        offset, mask_logits = self._branches(x)
+        """Output, the offsets ``(N, 2*G*kh*kw, Ho, Wo)`` and the mask after the sigmoid.
+
+        Under autocast the branches run in float32 too: offsets are sampling positions, and one
+        rounded to bfloat16 moves its sample by up to 2**-9 of itself, enough to move it across
+        a cell edge, where the bilinear gradient jumps (offset gradients off by ~15 %)."""
+        if _autocast_dtype(x) is None:
+            offset, mask_logits = self._branches(x)
+        else:
+            with torch.autocast(x.device.type, enabled=False):
+                offset, mask_logits = self._branches(x.float())
         mask = torch.sigmoid(mask_logits)
         out = deform_conv2d(
             x,
