@@ -234,7 +234,7 @@ def test_bfloat16_training_learns_and_records_its_precision(kind: str) -> None:
     data = _small_fold()
     cfg = dict(width=8, epochs=8, batch_size=16, patience=None, background_ratio=0.0)
     mixed = fit_network(kind, data, TrainConfig(**cfg, precision="bfloat16"), seed=1)  # type: ignore[arg-type]
-    plain = fit_network(kind, data, TrainConfig(**cfg), seed=1)  # type: ignore[arg-type]
+    plain = fit_network(kind, data, TrainConfig(**cfg, precision="float32"), seed=1)  # type: ignore[arg-type]
     assert mixed.bundle.train_config["precision"] == "bfloat16"
     assert plain.bundle.train_config["precision"] == "float32"
     loss_mixed = mixed.history["train_loss"].to_numpy()

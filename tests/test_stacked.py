@@ -193,7 +193,7 @@ def test_stacked_equals_one_at_a_time_in_float32(kind: str) -> None:
     folds = _folds(False)
     cfg = TrainConfig(
         width=8, epochs=2 if "dcn" in kind else 4, batch_size=16, patience=None,
-        background_ratio=2.0,
+        background_ratio=2.0, precision="float32",
     )  # fmt: skip
     stacked = fit_networks(kind, folds, cfg, SEEDS)  # type: ignore[arg-type]
     solo = [fit_network(kind, f, cfg, seed=s) for f, s in zip(folds, SEEDS, strict=True)]  # type: ignore[arg-type]
