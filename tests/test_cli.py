@@ -152,3 +152,31 @@ def test_index_alignment_is_reported_as_a_warning(tmp_path: Path) -> None:
     result = runner.invoke(app, ["prepare", str(config)])
     assert result.exit_code == 0, result.output
     assert "header ignored" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        ("compare", 'pip install "gkdcn[cluster]"'),
+        ("compare", "the config's [train] precision"),
+        ("predict", "the config's [predict]"),
+        ("ablation", "the config's [knowledge]"),
+    ],
+)
+def test_help_shows_brackets_as_written(command: str, shown: str) -> None:
+    # Rich takes "[train]" for a style tag and drops it unless the help text escapes it.
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert shown in " ".join(result.output.split())
+
+
+def test_paths_with_brackets_are_printed_as_written(tmp_path: Path) -> None:
+    root = tmp_path / "survey [2024]"
+    out = _run(
+        "synth", str(root), "--height", "32", "--width", "32", "--layers", "5", "--deposits", "3"
+    )
+    assert f"wrote synthetic district to {root}" in " ".join(out.split())
+    missing = root / "[old] model.pt"
+    result = runner.invoke(app, ["predict", str(missing), str(root / "study.toml"), "--out", "m"])
+    assert result.exit_code == 2
+    assert f"{missing}: model file not found" in " ".join(result.output.split())

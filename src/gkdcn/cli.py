@@ -15,7 +15,6 @@ from typing import Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,6 +23,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from gkdcn.compare.variants import DEFAULT_VARIANTS as ABLATION_DEFAULTS
 from gkdcn.compare.variants import VARIANTS as ABLATION_VARIANTS
@@ -37,8 +37,19 @@ app = typer.Typer(
     help="gkdcn: geochemical anomaly patterns with geology-guided deformable convolutions.",
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Plain text everywhere: paths, element names and messages may hold brackets ("gkdcn[cluster]",
+# "[train]"), which rich would take for markup and drop. Colour comes only from `_say`'s labels.
+console = Console(markup=False, highlight=False)
+err_console = Console(stderr=True, markup=False, highlight=False)
+_LABEL_STYLES = {"error:": "bold red", "warning:": "yellow", "note:": "cyan", "done.": "bold green"}
+
+
+def _say(label: str, text: str, *, err: bool = True) -> None:
+    """Print one labelled message (``error:``, ``warning:``, ``note:``, ``done.``), one line."""
+    line = Text(label, style=_LABEL_STYLES[label])
+    line.append(f" {text}")
+    (err_console if err else console).print(line, soft_wrap=True)
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,7 +64,7 @@ Precision = Annotated[
     typer.Option(
         help="Training arithmetic: float32, bfloat16 (mixed precision) or auto (bfloat16 "
         "where the device computes it natively: AVX512-BF16 or AMX CPUs, CUDA compute "
-        "capability 8+); default: the config's [train] precision."
+        "capability 8+); default: the config's \\[train] precision."
     ),
 ]
 Jobs = Annotated[
@@ -69,7 +80,7 @@ SchedulerOption = Annotated[
     typer.Option(
         "--scheduler",
         help="Run on a Dask cluster: tcp://HOST:PORT (a running `dask scheduler`) or local:N "
-        '(N worker processes here); needs pip install "gkdcn[cluster]". Same results.',
+        '(N worker processes here); needs pip install "gkdcn\\[cluster]". Same results.',
     ),
 ]
 
@@ -118,32 +129,21 @@ def _friendly(func: F) -> F:
             try:
                 return func(*args, **kwargs)
             except GkdcnError as exc:
-                # escape: a message may hold brackets (e.g. pip install "gkdcn[cluster]")
-                err_console.print(
-                    f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
-                )
+                _say("error:", str(exc))
                 raise typer.Exit(2) from None
             except KeyboardInterrupt:
                 err_console.print(interrupted)
                 raise typer.Exit(130) from None
             except OSError as exc:
                 where = f"{exc.filename}: " if exc.filename else ""
-                err_console.print(
-                    f"[bold red]error:[/] {where}{exc.strerror or exc}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
+                _say("error:", f"{where}{exc.strerror or exc}")
                 raise typer.Exit(2) from None
             finally:
                 for w in caught:
                     if issubclass(w.category, Note):
-                        err_console.print(
-                            f"[cyan]note:[/] {w.message}", highlight=False, soft_wrap=True
-                        )
+                        _say("note:", str(w.message))
                     elif issubclass(w.category, UserWarning):
-                        err_console.print(
-                            f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True
-                        )
+                        _say("warning:", str(w.message))
 
     return wrapper  # type: ignore[return-value]
 
@@ -151,10 +151,10 @@ def _friendly(func: F) -> F:
 def progress_bar() -> Progress:
     """The progress display used by every long command."""
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
+        TextColumn("{task.fields[info]}", markup=False),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err_console,
@@ -261,7 +261,7 @@ def prepare(
     study = load_study(cfg)
     check_window(study, config)
     samples, splits = build_samples(study)
-    console.print(format_summary(summarize(study, samples, splits)), highlight=False)
+    console.print(format_summary(summarize(study, samples, splits)))
     if out is not None:
         save_prepared(study, out, overwrite=overwrite, inputs=[config])
         console.print(f"wrote prepared dataset to {out}")
@@ -339,11 +339,10 @@ def train(
     check_window(study, config)
     samples, splits = build_samples(study)
     if len(splits) > 1:
-        err_console.print(
-            f"[cyan]note:[/] the {study.config.split.method} split has {len(splits)} folds; train "
+        _say(
+            "note:",
+            f"the {study.config.split.method} split has {len(splits)} folds; train "
             f"fits the first ({splits[0].name}); `gkdcn compare` runs every fold",
-            highlight=False,
-            soft_wrap=True,
         )
     first_seed = study.config.train.seed if seed is None else seed
     with progress_bar() as progress:
@@ -406,10 +405,11 @@ def predict(
         int, typer.Option(help="Monte-Carlo dropout passes (adds a std band).")
     ] = 0,
     batch_size: Annotated[
-        int | None, typer.Option(help="Windows per batch (default: the config's [predict]).")
+        int | None, typer.Option(help="Windows per batch (default: the config's \\[predict]).")
     ] = None,
     block_rows: Annotated[
-        int | None, typer.Option(help="Rows per streamed block (default: the config's [predict]).")
+        int | None,
+        typer.Option(help="Rows per streamed block (default: the config's \\[predict])."),
     ] = None,
     device: Device = "auto",
     cog: Annotated[bool, typer.Option(help="Write a Cloud-Optimized GeoTIFF.")] = False,
@@ -473,7 +473,7 @@ def evaluate(
         sites, grid, valid, data_dir=data_dir, x=x, y=y, crs=crs, value=value
     )
     for note in notes:
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+        _say("note:", note)
     ev = evaluate_map(prob, valid, rows, cols, n_boot=bootstrap, seed=seed)
     written = write_evaluation(ev, out, overwrite=overwrite, title=map_path.stem, inputs=inputs)
     m = ev.to_dict()
@@ -533,11 +533,10 @@ def compare(
     study = load_study(cfg)
     if scheduler is not None and jobs is not None:
         # The cluster's workers decide how many trainings run at once.
-        console.print(
-            f"[cyan]note:[/] --jobs {jobs} is not used with --scheduler: every worker of the "
+        _say(
+            "note:",
+            f"--jobs {jobs} is not used with --scheduler: every worker of the "
             "cluster runs one training at a time",
-            highlight=False,
-            soft_wrap=True,
         )
     with progress_bar() as progress:
         comparison = run_comparison(
@@ -580,7 +579,7 @@ def ablation(
         str | None,
         typer.Option(
             help="Comma-separated models the full recipe also runs: the other networks and "
-            "the baselines, on the same folds (default: the config's [compare] models)."
+            "the baselines, on the same folds (default: the config's \\[compare] models)."
         ),
     ] = None,
     seeds: Annotated[int | None, typer.Option(help="Number of seeds.")] = None,
@@ -598,7 +597,7 @@ def ablation(
         typer.Option(
             "--knowledge-channel/--no-knowledge-channel",
             help="The full recipe with / without the knowledge weight as an input channel "
-            "(default: the config's [knowledge] as_channel).",
+            "(default: the config's \\[knowledge] as_channel).",
         ),
     ] = None,
     jobs: Jobs = None,
@@ -631,7 +630,7 @@ def ablation(
         reference_models=reference_models.split(",") if reference_models else None,
     )  # fmt: skip
     study = load_study(cfg)
-    say = lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
+    say = lambda text: console.print(text, soft_wrap=True)  # noqa: E731
     with progress_bar() as progress:
         table = run_ablation(
             study, out, runs, overwrite=overwrite, workers=_workers(jobs),
@@ -674,11 +673,10 @@ def explain(
     check_writable(out, overwrite, inputs=[model, *_inputs(config, data_dir)], folder=True)
     bundle = ModelBundle.load(model)
     if len(bundle.members) > 1:
-        err_console.print(
-            f"[cyan]note:[/] {model} holds {len(bundle.members)} members (a seed ensemble); "
+        _say(
+            "note:",
+            f"{model} holds {len(bundle.members)} members (a seed ensemble); "
             "explain shows the first",
-            highlight=False,
-            soft_wrap=True,
         )
     study = _study(config, data_dir)
     # A plain str on the command line (so a wrong one gets explain's one-line error, not
@@ -725,9 +723,10 @@ def demo(
     with progress_bar() as progress:
         report_path = run_demo(
             out, overwrite=overwrite, seed=seed, workers=_workers(jobs), progress=progress,
-            log=lambda text: console.print(text, highlight=False, soft_wrap=True),
+            log=lambda text: console.print(text, soft_wrap=True),
         )  # fmt: skip
-    console.print(f"\n[bold green]done.[/] Open the report: {report_path.resolve()}")
+    console.print()
+    _say("done.", f"Open the report: {report_path.resolve()}", err=False)
 
 
 @app.command()
@@ -790,15 +789,13 @@ def grid(
         max_distance=max_distance, nodata=tuple(nodata or ()),
         below_detection=cast("BelowDetection", below_detection),
     )  # fmt: skip
-    say = lambda text: console.print(f"note: {text}", highlight=False, soft_wrap=True)  # noqa: E731
+    say = lambda text: console.print(f"note: {text}", soft_wrap=True)  # noqa: E731
     result = grid_file(samples, out, options, overwrite=overwrite, log=say)
-    console.print(format_cross_validation(result.cross_validation), highlight=False)
+    console.print(format_cross_validation(result.cross_validation))
     console.print(
         f"wrote {len(result.layers)} element grids ({result.grid.height} x {result.grid.width}) "
         f'and {CV_FILE} to {out}; use it as [elements] path = "{out}", or run '
         f"gkdcn init {out.parent} with the deposits and faults there",
-        highlight=False,
-        markup=False,
         soft_wrap=True,
     )
 
@@ -818,13 +815,11 @@ def init(
     found = discover(data_dir)
     for key, lines in found.comments.items():
         for line in lines:
-            console.print(f"{key}: {line}", highlight=False, markup=False, soft_wrap=True)
+            console.print(f"{key}: {line}", soft_wrap=True)
     for note in found.notes:
-        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"note: {note}", soft_wrap=True)
     path = write_study(found, out, overwrite=overwrite)
-    console.print(
-        f"wrote {path}; check it, then run: gkdcn prepare {path}", highlight=False, soft_wrap=True
-    )
+    console.print(f"wrote {path}; check it, then run: gkdcn prepare {path}", soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point
