@@ -19,7 +19,9 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -120,12 +122,13 @@ def run_jobs(
         # fork is unsafe once PyTorch's OpenMP threads exist
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(run, context),
+        initargs=(run, context, os.getpid()),
     )
     futures = {pool.submit(_run_in_worker, job): job for job in jobs}
     try:
-        for future in as_completed(futures):
-            done(futures[future], future.result())
+        with _terminate_as_exit():
+            for future in as_completed(futures):
+                done(futures[future], future.result())
     except BrokenProcessPool:
         _stop(pool)
         raise GkdcnError(
@@ -137,6 +140,25 @@ def run_jobs(
         _stop(pool)
         raise
     pool.shutdown()
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM (``kill``, a batch scheduler's time limit) raises SystemExit inside the block, so
+    the pool's workers are stopped as on Ctrl-C. Python's default is to die at once, and the
+    workers, each holding both ends of the pool's result pipe, would wait on it for ever."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _name(job: Any) -> str:
@@ -166,9 +188,10 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         process.join(timeout=10)
 
 
-def _init_worker(run: Callable[..., Any], context: Any) -> None:
+def _init_worker(run: Callable[..., Any], context: Any, parent: int) -> None:
     # Ctrl-C reaches the whole process group; the parent alone handles it (and stops us).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     set_threads(1)
     reuse_freed_memory()
     # numpy's BLAS (OpenBLAS: one spinning thread per core) too, as Dask's nanny does for its
@@ -178,6 +201,15 @@ def _init_worker(run: Callable[..., Any], context: Any) -> None:
     _worker_state["blas"] = threadpoolctl.threadpool_limits(1)
     _worker_state["run"] = run
     _worker_state["context"] = context
+
+
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """End this worker when the process that started it is gone (killed with SIGKILL, say, which
+    no handler sees): an orphaned worker would finish its training, then block for ever on the
+    result pipe, holding its memory."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 def _run_in_worker(job: Any) -> Any:
