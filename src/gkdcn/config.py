@@ -248,7 +248,7 @@ class TrainConfig(_Section):
         "(transformed units), redrawn each epoch; 0 = off",
     )
     precision: Literal["auto", "float32", "bfloat16"] = Field(
-        "float32",
+        "auto",
         description="arithmetic of the training steps: 'bfloat16' runs the convolutions and "
         "matrix products in bfloat16 (mixed precision: float32 weights, optimiser, loss, "
         "deformable offsets, masks and sampling); 'auto' is bfloat16 where the device computes "
