@@ -158,7 +158,8 @@ def _ensemble_table(ensemble: pd.DataFrame) -> Table:
 def format_tables(comparison: Comparison, width: int = 160) -> str:
     """:func:`comparison_tables` as plain text (logs, closing notes)."""
     out = io.StringIO()
-    console = Console(file=out, width=width, color_system=None, highlight=False)
+    # Text as written, as on the command line (gkdcn.cli): a bracketed cell is not markup.
+    console = Console(file=out, width=width, color_system=None, markup=False, highlight=False)
     for table in comparison_tables(comparison):
         console.print(table)
     return out.getvalue()
