@@ -296,6 +296,19 @@ def _(w: Path) -> tuple[list[str], str, str]:
     return argv, "--seeds", "at least 1"
 
 
+@case("train-precision-in-config")
+def _(w: Path) -> tuple[list[str], str, str]:
+    toml = w / "d" / "study.toml"
+    _edit_toml(toml, "[train]\n", '[train]\nprecision = "half"\n')
+    return ["train", str(toml), "-m", "cnn", "--out", f"{w}/t"], str(toml), "train.precision"
+
+
+@case("compare-precision-flag")
+def _(w: Path) -> tuple[list[str], str, str]:
+    argv = ["compare", f"{w}/d/study.toml", "--out", f"{w}/r", "--precision", "fp8"]
+    return argv, "key 'precision'", "'auto', 'float32' or 'bfloat16'"
+
+
 @case("ablation-unknown-variant")
 def _(w: Path) -> tuple[list[str], str, str]:
     argv = ["ablation", f"{w}/d/study.toml", "--out", f"{w}/a", "--variants", "no such lever"]
