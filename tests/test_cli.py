@@ -10,6 +10,7 @@ import pytest
 import rasterio
 from typer.testing import CliRunner
 
+from conftest import write_tiny_study
 from gkdcn.cli import app
 
 runner = CliRunner()
@@ -180,3 +181,28 @@ def test_paths_with_brackets_are_printed_as_written(tmp_path: Path) -> None:
     result = runner.invoke(app, ["predict", str(missing), str(root / "study.toml"), "--out", "m"])
     assert result.exit_code == 2
     assert f"{missing}: model file not found" in " ".join(result.output.split())
+
+
+def test_a_terminated_comparison_says_what_was_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGTERM while the workers run (gkdcn.runner raises Terminated): the same line as Ctrl-C,
+    # and the shell's status for a SIGTERM; before, it ended with 143 and said nothing.
+    import signal
+
+    import tomli_w
+
+    import gkdcn.compare
+    from gkdcn.errors import Terminated
+
+    root = tmp_path / "study"
+    config = root / "study.toml"
+    config.write_text(tomli_w.dumps(write_tiny_study(root)))
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise Terminated(signal.SIGTERM)
+
+    monkeypatch.setattr(gkdcn.compare, "run_comparison", stopped)
+    result = runner.invoke(app, ["compare", str(config), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 128 + signal.SIGTERM
+    assert "terminated; finished jobs are kept and the comparison resumes" in result.output

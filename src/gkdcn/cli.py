@@ -28,7 +28,7 @@ from rich.text import Text
 from gkdcn.compare.variants import DEFAULT_VARIANTS as ABLATION_DEFAULTS
 from gkdcn.compare.variants import VARIANTS as ABLATION_VARIANTS
 from gkdcn.config import NETWORK_KINDS, StudyConfig, is_baseline, load_config
-from gkdcn.errors import GkdcnError, Note
+from gkdcn.errors import GkdcnError, Note, Terminated
 from gkdcn.explain import defaults as explain_defaults
 
 app = typer.Typer(
@@ -134,6 +134,10 @@ def _friendly(func: F) -> F:
             except KeyboardInterrupt:
                 err_console.print(interrupted)
                 raise typer.Exit(130) from None
+            except Terminated as stop:
+                # SIGTERM while workers ran: they are stopped; say so as Ctrl-C does
+                err_console.print(interrupted.replace("interrupted", "terminated", 1))
+                raise typer.Exit(128 + stop.signum) from None
             except OSError as exc:
                 where = f"{exc.filename}: " if exc.filename else ""
                 _say("error:", f"{where}{exc.strerror or exc}")

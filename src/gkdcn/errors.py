@@ -17,6 +17,16 @@ class GkdcnError(Exception):
     """
 
 
+class Terminated(SystemExit):
+    """The process was asked to stop (SIGTERM: ``kill``, a batch scheduler's time limit) while
+    worker processes ran; its exit status is 128 + the signal number, as a shell reports it.
+    A :class:`SystemExit`, so a script that does not catch it ends with that status."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(128 + signum)
+
+
 class InputError(GkdcnError, ValueError):
     """A problem with one named file (or config key): rendered as ``path: problem``.
 

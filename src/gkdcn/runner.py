@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import threadpoolctl
 from rich.progress import Progress
 
-from gkdcn.errors import GkdcnError
+from gkdcn.errors import GkdcnError, Terminated
 from gkdcn.threads import reuse_freed_memory, set_threads, torch_threads
 
 if TYPE_CHECKING:
@@ -144,15 +144,16 @@ def run_jobs(
 
 @contextlib.contextmanager
 def _terminate_as_exit() -> Iterator[None]:
-    """SIGTERM (``kill``, a batch scheduler's time limit) raises SystemExit inside the block, so
-    the pool's workers are stopped as on Ctrl-C. Python's default is to die at once, and the
-    workers, each holding both ends of the pool's result pipe, would wait on it for ever."""
+    """SIGTERM (``kill``, a batch scheduler's time limit) raises :class:`Terminated` (a
+    SystemExit) inside the block, so the pool's workers are stopped as on Ctrl-C. Python's
+    default is to die at once, and the workers, each holding both ends of the pool's result
+    pipe, would wait on it for ever."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
 
     def terminate(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
+        raise Terminated(signum)
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
