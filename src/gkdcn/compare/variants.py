@@ -23,6 +23,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "width 32": {"width": 32},
     "background ratio 1": {"background_ratio": 1.0},
     "width 32 and background ratio 1": {"width": 32, "background_ratio": 1.0},
+    # fewer epochs (held-out folds have no validation set: every fold trains all of them)
+    "20 epochs": {"epochs": 20},
+    "12 epochs": {"epochs": 12},
     "no knowledge channel": {CHANNEL_KEY: False},
     "with knowledge channel": {CHANNEL_KEY: True},
     "authors' settings": {"preset": "authors", CHANNEL_KEY: False},
