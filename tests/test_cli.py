@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+import tomli_w
 from typer.testing import CliRunner
 
+import gkdcn.compare
 from conftest import write_tiny_study
 from gkdcn.cli import app
+from gkdcn.errors import Terminated
 
 runner = CliRunner()
 
@@ -188,13 +192,6 @@ def test_a_terminated_comparison_says_what_was_kept(
 ) -> None:
     # SIGTERM while the workers run (gkdcn.runner raises Terminated): the same line as Ctrl-C,
     # and the shell's status for a SIGTERM; before, it ended with 143 and said nothing.
-    import signal
-
-    import tomli_w
-
-    import gkdcn.compare
-    from gkdcn.errors import Terminated
-
     root = tmp_path / "study"
     config = root / "study.toml"
     config.write_text(tomli_w.dumps(write_tiny_study(root)))

@@ -112,10 +112,11 @@ def _friendly(func: F) -> F:
     GDAL's own error lines are silenced (rasterio turns them into exceptions that name the file),
     so the one ``error:`` line is all a user sees.
     """
-    interrupted = (
-        "interrupted; finished jobs are kept and the comparison resumes when run again"
+    # What a stop (Ctrl-C, or SIGTERM while workers run) leaves behind.
+    kept = (
+        "finished jobs are kept and the comparison resumes when run again"
         if func.__name__ in ("compare", "ablation")
-        else "interrupted; no partial output was kept"
+        else "no partial output was kept"
     )
 
     @functools.wraps(func)
@@ -132,11 +133,10 @@ def _friendly(func: F) -> F:
                 _say("error:", str(exc))
                 raise typer.Exit(2) from None
             except KeyboardInterrupt:
-                err_console.print(interrupted)
+                err_console.print(f"interrupted; {kept}")
                 raise typer.Exit(130) from None
-            except Terminated as stop:
-                # SIGTERM while workers ran: they are stopped; say so as Ctrl-C does
-                err_console.print(interrupted.replace("interrupted", "terminated", 1))
+            except Terminated as stop:  # SIGTERM while workers ran: they are stopped
+                err_console.print(f"terminated; {kept}")
                 raise typer.Exit(128 + stop.signum) from None
             except OSError as exc:
                 where = f"{exc.filename}: " if exc.filename else ""
