@@ -187,19 +187,27 @@ def test_paths_with_brackets_are_printed_as_written(tmp_path: Path) -> None:
     assert f"{missing}: model file not found" in " ".join(result.output.split())
 
 
-def test_a_terminated_comparison_says_what_was_kept(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("stop", "status", "line"),
+    [
+        (Terminated(signal.SIGTERM), 128 + signal.SIGTERM, "terminated"),
+        (KeyboardInterrupt(), 130, "interrupted"),
+    ],
+    ids=["sigterm", "ctrl-c"],
+)
+def test_a_stopped_comparison_says_what_was_kept(
+    stop: BaseException, status: int, line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # SIGTERM while the workers run (gkdcn.runner raises Terminated): the same line as Ctrl-C,
-    # and the shell's status for a SIGTERM; before, it ended with 143 and said nothing.
+    # SIGTERM while the workers run (gkdcn.runner raises Terminated) says what Ctrl-C says, with
+    # the shell's status for each; before, SIGTERM ended with 143 and said nothing.
     root = tmp_path / "study"
     config = root / "study.toml"
     config.write_text(tomli_w.dumps(write_tiny_study(root)))
 
     def stopped(*args: object, **kwargs: object) -> None:
-        raise Terminated(signal.SIGTERM)
+        raise stop
 
     monkeypatch.setattr(gkdcn.compare, "run_comparison", stopped)
     result = runner.invoke(app, ["compare", str(config), "--out", str(tmp_path / "run")])
-    assert result.exit_code == 128 + signal.SIGTERM
-    assert "terminated; finished jobs are kept and the comparison resumes" in result.output
+    assert result.exit_code == status
+    assert f"{line}; finished jobs are kept and the comparison resumes" in result.output
