@@ -13,7 +13,10 @@ backward, AdamW step), best of ``--repeats`` after a warm-up. When torchvision i
 DCN is also timed with its deformable layers calling ``torchvision.ops.deform_conv2d`` on the
 same weights, and the table gives the ratios measured in this one run. Our op's training step
 is also timed under bfloat16 mixed precision (``precision = "bfloat16"``; column ``x`` is its
-speed-up over float32 in the same run; ``--no-bfloat16`` skips it). The stacked-training
+speed-up over float32 in the same run; ``--no-bfloat16`` skips it). Each ``% FLOP`` column
+is the training step's windows/s against its FLOP-limited best: this machine's best matmul rate
+in that precision over twice the multiply-adds of one window's training step (``benchflops``);
+a step near 100 % can only get faster with fewer multiply-adds or faster arithmetic. The stacked-training
 rows time ``--stack`` training steps at the recipe's shapes one network after another against
 one step of the stacked model of them (:func:`gkdcn.train.fit_networks`); with ``--threads 1``
 their windows/s are per core.
@@ -22,24 +25,45 @@ their windows/s are per core.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
+import gkdcn
 from gkdcn.io.atomic import write_text
 from gkdcn.models.deform import DeformConv2d
 from gkdcn.models.losses import BCELoss, GKLoss
 from gkdcn.models.nets import ModelSpec, build_network
 from gkdcn.models.stacked import stack_networks
-from gkdcn.train import Precision, training_autocast
+
+# Tolerated when absent, so that ``--against`` can time the steps of older checkouts (whose
+# commands did not reuse freed memory, and trained in float32 only).
+try:
+    from gkdcn.threads import reuse_freed_memory
+except ImportError:  # pragma: no cover - older checkouts
+
+    def reuse_freed_memory() -> None:
+        pass
+
+
+try:
+    from gkdcn.train import training_autocast
+except ImportError:  # pragma: no cover - older checkouts
+    training_autocast = None  # type: ignore[assignment]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchdevice import bench_device, synchronize
+from benchflops import gemm_flops, training_macs_per_window
 
 KINDS = ("cnn", "dcn", "gk-cnn", "gk-dcn")
 
@@ -95,9 +119,14 @@ def measure(
         with torch.no_grad():
             net(x)
 
-    def step(precision: Precision = "float32") -> None:
+    def step(precision: str = "float32") -> None:
         net.train()
-        with training_autocast(precision, device.type):
+        autocast = (
+            contextlib.nullcontext()
+            if training_autocast is None
+            else training_autocast(precision, device.type)  # type: ignore[arg-type]
+        )
+        with autocast:
             logits = net(x)
         loss = criterion(logits.float(), y, w)
         optimiser.zero_grad()
@@ -184,8 +213,20 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="skip the training steps under bfloat16 mixed precision (our op only)",
     )
+    parser.add_argument(
+        "--against",
+        metavar="COMMIT",
+        help="also time that commit's float32 training steps (our op), checked out into a "
+        "temporary git worktree, right after this checkout's, in this one run",
+    )
+    parser.add_argument("--steps-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.steps_only:  # the --against worker: the plain rows, nothing else
+        args.stack, args.no_bfloat16, args.only_stacked = 0, True, False
     device = bench_device(args.device)
+    # As every gkdcn command does: without it, glibc maps and zeroes the columns of the
+    # deformable layers page by page on every step, and the timings measure page faults.
+    reuse_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -193,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
 
         ops = ("gkdcn", "torchvision")
     except Exception:  # absent, or PyPI's build beside a CPU torch: compare ours only
+        ops = ("gkdcn",)
+    if args.steps_only:
         ops = ("gkdcn",)
     rows = []
     stacked_rows = []
@@ -212,19 +255,48 @@ def main(argv: list[str] | None = None) -> None:
                         kind, op, batch, args.repeats, device, bfloat16=mixed and op == "gkdcn"
                     )
                 )
+    # FLOP-limited training steps: every multiply-add at this machine's best matmul rate, in
+    # float32 and (for the bfloat16 column) in bfloat16, with the same threads as the rows.
+    gemm = {}
+    if rows:
+        first_batch = rows[0]["batch"]
+        gemm["float32"] = gemm_flops(first_batch, 64, device.type)
+        if mixed:
+            gemm["bfloat16"] = gemm_flops(first_batch, 64, device.type, torch.bfloat16)
+    for r in rows:
+        macs = training_macs_per_window(r["kind"], 39, 64)
+        r["train_flop_limited_windows_per_s"] = gemm["float32"]["gemm_gflops"] * 1e9 / (2 * macs)
+        r["train_fraction_of_flop_limit"] = (
+            r["train_windows_per_s"] / r["train_flop_limited_windows_per_s"]
+        )
+        if "train_bfloat16_windows_per_s" in r:
+            best = gemm["bfloat16"]["gemm_gflops"] * 1e9 / (2 * macs)
+            r["train_bfloat16_fraction_of_flop_limit"] = r["train_bfloat16_windows_per_s"] / best
     by = {(r["kind"], r["op"], r["batch"]): r for r in rows}
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, {where}")
     print(
         f"{'model':8s} {'op':12s} {'batch':>5s} {'infer win/s':>12s} {'train win/s':>12s} "
-        f"{'bf16 train':>10s} {'x':>5s}"
+        f"{'% FLOP':>6s} {'bf16 train':>10s} {'x':>5s} {'% FLOP':>6s}"
     )
     for r in rows:
         rate = r.get("train_bfloat16_windows_per_s")
-        extra = "" if rate is None else f" {rate:10.0f} {rate / r['train_windows_per_s']:5.2f}"
+        extra = (
+            ""
+            if rate is None
+            else f" {rate:10.0f} {rate / r['train_windows_per_s']:5.2f}"
+            f" {100 * r['train_bfloat16_fraction_of_flop_limit']:6.0f}"
+        )
         print(
             f"{r['kind']:8s} {r['op']:12s} {r['batch']:5d} {r['inference_windows_per_s']:12.0f} "
-            f"{r['train_windows_per_s']:12.0f}{extra}"
+            f"{r['train_windows_per_s']:12.0f} {100 * r['train_fraction_of_flop_limit']:6.0f}"
+            f"{extra}"
+        )
+    for dtype, g in gemm.items():
+        print(
+            f"% FLOP: training windows/s against GEMM rate / (2 x multiply-adds of a training step "
+            f"per window); {dtype} GEMM rate {g['gemm_gflops']:.1f} GFLOP/s "
+            f"(best of {g['gemm_shape']} and 2048^2)"
         )
     if stacked_rows:
         print(
@@ -259,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in ratio.items()
             )
         )
+    against = _against(args, rows) if args.against and rows else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text(
         args.out,
@@ -270,12 +343,61 @@ def main(argv: list[str] | None = None) -> None:
                 "threads": torch.get_num_threads(),
                 "rows": rows,
                 "ratios": ratios,
+                "gemm": gemm,
+                "gkdcn_source": str(Path(gkdcn.__file__).resolve().parent),
+                "against": against,
                 "stacked_training": stacked_rows,
             },
             indent=2,
         ),
         overwrite=True,
     )
+
+
+def _against(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Time ``args.against``'s float32 training steps in a subprocess on its own code (a git
+    worktree on ``PYTHONPATH``; this script and its helpers stay this checkout's) and print
+    them beside this checkout's rows."""
+    repo = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
+        worktree = Path(tmp) / "against"
+        git = ["git", "-C", str(repo)]
+        subprocess.run(
+            [*git, "worktree", "add", "--detach", str(worktree), args.against],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            out = Path(tmp) / "against.json"
+            cmd = [sys.executable, __file__, "--steps-only", "--out", str(out)]
+            cmd += ["--batches", args.batches, "--repeats", str(args.repeats)]
+            cmd += ["--device", args.device]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            env = os.environ | {"PYTHONPATH": str(worktree / "src")}
+            subprocess.run(cmd, check=True, env=env)
+            theirs = json.loads(out.read_text())
+        finally:
+            subprocess.run([*git, "worktree", "remove", "--force", str(worktree)], check=False)
+    if not theirs["gkdcn_source"].startswith(str(worktree)):
+        raise SystemExit(f"error: --against ran {theirs['gkdcn_source']}, not the worktree")
+    old = {(r["kind"], r["batch"]): r for r in theirs["rows"]}
+    print(f"float32 training step, this checkout vs {args.against}: windows/s (% FLOP)")
+    print(f"{'model':8s} {'batch':>5s} {'this':>13s} {args.against[:12]:>13s} {'ratio':>6s}")
+    pairs = []
+    for r in rows:
+        o = old.get((r["kind"], r["batch"]))
+        if r["op"] != "gkdcn" or o is None:
+            continue
+        ratio = r["train_windows_per_s"] / o["train_windows_per_s"]
+        pairs.append({"kind": r["kind"], "batch": r["batch"], "ratio": ratio})
+        print(
+            f"{r['kind']:8s} {r['batch']:5d} "
+            f"{r['train_windows_per_s']:7.0f} ({100 * r['train_fraction_of_flop_limit']:3.0f}) "
+            f"{o['train_windows_per_s']:7.0f} ({100 * o['train_fraction_of_flop_limit']:3.0f}) "
+            f"{ratio:6.2f}"
+        )
+    return {"commit": args.against, "rows": theirs["rows"], "ratios": pairs}
 
 
 if __name__ == "__main__":

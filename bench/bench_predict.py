@@ -39,9 +39,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchflops import WINDOW, cpu_seconds, gemm_flops, macs_per_window
+
 DEFAULT_DATA = Path("/work/shared/data/tianshan/Geochemical_data")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "predict.json"
-WINDOW = 9
 LAYERS = 39
 _TIANSHAN_INTERIOR = (117 - WINDOW + 1) * (289 - WINDOW + 1)
 
@@ -55,11 +57,6 @@ def _peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _make_bundle(kind: str, names: list[str], raw_sample: Any, width: int, seed: int = 0) -> Any:
@@ -156,7 +153,7 @@ def _worker(task: dict[str, Any]) -> dict[str, Any]:
     device = task.get("device", "cpu")
     out["device"] = device
     if task["mode"] == "gemm":
-        out.update(_gemm_flops(task["batch_size"], task["width"], device))
+        out.update(gemm_flops(task["batch_size"], task["width"], device))
         return out
     import rasterio
 
@@ -169,7 +166,7 @@ def _worker(task: dict[str, Any]) -> dict[str, Any]:
             from gkdcn.predict import predict_map
 
             src = _FirstRows(source, task["rows"]) if task.get("rows") else source
-            cpu = _cpu_seconds()
+            cpu = cpu_seconds()
             start = time.perf_counter()
             result = predict_map(
                 bundle,
@@ -185,20 +182,20 @@ def _worker(task: dict[str, Any]) -> dict[str, Any]:
             net = bundle.network(torch.device(device))
             if task.get("op") == "torchvision":
                 _use_torchvision_deform(net)
-            cpu = _cpu_seconds()
+            cpu = cpu_seconds()
             start = time.perf_counter()
             windows = _naive_predict(bundle, net, source, task.get("max_windows"), device)
             seconds = time.perf_counter() - start
             out.update(windows=windows)
         else:  # pragma: no cover - internal
             raise ValueError(task["mode"])
-    cpu = _cpu_seconds() - cpu
+    cpu = cpu_seconds() - cpu
     out.update(seconds=seconds, cpu_seconds=cpu, peak_rss_mb=_peak_rss_mb())
     out["windows_per_s"] = out["windows"] / seconds
     out["windows_per_cpu_s"] = out["windows"] / cpu
     # The attainable GEMM rate right after the run (the machine may be shared), measured after
     # the peak RSS was recorded so its matrices do not count.
-    out["gemm_after"] = _gemm_flops(task["batch_size"], task["width"], device)
+    out["gemm_after"] = gemm_flops(task["batch_size"], task["width"], device)
     return out
 
 
@@ -233,47 +230,6 @@ def _naive_predict(
     return len(probability)
 
 
-def _gemm_flops(batch: int, width: int, device: str = "cpu") -> dict[str, Any]:
-    """Float32 matmul FLOP/s: one shaped like the middle 3x3 layer's im2col GEMM, one large square.
-
-    The larger of the two is taken as this CPU's attainable GEMM rate (the representative shape,
-    with only ``width`` output columns, often runs well below it). On the CPU the square product
-    is also timed in CPU seconds (``gemm_gflops_per_cpu_s``): on a machine shared with other
-    work, the rate per CPU-second of the GEMM and of a prediction run compare like with like.
-    """
-    import torch
-
-    from benchdevice import synchronize
-
-    dev = torch.device(device)
-
-    def rate(m: int, k: int, n: int, clock: Any = time.perf_counter) -> float:
-        a = torch.randn(m, k, device=dev)
-        b = torch.randn(k, n, device=dev)
-        for _ in range(2):
-            a @ b
-        synchronize(dev)
-        best = float("inf")
-        for _ in range(5):
-            start = clock()
-            a @ b
-            synchronize(dev)
-            best = min(best, clock() - start)
-        return 2 * m * k * n / best / 1e9
-
-    shape = (batch * WINDOW * WINDOW, width * 9, width)
-    representative = rate(*shape)
-    square = rate(2048, 2048, 2048) if dev.type == "cpu" else rate(8192, 8192, 8192)
-    per_cpu_s = rate(2048, 2048, 2048, _cpu_seconds) if dev.type == "cpu" else None
-    return {
-        "gemm_shape": list(shape),
-        "gemm_representative_gflops": representative,
-        "gemm_square_gflops": square,
-        "gemm_gflops": max(representative, square),
-        "gemm_gflops_per_cpu_s": per_cpu_s,
-    }
-
-
 # --------------------------------------------------------------------------------------------
 # Driver side.
 # --------------------------------------------------------------------------------------------
@@ -291,28 +247,6 @@ def _run_worker(task: dict[str, Any], timeout: float) -> dict[str, Any]:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"task": task, "error": f"exit {proc.returncode}: {tail}"}
     return json.loads(lines[-1][len("RESULT ") :])
-
-
-def macs_per_window(kind: str, channels: int, width: int, window: int = WINDOW) -> dict[str, int]:
-    """Multiply-adds of one window through :class:`gkdcn.models.nets.AnomalyNet` (gap head).
-
-    Deformable layers add their offset (18 channels) and mask (9 channels) 3x3 branches and the
-    bilinear sampling of 9 taps per input channel and position (4 multiply-adds each).
-    """
-    full = window * window
-    pooled = (window // 2) ** 2
-    macs = {"conv1": full * channels * 9 * width}
-    for name, positions, cin, cout in (
-        ("conv2", full, width, width),
-        ("conv3", pooled, width, 2 * width),
-    ):
-        macs[name] = positions * cin * 9 * cout
-        if kind in ("dcn", "gk-dcn"):
-            macs[f"{name}_offset_mask"] = positions * cin * 9 * 27
-            macs[f"{name}_sampling"] = positions * 9 * cin * 4
-    macs["head"] = 2 * width * 64 + 64
-    macs["total"] = sum(macs.values())
-    return macs
 
 
 def _write_synthetic(folder: Path, size: int, layers: int = LAYERS, seed: int = 0) -> Path:
@@ -419,7 +353,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (falls back to the CPU)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
     if args.worker:
         print("RESULT " + json.dumps(_worker(json.loads(args.worker))), flush=True)
