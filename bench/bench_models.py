@@ -5,6 +5,7 @@ Usage::
     python bench/bench_models.py [--out bench/results/models.json] [--repeats 3] [--threads N]
     python bench/bench_models.py --device cuda     # on a GPU machine (falls back to the CPU)
     python bench/bench_models.py --threads 1 --only-stacked --stack 5   # stacked training only
+    python bench/bench_models.py --threads 1 --batches 96 --stack 0 --against e7f56ba
 
 For CNN, DCN, GK-CNN and GK-DCN (39 channels, 9 x 9 windows, the paper's width 64) at batch 64
 and 1024 it times inference (eval mode, no grad) and a training step (forward, the model's loss,
@@ -16,10 +17,12 @@ is also timed under bfloat16 mixed precision (``precision = "bfloat16"``; column
 speed-up over float32 in the same run; ``--no-bfloat16`` skips it). Each ``% FLOP`` column
 is the training step's windows/s against its FLOP-limited best: this machine's best matmul rate
 in that precision over twice the multiply-adds of one window's training step (``benchflops``);
-a step near 100 % can only get faster with fewer multiply-adds or faster arithmetic. The stacked-training
-rows time ``--stack`` training steps at the recipe's shapes one network after another against
-one step of the stacked model of them (:func:`gkdcn.train.fit_networks`); with ``--threads 1``
-their windows/s are per core.
+a step near 100 % can only get faster with fewer multiply-adds or faster arithmetic.
+``--against COMMIT`` also times that commit's float32 training steps (its code in a temporary
+git worktree, right after this checkout's) and prints the ratios. The stacked-training rows
+time ``--stack`` training steps at the recipe's shapes one network after another against one
+step of the stacked model of them (:func:`gkdcn.train.fit_networks`); with ``--threads 1`` their
+windows/s are per core.
 """
 
 from __future__ import annotations
