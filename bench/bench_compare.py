@@ -53,12 +53,6 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _git(*args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
 def _run_compare(
     label: str,
     src: Path,
@@ -168,11 +162,11 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from benchdevice import bench_device
+    from benchgit import checkout, git
 
     args.device = bench_device(args.device).type
-    head = _git("rev-parse", "--short", "HEAD")
+    head = git("rev-parse", "--short", "HEAD")
     tmp = Path(tempfile.mkdtemp(prefix="gkdcn-bench-compare-"))
-    worktree: Path | None = None
     runs: list[dict[str, Any]] = []
     try:
         if args.synthetic:
@@ -196,13 +190,10 @@ def main(argv: list[str] | None = None) -> int:
                     _run_compare(label, REPO / "src", config, data_dir, args, tmp, stack, precision)
                 )
         if args.against:
-            worktree = tmp / "against"
-            _git("worktree", "add", "--detach", str(worktree), args.against)
-            label = f"against ({_git('rev-parse', '--short', args.against)})"
-            runs.append(_run_compare(label, worktree / "src", config, data_dir, args, tmp))
+            label = f"against ({git('rev-parse', '--short', args.against)})"
+            with checkout(args.against, tmp / "against") as worktree:
+                runs.append(_run_compare(label, worktree / "src", config, data_dir, args, tmp))
     finally:
-        if worktree is not None:
-            _git("worktree", "remove", "--force", str(worktree))
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"\nplan: {args.models} x {args.protocols} x {args.seeds} seed(s), epochs {args.epochs}")

@@ -66,9 +66,13 @@ except ImportError:  # pragma: no cover - older checkouts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchdevice import bench_device, synchronize
-from benchflops import gemm_flops, training_macs_per_window
+from benchflops import WINDOW, gemm_flops, training_macs_per_window
+from benchgit import checkout
 
 KINDS = ("cnn", "dcn", "gk-cnn", "gk-dcn")
+# The shapes of the plain rows: the Tianshan stack's 39 elements, the paper's width.
+CHANNELS = 39
+WIDTH = 64
 
 
 def _best(fn: Callable[[], None], repeats: int, device: torch.device) -> float:
@@ -107,11 +111,17 @@ def measure(
     """Inference and training-step windows/s; with ``bfloat16`` also the training step under
     the mixed precision of ``precision = "bfloat16"`` (:func:`gkdcn.train.training_autocast`)."""
     torch.manual_seed(0)
-    net = build_network(ModelSpec(kind=kind, in_channels=39, window=9))  # type: ignore[arg-type]
+    spec = ModelSpec(
+        kind=kind,  # type: ignore[arg-type]
+        in_channels=CHANNELS,
+        window=WINDOW,
+        width=WIDTH,
+    )
+    net = build_network(spec)
     if op == "torchvision":
         _use_torchvision(net)
     net = net.to(device)
-    x = torch.randn(batch, 39, 9, 9).to(device)
+    x = torch.randn(batch, CHANNELS, WINDOW, WINDOW).to(device)
     y = (torch.rand(batch) > 0.5).float().to(device)
     w = torch.rand(batch).to(device)
     criterion = (GKLoss() if kind.startswith("gk") else BCELoss()).to(device)
@@ -263,11 +273,11 @@ def main(argv: list[str] | None = None) -> None:
     gemm = {}
     if rows:
         first_batch = rows[0]["batch"]
-        gemm["float32"] = gemm_flops(first_batch, 64, device.type)
+        gemm["float32"] = gemm_flops(first_batch, WIDTH, device.type)
         if mixed:
-            gemm["bfloat16"] = gemm_flops(first_batch, 64, device.type, torch.bfloat16)
+            gemm["bfloat16"] = gemm_flops(first_batch, WIDTH, device.type, torch.bfloat16)
     for r in rows:
-        macs = training_macs_per_window(r["kind"], 39, 64)
+        macs = training_macs_per_window(r["kind"], CHANNELS, WIDTH)
         r["train_flop_limited_windows_per_s"] = gemm["float32"]["gemm_gflops"] * 1e9 / (2 * macs)
         r["train_fraction_of_flop_limit"] = (
             r["train_windows_per_s"] / r["train_flop_limited_windows_per_s"]
@@ -361,27 +371,19 @@ def _against(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[str, 
     """Time ``args.against``'s float32 training steps in a subprocess on its own code (a git
     worktree on ``PYTHONPATH``; this script and its helpers stay this checkout's) and print
     them beside this checkout's rows."""
-    repo = Path(__file__).resolve().parent.parent
-    with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
-        worktree = Path(tmp) / "against"
-        git = ["git", "-C", str(repo)]
-        subprocess.run(
-            [*git, "worktree", "add", "--detach", str(worktree), args.against],
-            check=True,
-            capture_output=True,
-        )
-        try:
-            out = Path(tmp) / "against.json"
-            cmd = [sys.executable, __file__, "--steps-only", "--out", str(out)]
-            cmd += ["--batches", args.batches, "--repeats", str(args.repeats)]
-            cmd += ["--device", args.device]
-            if args.threads:
-                cmd += ["--threads", str(args.threads)]
-            env = os.environ | {"PYTHONPATH": str(worktree / "src")}
-            subprocess.run(cmd, check=True, env=env)
-            theirs = json.loads(out.read_text())
-        finally:
-            subprocess.run([*git, "worktree", "remove", "--force", str(worktree)], check=False)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-models-") as tmp,
+        checkout(args.against, Path(tmp) / "against") as worktree,
+    ):
+        out = Path(tmp) / "against.json"
+        cmd = [sys.executable, __file__, "--steps-only", "--out", str(out)]
+        cmd += ["--batches", args.batches, "--repeats", str(args.repeats)]
+        cmd += ["--device", args.device]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        env = os.environ | {"PYTHONPATH": str(worktree / "src")}
+        subprocess.run(cmd, check=True, env=env)
+        theirs = json.loads(out.read_text())
     if not theirs["gkdcn_source"].startswith(str(worktree)):
         raise SystemExit(f"error: --against ran {theirs['gkdcn_source']}, not the worktree")
     old = {(r["kind"], r["batch"]): r for r in theirs["rows"]}
