@@ -162,10 +162,11 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from benchdevice import bench_device
-    from benchgit import checkout, git
+    from benchgit import checkout, short_commit
 
     args.device = bench_device(args.device).type
-    head = git("rev-parse", "--short", "HEAD")
+    head = short_commit("HEAD")
+    against = short_commit(args.against) if args.against else None
     tmp = Path(tempfile.mkdtemp(prefix="gkdcn-bench-compare-"))
     runs: list[dict[str, Any]] = []
     try:
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                     _run_compare(label, REPO / "src", config, data_dir, args, tmp, stack, precision)
                 )
         if args.against:
-            label = f"against ({git('rev-parse', '--short', args.against)})"
+            label = f"against ({against})"
             with checkout(args.against, tmp / "against") as worktree:
                 runs.append(_run_compare(label, worktree / "src", config, data_dir, args, tmp))
     finally:

@@ -67,7 +67,7 @@ except ImportError:  # pragma: no cover - older checkouts
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchdevice import bench_device, synchronize
 from benchflops import WINDOW, gemm_flops, training_macs_per_window
-from benchgit import checkout
+from benchgit import checkout, short_commit
 
 KINDS = ("cnn", "dcn", "gk-cnn", "gk-dcn")
 # The shapes of the plain rows: the Tianshan stack's 39 elements, the paper's width.
@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--steps-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.against:
+        short_commit(args.against)  # an unknown commit stops here, before any timing
     if args.steps_only:  # the --against worker: the plain rows, nothing else
         args.stack, args.no_bfloat16, args.only_stacked = 0, True, False
     device = bench_device(args.device)

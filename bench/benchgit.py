@@ -11,10 +11,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def git(*args: str) -> str:
-    """Run git in this repository and return its output, stripped (raises on failure)."""
-    return subprocess.run(
-        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    """Run git in this repository and return its output, stripped; a failure (an unknown
+    commit, say) ends the benchmark with git's own one-line reason."""
+    proc = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        raise SystemExit(f"error: git {' '.join(args)}: {reason}")
+    return proc.stdout.strip()
+
+
+def short_commit(commit: str) -> str:
+    """``commit``'s short hash; an unknown one ends the benchmark before anything is timed."""
+    return git("rev-parse", "--short", "--verify", f"{commit}^{{commit}}")
 
 
 @contextlib.contextmanager
