@@ -12,6 +12,7 @@ from torch import Tensor
 
 from gkdcn.models import deform
 from gkdcn.models.deform import DeformConv2d, deform_conv2d
+from gkdcn.models.sampling_kernel import scatter_and_corner_dots
 
 IMPLS = ("fused", "generic")
 
@@ -335,6 +336,37 @@ def test_portable_corner_dots_match_fused_kernel() -> None:
     torch.testing.assert_close(
         deform._corner_dots_gather(grad, table, indices.reshape(-1)), expected
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("scatter", "want_dots"), [(True, True), (True, False), (False, True)])
+def test_compiled_sampling_backward_matches_pytorch_kernels(
+    dtype: torch.dtype, scatter: bool, want_dots: bool
+) -> None:
+    # The CPU backward's compiled pass against the PyTorch kernels the other devices use, with
+    # many samples sharing table rows (the scatter must add, not overwrite).
+    gen = torch.Generator().manual_seed(21)
+    rows, channels, samples = 300, 7, 4000
+    delta = (0, 1, 20, 21)
+    idx00 = torch.randint(0, rows - 21, (samples,), generator=gen)
+    weights = torch.rand(samples, 4, generator=gen, dtype=dtype)
+    grad = torch.randn(samples, channels, generator=gen, dtype=dtype)
+    table = torch.randn(rows, channels, generator=gen, dtype=dtype)
+    grad_table = torch.full((rows, channels), 0.5, dtype=dtype) if scatter else None
+    dots = scatter_and_corner_dots(grad, weights, idx00, delta, table, grad_table, want_dots)
+
+    tol = {"rtol": 1e-5, "atol": 1e-4} if dtype == torch.float32 else {}
+    if scatter:
+        expected_table = torch.full((rows, channels), 0.5, dtype=dtype)
+        deform._scatter_corners(grad, weights, idx00, delta, expected_table)
+        assert grad_table is not None
+        torch.testing.assert_close(grad_table, expected_table, **tol)
+    if want_dots:
+        indices = deform._corner_indices(idx00, delta)
+        assert dots is not None and dots.dtype == dtype
+        torch.testing.assert_close(dots, deform._corner_dots(grad, table, indices), **tol)
+    else:
+        assert dots is None
 
 
 def test_only_some_inputs_need_grad() -> None:

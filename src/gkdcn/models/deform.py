@@ -13,7 +13,10 @@ resulting columns ``(N*Ho*Wo, kh*kw*C)`` meet the weight in one matrix product. 
 are written out in one autograd Function that works through the batch a few images at a time on
 CPU, so the columns never exist in full (a training batch is one block, whose columns are kept
 for the backward pass; larger batches rebuild theirs there) and each block is still in cache when
-the matrix products read it. Calls that need no gradient (prediction, under ``torch.no_grad`` or
+the matrix products read it. The backward's scatter of column gradients into the table and
+the dot products that make the offset and mask gradients run on CPU as one compiled pass over
+the samples (:mod:`gkdcn.models.sampling_kernel`), on other devices as PyTorch's fused kernels.
+Calls that need no gradient (prediction, under ``torch.no_grad`` or
 ``torch.inference_mode``) take a forward-only path with the same samples and weights but less work
 (:func:`_forward_no_grad`). :class:`DeformConv2d` runs its offset and mask branches as one
 convolution. Under ``torch.autocast`` (mixed-precision training) the offsets, mask and sampling
@@ -35,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
+
+from gkdcn.models.sampling_kernel import scatter_and_corner_dots
 
 __all__ = ["DeformConv2d", "deform_conv2d"]
 
@@ -264,6 +269,30 @@ def _scatter_corners(
         out[shift:] += per_row[: rows - shift]
 
 
+def _sampling_backward(
+    grad_cols: Tensor,
+    weights: Tensor,
+    indices: Tensor,
+    block: _Block,
+    geo: _Geometry,
+    source: Tensor,
+    grad_table: Tensor | None,
+    want_dots: bool,
+) -> Tensor | None:
+    """One block's sampling backward: scatter ``grad_cols`` into ``grad_table`` (when given) and
+    return the corner dots (S, 4) (when ``want_dots``). On CPU one compiled pass does both
+    (:mod:`gkdcn.models.sampling_kernel`); elsewhere PyTorch's fused kernels."""
+    if source.device.type == "cpu":
+        return scatter_and_corner_dots(
+            grad_cols, weights, indices[:, 0], geo.delta, source, grad_table, want_dots
+        )
+    if grad_table is not None:
+        # A block's samples only touch its own images' table rows.
+        keys = indices[:, 0] - block.table_rows.start
+        _scatter_corners(grad_cols, weights, keys, geo.delta, grad_table[block.table_rows])
+    return _corner_dots(grad_cols, source, indices) if want_dots else None
+
+
 @dataclass(frozen=True)
 class _Block:
     """A run of whole images: its output rows, samples and table rows."""
@@ -324,8 +353,9 @@ class _DeformConv(torch.autograd.Function):
     Inputs: ``table`` (rows, C/G), ``offset`` (n, ho, wo, G, taps, 2), ``mask`` (n, ho, wo, G,
     taps) or None, ``weight_mat`` (taps*C, Cout), ``bias`` or None. Per block of images the
     backward rebuilds the columns (for the weight gradient), forms the column gradient, scatters
-    it to the table (:func:`_scatter_corners`) and turns its dot products with the four corners,
-    ``e``, into offset and mask gradients with torchvision's formulas:
+    it to the table and takes its dot products with the four corners, ``e``
+    (:func:`_sampling_backward`), and turns those into offset and mask gradients with
+    torchvision's formulas:
     d/dh = m*((1-fw)(e10-e00) + fw(e11-e01)), d/dw = m*((1-fh)(e01-e00) + fh(e11-e10)),
     d/dm = the unmasked bilinear weights dotted with ``e``.
     """
@@ -413,13 +443,13 @@ class _DeformConv(torch.autograd.Function):
             grad_cols = _grouped_column_grad(g_block, weight_mat).view(indices.shape[0], -1)
             # The sampling's gradients in the table's dtype (float32 under autocast).
             grad_cols = grad_cols.to(source.dtype)
-            if grad_table is not None:
-                # A block's samples only touch its own images' table rows.
-                keys = indices[:, 0] - block.table_rows.start
-                _scatter_corners(grad_cols, weights, keys, geo.delta, grad_table[block.table_rows])
-            if grad_hw is None and grad_mask is None:
+            want_dots = grad_hw is not None or grad_mask is not None
+            dots = _sampling_backward(
+                grad_cols, weights, indices, block, geo, source, grad_table, want_dots
+            )
+            if dots is None:
                 continue
-            e00, e01, e10, e11 = _corner_dots(grad_cols, source, indices).unbind(1)
+            e00, e01, e10, e11 = dots.unbind(1)
             fh, fw = frac_h[block.samples], frac_w[block.samples]
             if grad_hw is not None:
                 torch.lerp(e10 - e00, e11 - e01, fw, out=grad_hw[block.samples, 0])
