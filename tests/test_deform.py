@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -367,6 +368,32 @@ def test_compiled_sampling_backward_matches_pytorch_kernels(
         torch.testing.assert_close(dots, deform._corner_dots(grad, table, indices), **tol)
     else:
         assert dots is None
+
+
+def test_compiled_sampling_backward_without_a_writable_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A read-only install with no writable user cache: numba refuses cache=True there, so the
+    # kernel must compile in memory instead of failing the training.
+    numba_caching = pytest.importorskip("numba.core.caching")
+    from gkdcn.models import sampling_kernel
+
+    monkeypatch.setattr(numba_caching.CacheImpl, "_locator_classes", [])
+    kernel = sampling_kernel._kernel.__wrapped__()
+    grad = np.arange(6, dtype=np.float64).reshape(2, 3)
+    weights = np.full((2, 4), 0.5)
+    table = np.ones((4, 3))
+    grad_table = np.zeros((4, 3))
+    dots = np.empty((2, 4))
+    idx00 = np.array([0, 1])
+    kernel(grad, weights, idx00, np.array([0, 1, 1, 2]), table, grad_table, dots, True, True)
+    np.testing.assert_allclose(dots, [[3.0] * 4, [12.0] * 4])
+    # rows 0..3 get corners (0,1,1,2) of sample 0 and (1,2,2,3) of sample 1, each 0.5 * grad
+    expected = np.zeros((4, 3))
+    for s, rows in ((0, (0, 1, 1, 2)), (1, (1, 2, 2, 3))):
+        for r in rows:
+            expected[r] += 0.5 * grad[s]
+    np.testing.assert_allclose(grad_table, expected)
 
 
 def test_only_some_inputs_need_grad() -> None:

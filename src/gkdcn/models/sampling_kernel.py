@@ -13,7 +13,7 @@ each); it releases the GIL.
 
 numba compiles it at first use and caches the machine code beside this file (or in numba's
 user cache where that is not writable), so a process pays ~1 s once per dtype, and later
-processes load it.
+processes load it; with no writable cache at all it compiles in memory, once per process.
 """
 
 from __future__ import annotations
@@ -25,40 +25,48 @@ import numpy as np
 from torch import Tensor
 
 
+def _scatter_and_dots(  # pragma: no cover - compiled; checked through deform's tests
+    grad: Any,
+    weights: Any,
+    idx00: Any,
+    delta: Any,
+    table: Any,
+    grad_table: Any,
+    dots: Any,
+    scatter: bool,
+    want_dots: bool,
+) -> None:
+    samples, channels = grad.shape
+    for s in range(samples):
+        base = idx00[s]
+        for c in range(4):
+            row = base + delta[c]
+            if scatter:
+                w = weights[s, c]
+                for k in range(channels):
+                    grad_table[row, k] += w * grad[s, k]
+            if want_dots:
+                acc = grad[s, 0] * 0  # the arrays' own dtype
+                for k in range(channels):
+                    acc += grad[s, k] * table[row, k]
+                dots[s, c] = acc
+
+
 @functools.cache
 def _kernel() -> Any:
-    """The compiled loop (imported lazily: numba's import costs ~0.3 s that commands which train
-    no deformable network should not pay)."""
+    """The compiled loop (numba imported lazily: its import costs ~0.3 s that commands which
+    train no deformable network should not pay)."""
     from numba import njit
 
-    @njit(cache=True, fastmath=True, boundscheck=False, nogil=True)
-    def scatter_and_dots(  # pragma: no cover - compiled; checked through deform's tests
-        grad: Any,
-        weights: Any,
-        idx00: Any,
-        delta: Any,
-        table: Any,
-        grad_table: Any,
-        dots: Any,
-        scatter: bool,
-        want_dots: bool,
-    ) -> None:
-        samples, channels = grad.shape
-        for s in range(samples):
-            base = idx00[s]
-            for c in range(4):
-                row = base + delta[c]
-                if scatter:
-                    w = weights[s, c]
-                    for k in range(channels):
-                        grad_table[row, k] += w * grad[s, k]
-                if want_dots:
-                    acc = grad[s, 0] * 0  # the arrays' own dtype
-                    for k in range(channels):
-                        acc += grad[s, k] * table[row, k]
-                    dots[s, c] = acc
+    def compiled(cache: bool) -> Any:
+        return njit(cache=cache, fastmath=True, boundscheck=False, nogil=True)(_scatter_and_dots)
 
-    return scatter_and_dots
+    try:
+        return compiled(cache=True)
+    except RuntimeError:
+        # numba found no writable place for its cache (a read-only install and no writable
+        # user cache): compile in memory, once per process, rather than fail.
+        return compiled(cache=False)
 
 
 def scatter_and_corner_dots(
