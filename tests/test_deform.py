@@ -396,6 +396,33 @@ def test_compiled_sampling_backward_without_a_writable_cache(
     np.testing.assert_allclose(grad_table, expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_tensors_backward_on_cpu(dtype: torch.dtype) -> None:
+    # Half-precision tensors given directly (no autocast) cannot go through NumPy to the compiled
+    # loop; their backward takes PyTorch's kernels and agrees with float32 to their precision.
+    gen = torch.Generator().manual_seed(5)
+    shapes = {
+        "x": (2, 3, 8, 8),
+        "offset": (2, 18, 6, 6),
+        "weight": (4, 3, 3, 3),
+        "mask": (2, 9, 6, 6),
+    }
+    base = {k: torch.randn(v, generator=gen).to(dtype).double() for k, v in shapes.items()}
+    base["mask"] = base["mask"].sigmoid().to(dtype).double()
+
+    def grads_in(precision: torch.dtype) -> list[Tensor]:
+        leaves = {k: v.to(precision).requires_grad_() for k, v in base.items()}
+        out = deform_conv2d(leaves["x"], leaves["offset"], leaves["weight"], mask=leaves["mask"])
+        out.float().square().sum().backward()
+        return [leaves[k].grad.float() for k in shapes]  # type: ignore[union-attr]
+
+    for got, want in zip(grads_in(dtype), grads_in(torch.float32), strict=True):
+        assert torch.isfinite(got).all()
+        # Relative to the whole gradient, in units of the dtype's rounding: the offset gradient
+        # is made of differences of corner dots, which lose digits (bfloat16: 6 %, float16: 0.4 %).
+        assert (got - want).norm() <= 25 * torch.finfo(dtype).eps * want.norm()
+
+
 def test_only_some_inputs_need_grad() -> None:
     case = CASES[1]
     tensors = make_inputs(case, offset_scale=1.5, seed=17)

@@ -281,8 +281,10 @@ def _sampling_backward(
 ) -> Tensor | None:
     """One block's sampling backward: scatter ``grad_cols`` into ``grad_table`` (when given) and
     return the corner dots (S, 4) (when ``want_dots``). On CPU one compiled pass does both
-    (:mod:`gkdcn.models.sampling_kernel`); elsewhere PyTorch's fused kernels."""
-    if source.device.type == "cpu":
+    (:mod:`gkdcn.models.sampling_kernel`) for float32 and float64; other devices and dtypes
+    (bfloat16 or float16 tensors outside autocast, which NumPy cannot hold) take PyTorch's fused
+    kernels."""
+    if source.device.type == "cpu" and source.dtype in (torch.float32, torch.float64):
         return scatter_and_corner_dots(
             grad_cols, weights, indices[:, 0], geo.delta, source, grad_table, want_dots
         )

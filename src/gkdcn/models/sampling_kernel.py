@@ -78,7 +78,7 @@ def scatter_and_corner_dots(
     grad_table: Tensor | None,
     want_dots: bool,
 ) -> Tensor | None:
-    """Sampling backward of a block of samples, on CPU tensors.
+    """Sampling backward of a block of samples, on float32 or float64 CPU tensors.
 
     ``grad`` (S, C): the columns' gradient, one row per sample; ``weights`` (S, 4): the corner
     weights (mask included) in ``delta`` order; ``idx00`` (S,): each sample's top-left table
