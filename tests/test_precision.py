@@ -8,6 +8,7 @@ with every gradient in its input's dtype; without gradients it must run in float
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,38 @@ def test_auto_precision_follows_the_device(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(train, "native_bfloat16", lambda device: False)
     assert resolve_precision("auto", "cpu") == "float32"
     assert train.native_bfloat16("meta") is False  # no probe for other devices: float32
+
+
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "vendor", "native"),
+    [
+        (True, True, "GenuineIntel", True),  # Sapphire Rapids and later, AMX exposed
+        (False, True, "AuthenticAMD", True),  # Zen 4 and later
+        (False, True, "GenuineIntel", False),  # AMX hidden (VMs) or Cooper Lake: slower
+        (False, True, "", False),  # vendor unknown: float32, the safe side
+        (False, False, "AuthenticAMD", False),  # no bfloat16 units: emulated
+    ],
+)
+def test_native_bfloat16_on_a_cpu_means_faster_than_float32(
+    monkeypatch: pytest.MonkeyPatch, amx: bool, avx512_bf16: bool, vendor: str, native: bool
+) -> None:
+    import gkdcn.train as train
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(train, "cpu_vendor", lambda: vendor)
+    assert train.native_bfloat16("cpu") is native
+    assert resolve_precision("auto", "cpu") == ("bfloat16" if native else "float32")
+
+
+def test_cpu_vendor_reads_this_machine() -> None:
+    from gkdcn.train import cpu_vendor
+
+    info = Path("/proc/cpuinfo")
+    if not info.exists():
+        pytest.skip("no /proc/cpuinfo on this machine")
+    found = re.search(r"^vendor_id\s*:\s*(\S+)\s*$", info.read_text(), re.MULTILINE)
+    assert cpu_vendor() == (found.group(1) if found else "")
 
 
 def test_a_comparison_records_the_precision_that_ran(
