@@ -16,7 +16,7 @@ from gkdcn.io.grid import Grid
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.models.losses import GKLoss, unlabelled_risk
 from gkdcn.predict import predict_cells
-from gkdcn.train import PreparedWindows, fit_network, prepare_windows
+from gkdcn.train import PreparedWindows, augment_batch, fit_network, prepare_windows
 
 SIZE = 40
 CELL = 1000.0
@@ -223,6 +223,21 @@ def test_same_seed_same_result_with_the_whole_recipe() -> None:
 
 # --------------------------------------------------------------------------------------------
 # calibration and presets
+
+
+def test_augmentation_moves_each_window_by_its_own_dihedral_code() -> None:
+    # The one-gather augmentation against the documented convention, window by window: the
+    # codes come from the generator first (torch.randint(0, 8)), so a fresh generator with the
+    # same seed replays them.
+    x = torch.randn(40, 3, 7, 7)
+    out = augment_batch(x, torch.Generator().manual_seed(5))
+    codes = torch.randint(0, 8, (40,), generator=torch.Generator().manual_seed(5))
+    assert set(codes.tolist()) == set(range(8))  # every code is exercised
+    for window, moved, code in zip(x.numpy(), out.numpy(), codes.tolist(), strict=True):
+        expected = np.rot90(window, code % 4, axes=(-2, -1))
+        if code >= 4:
+            expected = np.flip(expected, axis=-1)
+        np.testing.assert_array_equal(moved, expected)
 
 
 def test_prior_shift_calibration_is_in_the_model_file_and_keeps_ranks(tmp_path) -> None:
