@@ -387,15 +387,17 @@ class _DeformConv(torch.autograd.Function):
             dtype=matmul_dtype or table.dtype,
         )
         blocks = _blocks(geo, images_per_block)
-        cols = None
+        cols = indices = weights = None
         for block in blocks:
             indices, weights = block.corners(idx00, frac_h, frac_w, flat_mask, geo)
             cols = _block_columns(source, indices, weights, block, matmul_dtype)
             _columns_times_weight(cols, mm_weight, mm_bias, out[block.rows])
-        # A single block's columns are small: keep them rather than gather again in backward.
-        kept = cols if len(blocks) == 1 else None
+        # A single block's columns and corners are small: keep them rather than gather and
+        # compute them again in backward.
+        single = len(blocks) == 1
+        kept = (cols, indices, weights) if single else (None, None, None)
         # save_for_backward accepts None (documented), but torch's stubs say Tensor only.
-        ctx.save_for_backward(table, idx00, frac_h, frac_w, flat_mask, mm_weight, kept)  # type: ignore[arg-type]
+        ctx.save_for_backward(table, idx00, frac_h, frac_w, flat_mask, mm_weight, *kept)  # type: ignore[arg-type]
         ctx.geo = geo  # type: ignore[attr-defined]
         ctx.images_per_block = images_per_block  # type: ignore[attr-defined]
         ctx.offset_shape = offset.shape  # type: ignore[attr-defined]
@@ -413,7 +415,7 @@ class _DeformConv(torch.autograd.Function):
     ]:
         saved = ctx.saved_tensors  # type: ignore[attr-defined]
         # weight_mat: in the matrix products' dtype (the autocast dtype, or the weight's own).
-        table, idx00, frac_h, frac_w, flat_mask, weight_mat, kept = saved
+        table, idx00, frac_h, frac_w, flat_mask, weight_mat, kept, kept_indices, kept_weights = saved
         matmul_dtype = ctx.matmul_dtype  # type: ignore[attr-defined]
         geo: _Geometry = ctx.geo  # type: ignore[attr-defined]
         needs = ctx.needs_input_grad  # type: ignore[attr-defined]
@@ -430,7 +432,10 @@ class _DeformConv(torch.autograd.Function):
         grad_hw = frac_h.new_empty(frac_h.shape[0], 2) if need_offset else None
         grad_mask = frac_h.new_empty(frac_h.shape) if need_mask else None
         for block in _blocks(geo, ctx.images_per_block):  # type: ignore[attr-defined]
-            indices, weights = block.corners(idx00, frac_h, frac_w, flat_mask, geo)
+            if kept_indices is not None:
+                indices, weights = kept_indices, kept_weights
+            else:
+                indices, weights = block.corners(idx00, frac_h, frac_w, flat_mask, geo)
             g_block = grad_out[block.rows]
             if grad_weight is not None:
                 cols = kept
