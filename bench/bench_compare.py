@@ -44,7 +44,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "examples" / "tianshan.toml"
-DEFAULT_DATA = Path("/work/shared/data/tianshan")
+# The paper's data beside the checkout (../shared, as in CI).
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "tianshan"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "compare.json"
 
 

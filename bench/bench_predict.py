@@ -42,7 +42,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchflops import WINDOW, cpu_seconds, gemm_flops, macs_per_window
 
-DEFAULT_DATA = Path("/work/shared/data/tianshan/Geochemical_data")
+# The paper's data beside the checkout (../shared, as in CI).
+DEFAULT_DATA = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "tianshan" / "Geochemical_data"
+)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "predict.json"
 LAYERS = 39
 _TIANSHAN_INTERIOR = (117 - WINDOW + 1) * (289 - WINDOW + 1)
