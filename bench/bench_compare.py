@@ -39,8 +39,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdevice import bench_device
+from benchflops import comparison_macs, gemm_flops
+from benchgit import checkout, short_commit
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "examples" / "tianshan.toml"
@@ -61,6 +67,7 @@ def _run_compare(
     data_dir: Path | None,
     args: argparse.Namespace,
     tmp: Path,
+    floor: Floor,
     stack: bool | None = None,
     precision: str | None = None,
 ) -> dict[str, Any]:
@@ -99,7 +106,12 @@ def _run_compare(
     results = [json.loads(p.read_text()) for p in out.rglob("result.json")]
     cores = max(1, min(args.jobs, os.cpu_count() or 1))
     trainings = len(results)
+    macs = comparison_macs(out, floor.channels, floor.valid_cells)
+    floor_cpu_s = 2 * macs["total"] / (floor.gflops_per_core * 1e9)
     return {
+        "floor_macs": macs,
+        "floor_cpu_s": floor_cpu_s,
+        "cpu_s_over_floor": cpu / floor_cpu_s,
         "label": label,
         "trainings": trainings,
         "wall_s": wall,
@@ -110,6 +122,31 @@ def _run_compare(
         "trainings_per_s_per_core": trainings / wall / cores,
         "trainings_per_cpu_s": trainings / cpu if cpu > 0 else float("nan"),
     }
+
+
+@dataclass(frozen=True)
+class Floor:
+    """What the arithmetic floor of a run needs besides the run: the study's input layers and
+    valid cells, and one core's best float32 matrix-product rate on this machine."""
+
+    channels: int
+    valid_cells: int
+    gflops_per_core: float
+
+
+def _floor(config: Path, data_dir: Path | None, device: str) -> Floor:
+    """The study as this checkout loads it, and the GEMM rate at one thread (each of the
+    comparison's workers trains on one)."""
+    import torch
+
+    from gkdcn.config import load_config
+    from gkdcn.data.study import load_study
+    from gkdcn.threads import torch_threads
+
+    study = load_study(load_config(config, data_dir=data_dir))
+    with torch_threads(1):
+        rate = gemm_flops(96, 64, device, torch.float32)["gemm_gflops"]
+    return Floor(len(study.names), int(study.valid.sum()), rate)
 
 
 def _synthetic(tmp: Path, args: argparse.Namespace) -> Path:
@@ -161,10 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1 or args.seeds < 1:
         parser.error("--jobs and --seeds must be at least 1")
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from benchdevice import bench_device
-    from benchgit import checkout, short_commit
-
     args.device = bench_device(args.device).type
     head = short_commit("HEAD")
     against = short_commit(args.against) if args.against else None
@@ -178,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {args.data_dir}: data folder not found (use --synthetic N)")
                 return 2
             config, data_dir = args.config.resolve(), args.data_dir
+        floor = _floor(config, data_dir, args.device)
+        print(
+            f"  {floor.channels} layers, {floor.valid_cells} valid cells; float32 GEMM rate "
+            f"{floor.gflops_per_core:.1f} GFLOP/s on one core",
+            flush=True,
+        )
         # The reference (compared with) runs last: the --against commit, else one by one.
         modes = {"off": [False], "on": [True], "both": [True, False]}[args.stacked]
         if args.against:
@@ -189,19 +228,23 @@ def main(argv: list[str] | None = None) -> int:
                 label = f"this ({head})" + (", stacked" if stack else ", one by one")
                 label += f", {precision}" if precision else ""
                 runs.append(
-                    _run_compare(label, REPO / "src", config, data_dir, args, tmp, stack, precision)
+                    _run_compare(
+                        label, REPO / "src", config, data_dir, args, tmp, floor, stack, precision
+                    )
                 )
         if args.against:
             label = f"against ({against})"
             with checkout(args.against, tmp / "against") as worktree:
-                runs.append(_run_compare(label, worktree / "src", config, data_dir, args, tmp))
+                runs.append(
+                    _run_compare(label, worktree / "src", config, data_dir, args, tmp, floor)
+                )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"\nplan: {args.models} x {args.protocols} x {args.seeds} seed(s), epochs {args.epochs}")
     header = (
         f"{'code':44} {'trainings':>9} {'wall s':>8} {'cpu s':>8} {'train/s/core':>12} "
-        f"{'train/cpu-s':>11}"
+        f"{'train/cpu-s':>11} {'floor cpu s':>11} {'x floor':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -211,8 +254,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(
             f"{r['label']:44} {r['trainings']:>9} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} "
-            f"{r['trainings_per_s_per_core']:>12.4f} {r['trainings_per_cpu_s']:>11.4f}"
+            f"{r['trainings_per_s_per_core']:>12.4f} {r['trainings_per_cpu_s']:>11.4f} "
+            f"{r['floor_cpu_s']:>11.1f} {r['cpu_s_over_floor']:>7.2f}"
         )
+    print(
+        "floor cpu s: the run's multiply-adds (training steps, validation, calibration, "
+        "held-out and map scoring; benchflops.comparison_macs) at the float32 GEMM rate of one "
+        f"core ({floor.gflops_per_core:.1f} GFLOP/s); no code on this machine runs the plan in "
+        f"less than floor / cores of wall time ({args.jobs} jobs) without changing its arithmetic"
+    )
     ratios: dict[str, float] = {}
     ok = [r for r in runs if "error" not in r]
     # Every run of this checkout against the last run (the --against commit when given).
@@ -234,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"x{ratios[key + ': trainings_per_cpu_s_ratio']:.2f}"
             )
     report = {
+        "floor": {
+            "channels": floor.channels,
+            "valid_cells": floor.valid_cells,
+            "gemm_gflops_per_core": floor.gflops_per_core,
+        },
         "machine": {
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),

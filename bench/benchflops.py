@@ -8,9 +8,11 @@ that no GEMM speed applies to, so for a DCN the bound is generous.
 
 from __future__ import annotations
 
+import json
 import resource
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -96,3 +98,53 @@ def gemm_flops(
         "gemm_gflops": max(representative, square),
         "gemm_gflops_per_cpu_s": per_cpu_s,
     }
+
+
+#: The model kinds that train (the baselines' arithmetic is negligible beside theirs).
+NETWORKS = ("cnn", "dcn", "gk-cnn", "gk-dcn")
+
+
+def comparison_macs(run_dir: Path, channels: int, valid_cells: int) -> dict[str, float]:
+    """Multiply-adds a finished comparison run needed at the least, from its ``run.json`` and
+    every job's ``result.json``: the floor of its arithmetic, whatever the code.
+
+    Per network job: its training steps (epochs run x (labelled + background windows) x
+    :func:`training_macs_per_window`; a job with an inner validation set stopped early ran
+    ``min(epochs, best epoch + patience)`` epochs and scored its validation windows on each),
+    and its inference: the calibration cells, and the held-out deposits and background cells
+    (held-out protocols) or the whole map (in-sample ones; counted with the first two layers
+    shared by every window that covers a cell, as a streaming prediction can share them, so
+    still a floor). ``channels``: input layers; ``valid_cells``: the map's valid cells.
+    """
+    run = json.loads((run_dir / "run.json").read_text())
+    train = run["plan"]["train"]
+    config = run.get("config") or {}
+    window = int((config.get("samples") or {}).get("window", WINDOW))
+    width, epochs, patience = int(train["width"]), int(train["epochs"]), train.get("patience")
+    totals = {"training": 0.0, "inference": 0.0, "jobs": 0.0}
+    for path in sorted(run_dir.rglob("result.json")):
+        result = json.loads(path.read_text())
+        kind = result["model"]
+        if kind not in NETWORKS:
+            continue
+        n_val = int(result.get("n_val", 0))
+        ran = epochs
+        if n_val and patience is not None:
+            ran = min(epochs, int(result["best_epoch"]) + int(patience))
+        windows = int(result["n_train"]) + int(result.get("background_per_epoch", 0))
+        per_step = training_macs_per_window(kind, channels, width, window)
+        macs = macs_per_window(kind, channels, width, window)
+        cells = float(n_val * ran + (result.get("calibration") or {}).get("cells", 0))
+        inference = cells * macs["total"]
+        if "heldout" in result:
+            held = result["heldout"]
+            scored = len(held) + (int(held[0]["n_background"]) if held else 0)
+            inference += scored * macs["total"]
+        else:
+            shared = macs["conv1"] + macs["conv2"]
+            inference += valid_cells * (macs["total"] - shared + shared / (window * window))
+        totals["training"] += float(ran * windows * per_step)
+        totals["inference"] += inference
+        totals["jobs"] += 1
+    totals["total"] = totals["training"] + totals["inference"]
+    return totals

@@ -63,7 +63,7 @@ Precision = Annotated[
     str | None,
     typer.Option(
         help="Training arithmetic: float32, bfloat16 (mixed precision) or auto (bfloat16 "
-        "where the device computes it natively: AVX512-BF16 or AMX CPUs, CUDA compute "
+        "where it is faster: CPUs with AMX, AMD CPUs with AVX512-BF16, CUDA compute "
         "capability 8+); default: the config's \\[train] precision."
     ),
 ]

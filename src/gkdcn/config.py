@@ -251,8 +251,8 @@ class TrainConfig(_Section):
         "auto",
         description="arithmetic of the training steps: 'bfloat16' runs the convolutions and "
         "matrix products in bfloat16 (mixed precision: float32 weights, optimiser, loss, "
-        "deformable offsets, masks and sampling); 'auto' is bfloat16 where the device computes "
-        "it natively (CPUs with AVX512-BF16 or AMX, GPUs of compute capability 8+), float32 "
+        "deformable offsets, masks and sampling); 'auto' is bfloat16 where that is faster (CPUs "
+        "with AMX, AMD CPUs with AVX512-BF16, GPUs of compute capability 8+), float32 "
         "elsewhere; a comparison resolves it once, on the machine that runs gkdcn. Prediction "
         "always runs in float32",
     )
