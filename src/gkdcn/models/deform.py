@@ -415,7 +415,8 @@ class _DeformConv(torch.autograd.Function):
     ]:
         saved = ctx.saved_tensors  # type: ignore[attr-defined]
         # weight_mat: in the matrix products' dtype (the autocast dtype, or the weight's own).
-        table, idx00, frac_h, frac_w, flat_mask, weight_mat, kept, kept_indices, kept_weights = saved
+        table, idx00, frac_h, frac_w, flat_mask, weight_mat = saved[:6]
+        kept, kept_indices, kept_weights = saved[6:]  # one block's columns and corners, or None
         matmul_dtype = ctx.matmul_dtype  # type: ignore[attr-defined]
         geo: _Geometry = ctx.geo  # type: ignore[attr-defined]
         needs = ctx.needs_input_grad  # type: ignore[attr-defined]
