@@ -5,7 +5,7 @@
 #
 # Each bench_*.py runs with --device cuda (on a machine without a CUDA GPU they say so and run on
 # the CPU; the "device" in every JSON is the one really used). The Tianshan parts need the data at
-# /work/shared/data/tianshan or BENCH_DATA=<folder of its release>; without it they are skipped.
+# ../shared/data/tianshan (beside the checkout) or BENCH_DATA=<folder of its release>; without it they are skipped.
 # The comparison benchmark runs the fixed small plan (on a synthetic 60-deposit district when the
 # Tianshan data is absent) with this checkout only, unless
 # BENCH_AGAINST=<commit> names an earlier commit to compare with in the same run.
@@ -15,7 +15,7 @@ PY="${1:-python3}"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 OUT=bench/results/gpu
 mkdir -p "$OUT"
-DATA="${BENCH_DATA:-/work/shared/data/tianshan}"
+DATA="${BENCH_DATA:-$PWD/../shared/data/tianshan}"  # beside the checkout, as in CI
 status=0
 run() {  # name, command...
     local name=$1
