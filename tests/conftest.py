@@ -31,6 +31,16 @@ TINY_DEPOSITS = ((4, 5), (6, 15), (12, 8), (15, 18))
 TINY_NON_DEPOSITS = ((3, 20), (9, 3), (16, 4), (17, 12))
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads() -> Any:
+    """Every test starts with the process's PyTorch thread count: a command run in-process
+    (``gkdcn --threads 1 ...`` through typer's runner) sets it for the whole process, and a
+    later test would otherwise run with it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def write_raster(
     path: Path,
     data: np.ndarray,

@@ -189,7 +189,10 @@ def test_stacked_equals_one_at_a_time_in_float32(kind: str) -> None:
     # offsets start at exactly integer positions, where the bilinear weights have a kink, so a
     # rounding difference that moves an offset across an integer changes its gradient by O(1);
     # such differences grow ~10x per epoch between any two summation orders (about 1e-4 in the
-    # offset weights after 2 epochs here), hence the DCN's looser weight tolerance.
+    # offset weights after 2 epochs here), hence the looser weight tolerance. The CNN's
+    # max-pool and ReLU kinks do the same more rarely: with one thread on an AVX-512 CPU one
+    # member's weights differed by 2e-4 from the first 2 epochs on (the other two members' by
+    # 3e-8), so the CNN gets the same tolerance (the float64 test above is exact).
     folds = _folds(False)
     cfg = TrainConfig(
         width=8, epochs=2 if "dcn" in kind else 4, batch_size=16, patience=None,
@@ -200,7 +203,7 @@ def test_stacked_equals_one_at_a_time_in_float32(kind: str) -> None:
     rng = np.random.default_rng(5)
     raw = rng.lognormal(0.0, 0.3, size=(3, SIZE, SIZE)).astype(np.float32)
     cells = (raw, rng.integers(0, SIZE, 50), rng.integers(0, SIZE, 50))
-    atol = 1e-3 if "dcn" in kind else 1e-5
+    atol = 1e-3
     for a, b in zip(stacked, solo, strict=True):
         _assert_same(a, b, cells, atol)
 
