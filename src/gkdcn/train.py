@@ -170,8 +170,8 @@ def native_bfloat16(device: str) -> bool:
     """Whether bfloat16 products run faster than float32 ones on ``device``: a CUDA GPU of
     compute capability 8 or newer, or a CPU whose bfloat16 units outrun its float32 ones.
 
-    On a CPU that is AMX (Intel Sapphire Rapids and later, where the host exposes it), or
-    AVX512-BF16 on an AMD processor (Zen 4 and later: measured 1.2-1.6x faster training steps).
+    Such a CPU has AMX (Intel Sapphire Rapids and later, where the host exposes it), or is an
+    AMD processor with AVX512-BF16 (Zen 4 and later: training steps measured 1.2-1.6x faster).
     AVX512-BF16 without AMX on an Intel processor (Cooper Lake; Sapphire or Granite Rapids
     whose host hides AMX, as virtual machines often do) is native but no faster: there oneDNN's
     bfloat16 products ran at 0.6x float32's rate and the training steps at 0.6-0.8x (README,
@@ -198,6 +198,7 @@ def _cpu_probe(name: str) -> bool:
     return bool(getattr(torch.cpu, name, lambda: False)())
 
 
+@functools.cache
 def cpu_vendor() -> str:
     """The x86 vendor string of this machine's CPU (``"GenuineIntel"``, ``"AuthenticAMD"``),
     or ``""`` where it cannot be told (other architectures, unreadable ``/proc/cpuinfo``)."""
@@ -331,13 +332,13 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """
     codes = torch.randint(0, 8, (len(x),), generator=generator)
     n, channels, height, width = x.shape
-    perm = dihedral_permutations(height, width).to(x.device)[codes.to(x.device)]
+    perm = _dihedral_permutations(height, width).to(x.device)[codes.to(x.device)]
     cells = perm.unsqueeze(1).expand(n, channels, height * width)
     return x.reshape(n, channels, -1).gather(2, cells).view(n, channels, height, width)
 
 
 @functools.cache
-def dihedral_permutations(height: int, width: int) -> torch.Tensor:
+def _dihedral_permutations(height: int, width: int) -> torch.Tensor:
     """(8, height*width) int64: row ``c`` lists, for each cell of a window transformed by code
     ``c`` (``rot90`` by ``c % 4``, then a column flip when ``c >= 4``), the cell it comes from."""
     if height != width:
