@@ -10,7 +10,10 @@ folder; its wall time, its CPU time (``RUSAGE_CHILDREN``), the number of trainin
 
 Trainings per second per core = trainings / wall seconds / cores used (``--jobs``, at most the
 CPU count); trainings per CPU-second is the same rate with the time every core really spent,
-steadier on a loaded machine.
+steadier on a loaded machine. Each run's **floor** is the multiply-adds of all it computed
+(:func:`benchflops.comparison_macs`, from its ``result.json`` files) at one core's best float32
+GEMM rate on this machine, measured before the runs: the CPU time the plan would take if every
+multiply-add ran as fast as a large matrix product; ``x floor`` is the run's CPU time over it.
 
 Usage::
 
@@ -260,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "floor cpu s: the run's multiply-adds (training steps, validation, calibration, "
         "held-out and map scoring; benchflops.comparison_macs) at the float32 GEMM rate of one "
-        f"core ({floor.gflops_per_core:.1f} GFLOP/s); no code on this machine runs the plan in "
-        f"less than floor / cores of wall time ({args.jobs} jobs) without changing its arithmetic"
+        f"core ({floor.gflops_per_core:.1f} GFLOP/s): with every multiply-add at that rate the "
+        f"plan would take floor / cores of wall time ({args.jobs} jobs); x floor: CPU s / floor"
     )
     ratios: dict[str, float] = {}
     ok = [r for r in runs if "error" not in r]
