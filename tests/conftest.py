@@ -7,7 +7,7 @@ fault-weight raster) and returns its :class:`~gkdcn.config.StudyConfig`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ TINY_NON_DEPOSITS = ((3, 20), (9, 3), (16, 4), (17, 12))
 
 
 @pytest.fixture(autouse=True)
-def _restore_torch_threads() -> Any:
+def _restore_torch_threads() -> Iterator[None]:
     """Every test starts with the process's PyTorch thread count: a command run in-process
     (``gkdcn --threads 1 ...`` through typer's runner) sets it for the whole process, and a
     later test would otherwise run with it."""
