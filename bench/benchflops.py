@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from benchdevice import synchronize
+from gkdcn.config import NETWORK_KINDS
 
 WINDOW = 9
 
@@ -100,10 +101,6 @@ def gemm_flops(
     }
 
 
-#: The model kinds that train (the baselines' arithmetic is negligible beside theirs).
-NETWORKS = ("cnn", "dcn", "gk-cnn", "gk-dcn")
-
-
 def comparison_macs(run_dir: Path, channels: int, valid_cells: int) -> dict[str, float]:
     """Multiply-adds a finished comparison run needed at the least, from its ``run.json`` and
     every job's ``result.json``: the floor of its arithmetic, whatever the code.
@@ -125,7 +122,7 @@ def comparison_macs(run_dir: Path, channels: int, valid_cells: int) -> dict[str,
     for path in sorted(run_dir.rglob("result.json")):
         result = json.loads(path.read_text())
         kind = result["model"]
-        if kind not in NETWORKS:
+        if kind not in NETWORK_KINDS:  # the baselines' arithmetic is negligible beside theirs
             continue
         n_val = int(result.get("n_val", 0))
         ran = epochs

@@ -5,7 +5,8 @@
 #
 # Each bench_*.py runs with --device cuda (on a machine without a CUDA GPU they say so and run on
 # the CPU; the "device" in every JSON is the one really used). The Tianshan parts need the data at
-# ../shared/data/tianshan (beside the checkout) or BENCH_DATA=<folder of its release>; without it they are skipped.
+# ../shared/data/tianshan (beside the checkout) or BENCH_DATA=<folder of its release>; without it
+# they are skipped.
 # The comparison benchmark runs the fixed small plan (on a synthetic 60-deposit district when the
 # Tianshan data is absent) with this checkout only, unless
 # BENCH_AGAINST=<commit> names an earlier commit to compare with in the same run.
