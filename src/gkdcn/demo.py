@@ -8,7 +8,6 @@ the individual commands, so the demo is also a worked example of the API.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from gkdcn.data.study import build_samples, load_study, save_prepared, summarize
 from gkdcn.data.synthetic import SyntheticSpec, generate_district
 from gkdcn.evaluate import evaluate_map, write_evaluation
 from gkdcn.explain.run import explain_model
-from gkdcn.io.atomic import check_writable, mark_output
+from gkdcn.io.atomic import check_writable, clear_output_folder, mark_output
 from gkdcn.io.rasters import open_elements, read_probability_map
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.predict import predict_to_file
@@ -49,11 +48,11 @@ def run_demo(
     ``workers``: trainings at once (see :func:`gkdcn.compare.run_comparison`).
     """
     out = Path(out)
-    # Only ever replace a folder that an earlier demo wrote (marked), or an empty one.
+    # Only ever empty a folder that holds nothing but what an earlier demo wrote, or none.
     check_writable(out, overwrite, folder=True)
     if out.exists() and overwrite:
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+        clear_output_folder(out)
+    out.mkdir(parents=True, exist_ok=True)
     mark_output(out, "demo")
 
     log("1/7 generating the synthetic district")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import tempfile
 import time
 import warnings
@@ -37,7 +36,15 @@ from gkdcn.data.samples import SampleSet, Split
 from gkdcn.data.study import Study, changed_files, data_fingerprint, input_files
 from gkdcn.errors import GkdcnError
 from gkdcn.evaluate import evaluate_map
-from gkdcn.io.atomic import atomic_path, check_not_input, check_writable, mark_output, write_text
+from gkdcn.io.atomic import (
+    MARKER,
+    atomic_path,
+    check_not_input,
+    check_writable,
+    clear_output_folder,
+    mark_output,
+    write_text,
+)
 from gkdcn.io.rasters import write_probability_map
 from gkdcn.models.bundle import package_versions
 
@@ -350,6 +357,12 @@ def claim_run_dir(
     print_ = fingerprint(study, plan)
     data_print = data_fingerprint(study)
     files = input_files(study.config)
+    ours = (out_dir / MARKER).is_file()
+    if meta_path.exists() and not ours:
+        raise GkdcnError(
+            f"{out_dir}: holds a {layout.RUN} but no {MARKER} marker, so gkdcn did not write "
+            "this folder; choose another --out"
+        )
     if meta_path.exists():
         try:
             existing = json.loads(meta_path.read_text())
@@ -359,8 +372,8 @@ def claim_run_dir(
             _check_resumable(out_dir, existing, print_, _legacy_fingerprint(study, plan), plan)
             _check_same_data(out_dir, existing, data_print, files)
             return  # resume
-        check_writable(out_dir, True, folder=True, own=True)  # run.json: an (older) run of ours
-        shutil.rmtree(out_dir)
+        check_writable(out_dir, True, folder=True)
+        clear_output_folder(out_dir)  # empties it in place: a link to it stays a link
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise GkdcnError(f"{out_dir}: folder exists and is not a gkdcn run; choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ Distances in the written config (negative sampling, fault rings) scale with the 
 
 from __future__ import annotations
 
+import contextlib
+
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -486,13 +488,34 @@ def _block(key: str, data: dict[str, Any], discovery: Discovery) -> str:
     return "\n".join([*lines, to_toml(data).strip("\n")])
 
 
+def found_inputs(discovery: Discovery) -> list[Path]:
+    """Every existing file or folder the guessed config names (the inputs it will read)."""
+    found: list[Path] = []
+
+    def visit(value: Any) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                visit(item)
+        elif isinstance(value, list):
+            for item in value:
+                visit(item)
+        elif isinstance(value, str) and value:
+            with contextlib.suppress(OSError, ValueError):
+                path = discovery.folder / value
+                if path.exists():
+                    found.append(path)
+
+    visit(discovery.config)
+    return found
+
+
 def write_study(
     discovery: Discovery, out: str | Path | None = None, overwrite: bool = False
 ) -> Path:
     """Write the commented config (default ``<folder>/study.toml``), checked by
     :func:`gkdcn.config.load_config` before it is moved into place."""
     path = Path(out) if out is not None else discovery.folder / "study.toml"
-    check_writable(path, overwrite)
+    check_writable(path, overwrite, inputs=found_inputs(discovery))
     if path.parent.resolve() != discovery.folder:
         # Paths in the config are relative to its folder: rebase them.
         raise GkdcnError(
@@ -500,7 +523,7 @@ def write_study(
             "relative to that folder)"
         )
     text = render_toml(discovery, path.name)
-    with atomic_path(path, overwrite) as tmp:
+    with atomic_path(path, overwrite, inputs=found_inputs(discovery)) as tmp:
         tmp.write_text(text, encoding="utf-8")
         load_config(tmp)  # round trip: what we write must load
     return path

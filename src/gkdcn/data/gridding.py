@@ -664,7 +664,8 @@ def grid_file(
 ) -> GriddingResult:
     """Read, grid and write in one call (what ``gkdcn grid`` runs); notes go to ``log``."""
     say = log or (lambda _text: None)
-    check_writable(Path(out_dir), overwrite, inputs=[samples_path], folder=True)
+    inputs = [samples_path, *([options.like] if options.like is not None else [])]
+    check_writable(Path(out_dir), overwrite, inputs=inputs, folder=True)
     if options.method not in GRID_METHODS:
         raise GkdcnError(
             f"--method must be one of {', '.join(GRID_METHODS)}, not {options.method!r}"
