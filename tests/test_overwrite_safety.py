@@ -111,13 +111,20 @@ def test_a_folder_output_never_deletes_a_users_dot_old_sibling(work: Path) -> No
     assert sorted(p.name for p in work.iterdir()) == [".q.old", ".q.tmp", "d", "q"]
 
 
+def test_a_users_dot_old_file_beside_a_folder_output_is_left_alone(work: Path) -> None:
+    code, output = _gkdcn("prepare", "d/study.toml", "--out", "r")
+    assert code == 0, output
+    (work / ".r.old").write_text("a file of the user's")
+    code, output = _gkdcn("prepare", "d/study.toml", "--out", "r", "--overwrite")
+    assert code == 0, output  # not "r: Not a directory"
+    assert (work / ".r.old").read_text() == "a file of the user's"
+
+
 def test_grid_never_replaces_the_folder_of_its_like_raster(work: Path) -> None:
     layers = work / "d" / "elements"
     like = sorted(layers.glob("*.tif"))[0]
     before = _files(layers)
-    code, output = _gkdcn(
-        "grid", "d/samples.csv", "--like", like, "--out", layers, "--overwrite"
-    )
+    code, output = _gkdcn("grid", "d/samples.csv", "--like", like, "--out", layers, "--overwrite")
     assert code == 2, output
     assert "input" in _one_error(output)
     assert _files(layers) == before
@@ -213,7 +220,9 @@ def test_a_marked_folder_the_parent_never_listed_is_the_users(tmp_path: Path) ->
     mark_output(run, "compare")
     copied = run / "copied_output"  # a gkdcn output the user copied in by hand
     copied.mkdir()
-    (copied / MARKER).write_text("written by gkdcn prepare; the files it wrote follow\nmetadata.json\n")
+    (copied / MARKER).write_text(
+        "written by gkdcn prepare; the files it wrote follow\nmetadata.json\n"
+    )
     (copied / "metadata.json").write_text("{}")
     assert foreign_files(run) == ["copied_output/metadata.json"]
 
@@ -228,7 +237,7 @@ def test_clear_output_folder_empties_only_a_folder_wholly_ours(tmp_path: Path) -
     assert list(out.iterdir()) == []
     mark_output(out, "demo")
     (out / "mine.txt").write_text("m")
-    with pytest.raises(Exception, match="mine.txt"):
+    with pytest.raises(Exception, match=r"mine\.txt"):
         clear_output_folder(out)
     assert (out / "mine.txt").exists()
 
@@ -241,3 +250,16 @@ def test_a_marker_from_an_older_gkdcn_lists_nothing_and_is_refused(tmp_path: Pat
     with pytest.raises(Exception, match="lists no files"):
         clear_output_folder(out)
     assert (out / "metadata.json").exists()
+
+
+def test_a_run_that_failed_before_any_job_finished_takes_the_corrected_retry(work: Path) -> None:
+    code, output = _gkdcn("compare", "d/study.toml", "--out", "run", *COMPARE)
+    assert code == 0, output
+    for result in (work / "run").rglob("result.json"):  # as if it had failed before any job
+        result.unlink()
+    (work / "run" / "summary.json").unlink()
+    code, output = _gkdcn("compare", "d/study.toml", "--out", "run", *COMPARE[:-1], "2")
+    assert code == 0, output  # other settings, nothing finished to lose: no --overwrite needed
+    code, output = _gkdcn("compare", "d/study.toml", "--out", "run", *COMPARE)
+    assert code == 2, output  # but a run with results is never replaced without --overwrite
+    assert "other settings" in _one_error(output)

@@ -368,10 +368,13 @@ def claim_run_dir(
             existing = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError):
             existing = {}
-        if not overwrite:
+        started = _holds_results(layout)
+        if not overwrite and started:
             _check_resumable(out_dir, existing, print_, _legacy_fingerprint(study, plan), plan)
             _check_same_data(out_dir, existing, data_print, files)
             return  # resume
+        # With --overwrite, or a run that failed before any job finished (nothing to lose):
+        # start afresh, under the rule of what gkdcn may delete.
         check_writable(out_dir, True, folder=True)
         clear_output_folder(out_dir)  # empties it in place: a link to it stays a link
     elif out_dir.exists() and any(out_dir.iterdir()):
@@ -389,6 +392,11 @@ def claim_run_dir(
         "versions": package_versions(),
     }
     write_text(meta_path, json.dumps(meta, indent=2, default=str), overwrite=True)
+
+
+def _holds_results(layout: RunLayout) -> bool:
+    """Whether any job of the run in ``layout`` has finished (written its result)."""
+    return next(layout.root.rglob(layout.RESULT), None) is not None
 
 
 def _check_resumable(

@@ -18,7 +18,6 @@ Distances in the written config (negative sampling, fault rings) scale with the 
 from __future__ import annotations
 
 import contextlib
-
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
