@@ -7,12 +7,14 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from gkdcn.cli import app
 from gkdcn.config import load_config
 from gkdcn.data.discover import discover, render_toml, write_study
+from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL
 from gkdcn.data.study import build_samples, load_study
 from gkdcn.data.synthetic import SyntheticSpec, generate_district
 from gkdcn.errors import InputError, OutputExistsError
@@ -45,7 +47,6 @@ def _inputs(path: Path) -> dict[str, object]:
         "non_deposits": cfg.sites.non_deposits,
         "faults": cfg.resolve(cfg.knowledge.faults).resolve() if cfg.knowledge.faults else None,
         "weights": cfg.knowledge.weights,
-        "decay": cfg.knowledge.decay,
         "transform": cfg.transform,
         "align": cfg.align,
     }
@@ -65,10 +66,14 @@ def test_init_on_a_synth_folder_equals_its_own_study(district: Path, tmp_path: P
     # prepare accepts it: the same sites and layers as the synth's own config.
     ours = load_study(load_config(folder / "study.toml"))
     theirs = load_study(load_config(folder / "original.toml"))
-    assert ours.names == theirs.names
-    np.testing.assert_array_equal(ours.raw, theirs.raw)
+    # The same layers, plus the knowledge channel init recommends (as_channel = true).
+    assert ours.names == [*theirs.names, KNOWLEDGE_CHANNEL]
+    np.testing.assert_array_equal(ours.raw[: len(theirs.names)], theirs.raw)
     assert list(ours.sites.ids) == list(theirs.sites.ids)
-    np.testing.assert_array_equal(ours.knowledge, theirs.knowledge)
+    # The weight comes from the same faults; its decay is derived (tested below).
+    assert ours.knowledge.shape == theirs.knowledge.shape
+    fault_cells = ours.knowledge == 1
+    assert fault_cells.any() and np.all(theirs.knowledge[fault_cells] == 1)
     samples, _ = build_samples(ours)
     assert len(samples) > 0
     # Nothing is overwritten without --overwrite.
@@ -183,3 +188,52 @@ def test_init_names_poorly_gridded_elements(district: Path, tmp_path: Path) -> N
     found = discover(folder)
     assert any("mapped poorly (R² < 0.5): Au 0.16" in c for c in found.comments["elements"])
     assert load_config(write_study(found)).elements.path == Path("elements")
+
+
+def test_init_derives_decay_split_and_channel_from_the_data(tmp_path: Path) -> None:
+    from gkdcn.data.knowledge import distance_to_lines
+    from gkdcn.io.vectors import read_lines
+
+    folder = tmp_path / "derived"
+    spec = SyntheticSpec(height=60, width=60, n_layers=5, n_deposits=12, seed=2)
+    generate_district(folder, spec)
+    (folder / "study.toml").unlink()
+    code, out = _cli("init", str(folder))
+    assert code == 0, out
+    cfg = load_config(folder / "study.toml")
+    study = load_study(cfg)
+    cell = min(study.grid.cell_size)
+    distance = distance_to_lines(read_lines(folder / "faults.gpkg", study.grid.crs), study.grid)
+    assert cfg.knowledge.decay.kind == "exponential"
+    assert cfg.knowledge.decay.scale == pytest.approx(float(np.median(distance)), rel=1e-3)
+    assert cfg.knowledge.as_channel
+    assert cfg.split.exclusion_radius == 4 * cell  # half the 9-cell window footprint
+    size = cfg.split.block_size
+    blocks = {
+        (int(r * cell // size), int(c * cell // size))
+        for r, c in zip(study.sites.rows[study.sites.labels == 1],
+                        study.sites.cols[study.sites.labels == 1], strict=True)
+    }  # fmt: skip
+    assert len(blocks) >= 5
+    text = (folder / "study.toml").read_text()
+    assert "median distance of a cell to the nearest fault" in text
+    assert "half the 9-cell window footprint" in text
+
+
+def test_init_reads_degree_coordinates_as_lon_lat(district: Path, tmp_path: Path) -> None:
+    from rasterio.warp import transform
+
+    folder = tmp_path / "degrees"
+    shutil.copytree(district, folder)
+    (folder / "study.toml").unlink()
+    table = pd.read_csv(folder / "deposits.csv")
+    lon, lat = transform("EPSG:32645", "EPSG:4326", table["x"], table["y"])
+    table["x"], table["y"] = lon, lat  # degrees under column names that do not say so
+    table.to_csv(folder / "deposits.csv", index=False)
+    code, out = _cli("init", str(folder))
+    assert code == 0, out
+    cfg = load_config(folder / "study.toml")
+    assert cfg.sites.deposits.crs == "EPSG:4326"
+    assert "hold degrees" in (folder / "study.toml").read_text()
+    original = load_study(load_config(district / "study.toml"))
+    assert list(load_study(cfg).sites.ids) == list(original.sites.ids)

@@ -263,3 +263,17 @@ def test_a_run_that_failed_before_any_job_finished_takes_the_corrected_retry(wor
     code, output = _gkdcn("compare", "d/study.toml", "--out", "run", *COMPARE)
     assert code == 2, output  # but a run with results is never replaced without --overwrite
     assert "other settings" in _one_error(output)
+
+
+def test_init_writes_its_config_into_a_folder_that_is_also_the_element_folder(
+    work: Path,
+) -> None:
+    flat = work / "flat"
+    flat.mkdir()
+    for tif in (work / "d" / "elements").glob("*.tif"):
+        shutil.copy(tif, flat / tif.name)
+    for name in ("deposits.csv", "faults.gpkg"):
+        shutil.copy(work / "d" / name, flat / name)
+    code, output = _gkdcn("init", flat)
+    assert code == 0, output
+    assert (flat / "study.toml").is_file()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import rasterio
 from rasterio.errors import RasterioError
@@ -342,15 +343,6 @@ def discover(folder: str | Path) -> Discovery:
             comments["knowledge"].append(
                 f"also found, not used: {', '.join(_rel(p, folder) for p in faults[1:])}"
             )
-        knowledge["decay"] = {
-            "kind": "rings",
-            "ring_width": 2 * cell,
-            "rings": 12,
-            "exponent": 0.46,
-        }
-        comments["knowledge"].append(
-            f"fault-proximity weight in rings of 2 cells ({2 * cell:g} map units), 0 beyond 12 rings"
-        )
     else:
         weights = [p for p in rasters if _WEIGHT.search(p.stem)]
         if weights:
@@ -368,11 +360,146 @@ def discover(folder: str | Path) -> Discovery:
         "elements": elements_section,
         "sites": sites_section,
     }
+    deposit_cells = _deposit_cells(sites_section.get("deposits", {}), folder, grid)
+    if faults:
+        knowledge["decay"], decay_comment = _guess_decay(folder / knowledge["faults"], grid)
+        comments["knowledge"] += decay_comment
     if knowledge:
+        knowledge["as_channel"] = True
+        comments["knowledge"].append(
+            "as_channel = true: the weight is also an input channel of the networks (the "
+            "recommended setting; false keeps it to the GK loss)"
+        )
         config["knowledge"] = knowledge
+    split, comments["split"] = _guess_split(deposit_cells, grid)
+    if split:
+        config["split"] = split
     config["transform"] = {"method": "clr", "scaling": "standard"}
     comments["transform"] = ["centred log-ratio then standard scaling, fitted on training windows"]
     return Discovery(folder=folder, config=config, comments=comments, notes=notes)
+
+
+WINDOW = 9
+"""The default window (``[samples] window``): the footprint the split settings are derived from."""
+
+
+def _deposit_cells(
+    section: dict[str, Any], folder: Path, grid: Grid
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rows and columns on the element grid of the guessed deposits (None where unreadable)."""
+    try:
+        if "raster" in section:
+            with rasterio.open(folder / section["raster"]) as ds:
+                if (ds.height, ds.width) != grid.shape:
+                    return None
+                data = ds.read(1)
+            rows, cols = np.nonzero(data == section["value"])
+            return rows, cols
+        if "points" in section:
+            found = PointFile(folder / section["points"], section.get("x"), section.get("y"))
+            xy = _read_xy(found)
+            if xy is None:
+                return None
+            x, y = xy
+            crs = section.get("crs")
+            if crs is not None and grid.crs is not None:
+                from rasterio.crs import CRS
+                from rasterio.warp import transform
+
+                if CRS.from_user_input(crs) != grid.crs:
+                    x, y = (np.asarray(v) for v in transform(crs, grid.crs, x, y))
+            rows, cols = grid.rowcol(x, y)
+            inside = grid.inside(rows, cols)
+            return rows[inside], cols[inside]
+    except (RasterioError, OSError, ValueError, KeyError):
+        return None
+    return None
+
+
+def _guess_split(
+    cells: tuple[np.ndarray, np.ndarray] | None, grid: Grid
+) -> tuple[dict[str, Any], list[str]]:
+    """Exclusion radius and block size derived from the window footprint and the deposits.
+
+    The radius is half the window footprint: a training window centred further from a held-out
+    deposit never holds its cell. The block edge is the largest of extent / 2, / 3, ... that
+    puts the deposits in at least five blocks (the default folds), and never below the window
+    footprint; a district whose deposits fit in fewer blocks keeps the default and says so.
+    """
+    cell = float(min(grid.cell_size))
+    radius = (WINDOW // 2) * cell
+    split: dict[str, Any] = {"exclusion_radius": radius}
+    comments = [
+        f"exclusion_radius = {radius:g}: half the {WINDOW}-cell window footprint, so no training "
+        "window of a held-out fold holds the held-out deposit's cell"
+    ]
+    if cells is None or len(cells[0]) == 0:
+        comments.append("deposits not read here: block_size stays at its default")
+        return split, comments
+    rows, cols = cells
+    unique = np.unique(np.stack([rows, cols], axis=1), axis=0)
+    if len(unique) > 1:
+        diff = unique[:, None, :] - unique[None, :, :]
+        dist = np.sqrt((diff.astype(np.float64) ** 2).sum(axis=2)) * cell
+        np.fill_diagonal(dist, np.inf)
+        spacing = float(np.median(dist.min(axis=1)))
+        comments.append(
+            f"deposits {spacing:g} map units apart (median nearest neighbour)"
+            + (
+                ": closer than the exclusion radius, so neighbours of a held-out deposit leave "
+                "training with it; grouped or block folds rank them more fairly"
+                if spacing < radius
+                else ""
+            )
+        )
+    extent = max(grid.height, grid.width) * cell
+    footprint = WINDOW * cell
+    for parts in range(2, 41):
+        size = extent / parts
+        if size < footprint:
+            break
+        blocks = {(int(r * cell // size), int(c * cell // size)) for r, c in unique}
+        if len(blocks) >= 5:
+            split["block_size"] = float(f"{size:.4g}")
+            comments.append(
+                f"block_size = {split['block_size']:g}: the largest of extent / 2, / 3, ... "
+                f"that puts the {len(unique)} deposit cells in {len(blocks)} blocks "
+                "(at least 5, one per fold)"
+            )
+            return split, comments
+    comments.append(
+        "block_size stays at its default: no block edge above the window footprint puts the "
+        "deposits in 5 blocks (spatial blocks need deposits spread over 5 blocks)"
+    )
+    return split, comments
+
+
+def _guess_decay(faults: Path, grid: Grid) -> tuple[dict[str, Any], list[str]]:
+    """A continuous decay scaled by how far the grid's cells lie from the faults.
+
+    ``exponential`` with the e-folding distance at the median distance of a cell to the nearest
+    fault: the weight falls smoothly with distance everywhere (it ranks like the distance itself,
+    with no plateau at 0 or 1), about 0.37 at the median cell. Where the faults cannot be read
+    here the rings of the authors' release are kept (2 cells wide, 0 beyond 12 rings).
+    """
+    from gkdcn.data.knowledge import distance_to_lines
+    from gkdcn.io.vectors import read_lines
+
+    cell = float(min(grid.cell_size))
+    try:
+        distance = distance_to_lines(read_lines(faults, target_crs=grid.crs), grid)
+    except (GkdcnError, OSError, ValueError):
+        decay = {"kind": "rings", "ring_width": 2 * cell, "rings": 12, "exponent": 0.46}
+        return decay, [
+            f"fault-proximity weight in rings of 2 cells ({2 * cell:g} map units), 0 beyond "
+            "12 rings (the faults could not be read here to scale it)"
+        ]
+    scale = float(f"{max(float(np.median(distance)), cell):.4g}")
+    return {"kind": "exponential", "scale": scale}, [
+        f"fault-proximity weight exp(-distance / {scale:g}): {scale:g} map units is the median "
+        "distance of a cell to the nearest fault (weight 0.37 there, falling smoothly beyond; "
+        "no plateau, so it ranks cells like the distance itself)"
+    ]
 
 
 def _gridding_quality(elements: Path, poor: float = 0.5) -> list[str]:
@@ -438,12 +565,49 @@ def _raster_section(
     return {"raster": _rel(path, folder), "value": value_out}
 
 
+def _read_xy(found: PointFile) -> tuple[np.ndarray, np.ndarray] | None:
+    """The finite x / y values of a point table, or None where they cannot be read."""
+    if found.x is None or found.y is None:
+        return None
+    sep = "\t" if found.path.suffix.lower() == ".tsv" else None
+    try:
+        frame = pd.read_csv(found.path, sep=sep, engine="python", usecols=[found.x, found.y])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError):
+        return None
+    except ValueError:
+        return None
+    x = pd.to_numeric(frame[found.x], errors="coerce").to_numpy(dtype=np.float64)
+    y = pd.to_numeric(frame[found.y], errors="coerce").to_numpy(dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return (x[keep], y[keep]) if keep.any() else None
+
+
+def _looks_geographic(found: PointFile, grid: Grid) -> bool:
+    """Whether a point table's coordinates are degrees although the element grid is projected."""
+    if grid.crs is None or not grid.crs.is_projected:
+        return False
+    xy = _read_xy(found)
+    if xy is None:
+        return False
+    x, y = xy
+    in_range = bool(np.all(np.abs(x) <= 180) and np.all(np.abs(y) <= 90))
+    left, bottom, right, top = grid.bounds
+    on_grid = bool(np.any((x >= left) & (x <= right) & (y >= bottom) & (y <= top)))
+    return in_range and not on_grid
+
+
 def _points_section(
     found: PointFile, folder: Path, grid: Grid, comment: list[str]
 ) -> dict[str, Any]:
     section: dict[str, Any] = {"points": _rel(found.path, folder)}
     if found.x is not None and found.y is not None:
         section["x"], section["y"] = found.x, found.y
+        if found.crs is None and _looks_geographic(found, grid):
+            found.crs = "EPSG:4326"
+            comment.append(
+                f"columns {found.x}/{found.y} hold degrees (all within longitude/latitude "
+                "range and none on the projected element grid): read as EPSG:4326"
+            )
         crs = found.crs or _crs_text(grid)
         if crs is not None:
             section["crs"] = crs
@@ -501,7 +665,8 @@ def found_inputs(discovery: Discovery) -> list[Path]:
         elif isinstance(value, str) and value:
             with contextlib.suppress(OSError, ValueError):
                 path = discovery.folder / value
-                if path.exists():
+                # The folder itself (elements in ".") holds the config by design: not an input.
+                if path.exists() and path.resolve() != discovery.folder.resolve():
                     found.append(path)
 
     visit(discovery.config)
