@@ -99,3 +99,51 @@ def test_style_for_values_spans_the_finite_values() -> None:
     style = style_for_values("gradcam", np.array([[np.nan, -2.0], [3.5, 1.0]]))
     assert (style.minimum, style.maximum, style.band_name) == (-2.0, 3.5, "gradcam")
     assert style_for_values("x", np.full(3, np.nan)) == QmlStyle("x", 0.0, 1.0)
+
+
+def test_area_classes_hold_the_top_shares_of_the_mapped_cells() -> None:
+    from gkdcn.io.qml import AREA_SHARES, area_classes
+
+    values = np.arange(1000, dtype=float)[::-1].reshape(20, 50) / 1000  # 1000 distinct cells
+    values[0, :5] = np.nan  # unmapped cells do not count
+    classes = area_classes(values)
+    finite = values[np.isfinite(values)]
+    assert [c.share for c in classes] == list(AREA_SHARES)
+    for cls in classes:
+        share = (finite >= cls.threshold).mean()
+        assert share == pytest.approx(cls.share, abs=1.5 / finite.size)
+    assert area_classes(np.full((3, 3), 0.5)) == ()  # a constant map has no classes
+    assert area_classes(np.full(3, np.nan)) == ()
+
+
+def test_a_probability_map_opens_in_area_classes(tmp_path: Path) -> None:
+    from gkdcn.io.grid import Grid
+    from gkdcn.io.rasters import PROBABILITY_NODATA, write_probability_map
+
+    rng = np.random.default_rng(0)
+    prob = (rng.random((40, 50)) * 0.05).astype(np.float32)  # a calibrated map: all below 0.05
+    prob[:5] = np.nan
+    grid = Grid(crs=None, transform=Affine(100, 0, 0, 0, -100, 0), height=40, width=50)
+    write_probability_map(tmp_path / "m.tif", prob, grid)
+    root = ET.parse(tmp_path / "m.qml").getroot()
+    shader = root.find("pipe/rasterrenderer/rastershader/colorrampshader")
+    assert shader is not None and shader.get("colorRampType") == "DISCRETE"
+    items = shader.findall("item")
+    labels = [item.get("label") for item in items]
+    assert labels[0] == "below top 20 %" and items[0].get("alpha") == "0"
+    assert [label.split(" (")[0] for label in labels[1:]] == [
+        "top 20 %", "top 10 %", "top 5 %", "top 2 %", "top 1 %"
+    ]  # fmt: skip
+    bounds = [float(item.get("value")) for item in items]  # type: ignore[arg-type]
+    assert bounds == sorted(bounds) and bounds[-1] == np.inf
+    mapped = prob[np.isfinite(prob)]
+    top5 = float(labels[3].split(">= ")[1].rstrip(")"))
+    assert (mapped >= top5).mean() == pytest.approx(0.05, abs=0.002)
+    assert PROBABILITY_NODATA not in bounds
+    write_probability_map(tmp_path / "r.tif", prob, grid, style="ramp")
+    ramp = (
+        ET.parse(tmp_path / "r.qml")
+        .getroot()
+        .find("pipe/rasterrenderer/rastershader/colorrampshader")
+    )
+    assert ramp is not None and ramp.get("colorRampType") == "INTERPOLATED"

@@ -1,10 +1,19 @@
 """QGIS layer styles (``.qml``) for the maps gkdcn writes, so they open styled in QGIS.
 
-QGIS loads ``<name>.qml`` beside ``<name>.tif`` as the layer's default style. The style here is a
-single-band pseudocolour renderer on one band with a perceptually uniform ramp (viridis) from
-``minimum`` to ``maximum`` (0-1 for probabilities), nodata transparent (QGIS leaves the file's
-nodata cells unpainted when ``nodataColor`` is empty). The band's name is written into the style
-(custom property ``gkdcn_band`` and the layer's title) so a user can see which band is shown.
+QGIS loads ``<name>.qml`` beside ``<name>.tif`` as the layer's default style. Two styles, both a
+single-band pseudocolour renderer on one band, nodata transparent (QGIS leaves the file's nodata
+cells unpainted when ``nodataColor`` is empty):
+
+- **area classes** (:func:`area_class_style`, the default of probability maps): the top 1, 2, 5,
+  10 and 20 % of the mapped area as discrete classes, the rest transparent, as prospectivity maps
+  are read in ArcSDM and EIS Toolkit. A calibrated map's probabilities are small almost
+  everywhere (prior-shift calibration puts the median near the deposit rate), so a fixed 0-1 ramp
+  shows it nearly empty; area classes show where the best ranked cells are whatever the scale.
+- **a ramp** (viridis, perceptually uniform) from ``minimum`` to ``maximum`` (0-1 for
+  probabilities, the value range for Grad-CAM and attributions).
+
+The band's name is written into the style (custom property ``gkdcn_band`` and the layer's title)
+so a user can see which band is shown.
 """
 
 from __future__ import annotations
@@ -21,14 +30,60 @@ _VIRIDIS = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725")
 QGIS_VERSION = "3.28.0-Firenze"
 
 
+#: The area classes of a prospectivity map: top shares of the mapped area, smallest first.
+AREA_SHARES = (0.01, 0.02, 0.05, 0.10, 0.20)
+# Warm to cool, one colour per class of AREA_SHARES (top 1 % darkest red).
+_AREA_COLOURS = ("#b2182b", "#e34a33", "#fc8d59", "#fdcc8a", "#fef0d9")
+
+
+@dataclass(frozen=True)
+class AreaClass:
+    """Cells at or above ``threshold`` are the top ``share`` of the mapped area."""
+
+    share: float
+    threshold: float
+
+    @property
+    def label(self) -> str:
+        """E.g. ``top 5 %``."""
+        return f"top {100 * self.share:g} %"
+
+
 @dataclass(frozen=True)
 class QmlStyle:
-    """Which band to style and the value range of the colour ramp."""
+    """Which band to style: a ramp over ``minimum`` .. ``maximum``, or discrete area ``classes``
+    (when given, the ramp's range is ignored)."""
 
     band_name: str
     minimum: float = 0.0
     maximum: float = 1.0
     band: int = 1
+    classes: tuple[AreaClass, ...] = ()
+
+
+def area_classes(values: object, shares: tuple[float, ...] = AREA_SHARES) -> tuple[AreaClass, ...]:
+    """The value thresholds of the top ``shares`` of the finite cells of ``values``.
+
+    A threshold is the value of the cell at that rank (ties are kept together: a class may hold
+    a little more than its share). Empty where no cell is finite, or where all are equal.
+    """
+    import numpy as np
+
+    data = np.asarray(values, dtype=np.float64)
+    finite = np.sort(data[np.isfinite(data)])[::-1]
+    if finite.size == 0 or finite[0] == finite[-1]:
+        return ()
+    out = []
+    for share in sorted(shares):
+        rank = max(1, int(np.ceil(share * finite.size))) - 1
+        out.append(AreaClass(share, float(finite[rank])))
+    return tuple(out)
+
+
+def area_class_style(band_name: str, values: object, band: int = 1) -> QmlStyle:
+    """Area classes of ``values`` (:data:`AREA_SHARES`); a 0-1 ramp where they cannot be drawn."""
+    classes = area_classes(values)
+    return QmlStyle(band_name, 0.0, 1.0, band, classes=classes)
 
 
 def style_for_values(band_name: str, values: object, band: int = 1) -> QmlStyle:
@@ -82,6 +137,9 @@ def qml_text(style: QmlStyle) -> str:
     ):
         ET.SubElement(minmax, tag).text = text
     shader = ET.SubElement(renderer, "rastershader")
+    if style.classes:
+        _discrete_classes(shader, style.classes)
+        return _document(qgis, pipe, style, f"area classes {_class_text(style.classes)}")
     ramp = ET.SubElement(
         shader,
         "colorrampshader",
@@ -110,6 +168,40 @@ def qml_text(style: QmlStyle) -> str:
         ET.SubElement(
             ramp, "item", alpha="255", value=f"{at:.10g}", label=f"{at:.3g}", color=colour
         )
+    return _document(qgis, pipe, style, f"viridis {low:.6g} to {high:.6g}")
+
+
+def _class_text(classes: tuple[AreaClass, ...]) -> str:
+    return ", ".join(f"{c.label} >= {c.threshold:.6g}" for c in classes)
+
+
+def _discrete_classes(shader: ET.Element, classes: tuple[AreaClass, ...]) -> None:
+    """A DISCRETE colour ramp: QGIS paints a value with the first item whose value is not below
+    it, so items run upwards: below the top 20 % transparent, then each class to the next."""
+    ramp = ET.SubElement(
+        shader, "colorrampshader", colorRampType="DISCRETE", classificationMode="1", clip="0"
+    )
+    ordered = sorted(classes, key=lambda c: c.share, reverse=True)  # widest (lowest) first
+    bounds = [c.threshold for c in ordered]
+    # Upper bound of "below the widest class": just under its threshold.
+    ET.SubElement(
+        ramp, "item", alpha="0", value=f"{math.nextafter(bounds[0], -math.inf):.17g}",
+        label=f"below {ordered[0].label}", color="#ffffff",
+    )  # fmt: skip
+    colours = dict(zip(sorted(c.share for c in classes), _AREA_COLOURS, strict=False))
+    for i, cls in enumerate(ordered):
+        upper = (
+            math.nextafter(ordered[i + 1].threshold, -math.inf)
+            if i + 1 < len(ordered)
+            else math.inf
+        )
+        ET.SubElement(
+            ramp, "item", alpha="255", value="inf" if upper == math.inf else f"{upper:.17g}",
+            label=f"{cls.label} (>= {cls.threshold:.4g})", color=colours[cls.share],
+        )  # fmt: skip
+
+
+def _document(qgis: ET.Element, pipe: ET.Element, style: QmlStyle, what: str) -> str:
     ET.SubElement(pipe, "brightnesscontrast", brightness="0", contrast="0", gamma="1")
     ET.SubElement(pipe, "huesaturation", saturation="0", grayscaleMode="0", colorizeOn="0")
     ET.SubElement(pipe, "rasterresampler", maxOversampling="2")
@@ -119,7 +211,7 @@ def qml_text(style: QmlStyle) -> str:
     return (
         "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
         f"<!-- gkdcn style: band {style.band} ({_comment(style.band_name)}), "
-        f"viridis {low:.6g} to {high:.6g}, nodata transparent -->\n{body}\n"
+        f"{_comment(what)}, nodata transparent -->\n{body}\n"
     )
 
 

@@ -40,7 +40,7 @@ from gkdcn.config import Align
 from gkdcn.errors import GkdcnError, InputError
 from gkdcn.io.atomic import atomic_path, check_writable
 from gkdcn.io.grid import Grid
-from gkdcn.io.qml import QmlStyle, qml_path, write_qml
+from gkdcn.io.qml import QmlStyle, area_class_style, qml_path, write_qml
 
 ResamplingName = Literal["nearest", "bilinear"]
 
@@ -861,22 +861,30 @@ def write_probability_map(
     descriptions: Sequence[str] = ("probability",),
     overwrite: bool = False,
     cog: bool = False,
+    style: Literal["area", "ramp"] = "area",
 ) -> Path:
     """Write probability bands (``(H, W)`` or ``(B, H, W)``, NaN = no data) as float32 GeoTIFF
     with nodata :data:`PROBABILITY_NODATA`: the one convention of every probability map.
 
     QGIS-ready: internal overviews (``cog``: a Cloud-Optimized GeoTIFF instead) and a ``.qml``
-    style beside it (band 1 on a 0-1 ramp, nodata transparent).
+    style beside it for band 1, nodata transparent: ``style="area"`` the top 1 / 2 / 5 / 10 /
+    20 % of the mapped area as classes (:func:`gkdcn.io.qml.area_class_style`), ``"ramp"`` a
+    0-1 colour ramp.
     """
+    data = np.asarray(bands, dtype=np.float32)
+    first = data if data.ndim == 2 else data[0]
+    mapped = np.where(first == PROBABILITY_NODATA, np.nan, first)
+    name = str(descriptions[0])
+    qml = area_class_style(name, mapped) if style == "area" else QmlStyle(name, 0.0, 1.0)
     write_geotiff(
         path,
-        np.asarray(bands, dtype=np.float32),
+        data,
         grid,
         nodata=PROBABILITY_NODATA,
         descriptions=list(descriptions),
         overwrite=overwrite,
         overviews=True,
         cog=cog,
-        style=QmlStyle(str(descriptions[0]), 0.0, 1.0),
+        style=qml,
     )
     return Path(path)
