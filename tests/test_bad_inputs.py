@@ -381,17 +381,17 @@ def _(w: Path) -> tuple[list[str], str, str]:
     return ["prepare", str(toml)], f"{w}/d/deposits.csv", "read as EPSG:32646"
 
 
-@case("prepare-resample-loses-the-label-cells")
+@case("prepare-resample-label-cells-all-off-the-grid")
 def _(w: Path) -> tuple[list[str], str, str]:
     import rasterio
     from affine import Affine
 
     with rasterio.open(w / "d" / "elements" / "Au.tif") as ds:
         t, h, wd, crs = ds.transform, ds.height, ds.width, ds.crs
-    fine = np.zeros((2 * h, 2 * wd), np.uint8)  # a label raster at half the cell size
-    fine[[10, 20, 40], [10, 40, 16]] = 1  # single-cell markers that nearest neighbour misses
+    fine = np.zeros((2 * h, 2 * wd), np.uint8)  # a label raster at half the cell size,
+    fine[[10, 20, 40], [10, 40, 16]] = 1  # shifted wholly off the element grid
     profile = {"driver": "GTiff", "height": 2 * h, "width": 2 * wd, "count": 1, "crs": crs}
-    transform = Affine(t.a / 2, 0, t.c, 0, t.e / 2, t.f)
+    transform = Affine(t.a / 2, 0, t.c + 10 * wd * t.a, 0, t.e / 2, t.f)
     with rasterio.open(w / "fine.tif", "w", dtype="uint8", transform=transform, **profile) as dst:
         dst.write(fine, 1)
     toml = w / "d" / "study.toml"
@@ -401,7 +401,7 @@ def _(w: Path) -> tuple[list[str], str, str]:
     toml.write_text(
         f'{text[:start]}[sites.deposits]\nraster = "{w}/fine.tif"\nvalue = 1\n\n{text[end:]}'
     )
-    return ["prepare", str(toml)], f"{w}/fine.tif", 'lost when align = "resample"'
+    return ["prepare", str(toml)], f"{w}/fine.tif", "none of the 3 cells equal to 1 lies on"
 
 
 # ---- cases that already held (kept so they keep holding)

@@ -237,3 +237,44 @@ def test_init_reads_degree_coordinates_as_lon_lat(district: Path, tmp_path: Path
     assert "hold degrees" in (folder / "study.toml").read_text()
     original = load_study(load_config(district / "study.toml"))
     assert list(load_study(cfg).sites.ids) == list(original.sites.ids)
+
+
+def test_init_on_a_flat_folder_of_grids_on_two_grids(tmp_path: Path) -> None:
+    """Element grids, coordinate grids, a finer deposit raster and a fault raster in one folder
+    (as some published data sets come): only the element layers are layers, and align is set so
+    no deposit is lost."""
+    import rasterio
+    from affine import Affine
+
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    coarse = Affine(4000, 0, 0, 0, -4000, 0)
+    fine = Affine(1000, 0, 0, 0, -1000, 0)
+    rng = np.random.default_rng(0)
+
+    def write(name: str, data: np.ndarray, transform: Affine) -> None:
+        profile = {
+            "driver": "GTiff",
+            "height": data.shape[0],
+            "width": data.shape[1],
+            "count": 1,
+            "crs": "EPSG:32650",
+            "transform": transform,
+            "dtype": data.dtype,
+        }
+        with rasterio.open(folder / f"{name}.tif", "w", **profile) as dst:
+            dst.write(data, 1)  # fmt: skip
+
+    for name in ("Idw_Cu", "Idw_Li", "Idw_Y", "Idw_Sn", "Idw_xx", "Idw_yy"):
+        write(name, rng.lognormal(size=(30, 30)).astype(np.float32), coarse)
+    deposits = np.zeros((120, 120), np.uint8)
+    deposits[[10, 11, 50, 90, 100, 30], [10, 11, 70, 20, 100, 110]] = 1
+    write("Li_deposits0", deposits, fine)
+    write("Faults", (rng.random((120, 120)) > 0.99).astype(np.uint8), fine)
+    code, out = _cli("init", str(folder))
+    assert code == 0, out
+    cfg = load_config(folder / "study.toml")
+    assert cfg.align == "resample"
+    study = load_study(cfg)
+    assert study.names == ["Idw_Cu", "Idw_Li", "Idw_Sn", "Idw_Y"]  # Y is yttrium: kept
+    assert int((study.sites.labels == 1).sum()) == 5  # two fine cells share one coarse cell

@@ -296,3 +296,30 @@ def test_read_lines(tmp_path: Path) -> None:
     with pytest.raises(InputError) as exc:
         read_lines(tmp_path / "absent.shp")
     assert_one_line(exc, "absent.shp", "not found")
+
+
+def test_a_finer_label_raster_loses_no_site_when_resampled(tmp_path: Path) -> None:
+    import warnings
+
+    import rasterio
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from gkdcn.data.sites import sites_from_raster
+    from gkdcn.io.grid import Grid
+
+    grid = Grid(
+        crs=CRS.from_epsg(32645), transform=Affine(1000, 0, 0, 0, -1000, 0), height=20, width=30
+    )
+    fine = np.zeros((80, 120), np.uint8)  # 250 m cells: 4 x 4 of them in each element cell
+    fine[[3, 41, 41, 79], [5, 60, 61, 119]] = 1  # two of them share an element cell
+    profile = {"driver": "GTiff", "height": 80, "width": 120, "count": 1, "crs": grid.crs}
+    path = tmp_path / "fine.tif"
+    with rasterio.open(path, "w", dtype="uint8", transform=Affine(250, 0, 0, 0, -250, 0),
+                       **profile) as dst:  # fmt: skip
+        dst.write(fine, 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sites = sites_from_raster(path, grid, "resample", 1, 1, "D")
+    assert list(zip(sites.rows, sites.cols, strict=True)) == [(0, 1), (10, 15), (19, 29)]
+    assert any("make one site" in str(w.message) for w in caught)

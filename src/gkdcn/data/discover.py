@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,9 @@ _COORDS = (
 _GEOGRAPHIC = {"lon", "longitude", "long"}
 _NOT_ELEMENTS = re.compile(
     r"truth|label|deposit|occurrence|mine|weight|proximity|distance|fault|probab|uncert|gradcam"
-    r"|attribution|valid|mask|knowledge|stack",
+    r"|attribution|valid|mask|knowledge|stack"
+    # Coordinates gridded as if they were layers (Idw_xx, Idw_yy). Case matters: "Y" is yttrium.
+    r"|(?-i:(?:^|[_\W])(?:x|y|xx|yy|XX|YY|easting|northing|lon|lat|longitude|latitude)$)",
     re.I,
 )
 _NON_DEPOSIT = re.compile(r"non[\W_]?deposit|barren|negative|background", re.I)
@@ -176,10 +179,21 @@ def _elements(
             f"guessed: the {len(members)} single-band GeoTIFFs on one grid in {where}/ are the "
             "element layers (file name = layer name)"
         ]
-        others = sorted(p.stem for p in paths if p not in members)
-        if others:
-            section["exclude"] = others
-            comment.append(f"excluded: {', '.join(others)} (on another grid)")
+        # Every other GeoTIFF in the folder is excluded by name: the study reads all of them
+        # but these, and a label or fault raster must never become an element layer.
+        elsewhere = sorted(p.stem for p in paths if p not in members)
+        not_elements = sorted(
+            p.stem for p in rasters if p.parent == d and p not in paths and p not in members
+        )
+        if elsewhere or not_elements:
+            section["exclude"] = sorted([*elsewhere, *not_elements])
+            if elsewhere:
+                comment.append(f"excluded: {', '.join(elsewhere)} (on another grid)")
+            if not_elements:
+                comment.append(
+                    f"excluded: {', '.join(not_elements)} (their names say they are not "
+                    "element layers)"
+                )
         best = (*score, section, rasters[members[0]][0], comment)
     if best is None:
         return None
@@ -371,6 +385,12 @@ def discover(folder: str | Path) -> Discovery:
             "recommended setting; false keeps it to the GK loss)"
         )
         config["knowledge"] = knowledge
+    if any(
+        line.startswith(_RESAMPLE_NOTE) and 'align = "resample" is set' in line
+        for lines in comments.values()
+        for line in lines
+    ):
+        config["align"] = "resample"
     split, comments["split"] = _guess_split(deposit_cells, grid)
     if split:
         config["split"] = split
@@ -389,12 +409,14 @@ def _deposit_cells(
     """Rows and columns on the element grid of the guessed deposits (None where unreadable)."""
     try:
         if "raster" in section:
-            with rasterio.open(folder / section["raster"]) as ds:
-                if (ds.height, ds.width) != grid.shape:
-                    return None
-                data = ds.read(1)
-            rows, cols = np.nonzero(data == section["value"])
-            return rows, cols
+            from gkdcn.data.sites import sites_from_raster
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # prepare states them; here only cells count
+                sites = sites_from_raster(
+                    folder / section["raster"], grid, "resample", section["value"], 1, "D"
+                )
+            return sites.rows, sites.cols
         if "points" in section:
             found = PointFile(folder / section["points"], section.get("x"), section.get("y"))
             xy = _read_xy(found)
@@ -411,7 +433,7 @@ def _deposit_cells(
             rows, cols = grid.rowcol(x, y)
             inside = grid.inside(rows, cols)
             return rows[inside], cols[inside]
-    except (RasterioError, OSError, ValueError, KeyError):
+    except (GkdcnError, RasterioError, OSError, ValueError, KeyError):
         return None
     return None
 
@@ -538,13 +560,22 @@ def _marker(path: Path) -> tuple[float, int] | None:
     return float(values[i]), int(counts[i])
 
 
+_RESAMPLE_NOTE = "its grid differs from the element grid"
+
+
 def _grid_warning(own: Grid, grid: Grid) -> list[str]:
     differences = grid.differences(own)
     if not differences:
         return []
+    if own.shape == grid.shape and own.crs == grid.crs:
+        return [
+            f"{_RESAMPLE_NOTE} ({'; '.join(differences)}) but has its shape: if the two line up "
+            'by array index (as in some published data sets), set align = "index" above'
+        ]
     return [
-        f"its grid differs from the element grid ({'; '.join(differences)}): prepare refuses "
-        'it until you set align = "resample" (warp) or "index" (line up by array index) above'
+        f"{_RESAMPLE_NOTE} ({'; '.join(differences)}): align = \"resample\" is set above "
+        "(weights warped by nearest neighbour; each marked cell of a label raster goes to the "
+        "element cell holding its centre, so none is lost)"
     ]
 
 

@@ -114,37 +114,60 @@ def sites_from_raster(
 ) -> SiteTable:
     """Sites at the cells of a label raster equal to ``value``, ids ``{prefix}01..`` by row, col.
 
-    The raster is brought onto the element grid with nearest-neighbour resampling when
-    ``align = "resample"``; its own nodata cells are never sites.
+    With ``align = "resample"`` each marked cell of the label raster belongs to the element cell
+    holding its centre (reprojected when the CRSs differ), so a finer label raster loses no site;
+    several marked cells in one element cell make one site (a warning says how many merged).
+    Marked cells whose centre lies off the element grid are dropped with a warning. The raster's
+    own nodata cells are never sites.
     """
-    data = read_layer_on_grid(path, grid, align, resampling="nearest")
-    rows, cols = np.nonzero(data == value)  # row-major: sorted by row then col
     if align == "resample":
-        _check_resampled_sites(Path(path), value, len(rows))
+        rows, cols = _marked_cell_centres(Path(path), grid, value)
+    else:
+        data = read_layer_on_grid(path, grid, align, resampling="nearest")
+        rows, cols = np.nonzero(data == value)  # row-major: sorted by row then col
     return SiteTable(_numbered(id_prefix, len(rows)), np.full(len(rows), label), rows, cols)
 
 
-def _check_resampled_sites(path: Path, value: float, kept: int) -> None:
-    """Say when resampling a label raster onto the element grid lost marked cells.
-
-    Nearest-neighbour resampling of a finer or shifted label raster drops single-cell markers;
-    without this the loss surfaces later as a puzzling split error.
-    """
+def _marked_cell_centres(path: Path, grid: Grid, value: float) -> tuple[np.ndarray, np.ndarray]:
+    """Element-grid cells holding the centres of a label raster's cells equal to ``value``,
+    unique, sorted by row then column."""
     import rasterio
+    from rasterio.errors import RasterioError
+    from rasterio.transform import xy
+    from rasterio.warp import transform as warp_points
 
-    with rasterio.open(path) as ds:
-        band = ds.read(1, masked=True)
-    native = int(np.count_nonzero((band.data == value) & ~np.ma.getmaskarray(band)))
-    if kept >= native:
-        return
-    message = (
-        f"{native - kept} of the {native} cells equal to {value:g} were lost when "
-        'align = "resample" brought this raster onto the element grid (nearest neighbour; '
-        "a finer or shifted label raster drops single-cell markers)"
-    )
-    if kept < 2:
-        raise InputError(path, f"{message}; give the sites as points instead")
-    warnings.warn(f"{path}: {message}", UserWarning, stacklevel=3)
+    try:
+        with rasterio.open(path) as ds:
+            band = ds.read(1, masked=True)
+            own_transform, own_crs = ds.transform, ds.crs
+    except (RasterioError, OSError) as exc:
+        raise InputError(path, f"cannot read ({exc})") from None
+    marked_rows, marked_cols = np.nonzero((band.data == value) & ~np.ma.getmaskarray(band))
+    native = len(marked_rows)
+    if native == 0:
+        return marked_rows, marked_cols
+    x, y = (np.asarray(v, dtype=np.float64) for v in xy(own_transform, marked_rows, marked_cols))
+    if own_crs is not None and grid.crs is not None and own_crs != grid.crs:
+        x, y = (np.asarray(v, dtype=np.float64) for v in warp_points(own_crs, grid.crs, x, y))
+    rows, cols = grid.rowcol(x, y)
+    inside = grid.inside(rows, cols)
+    cells = np.unique(np.stack([rows[inside], cols[inside]], axis=1), axis=0)
+    off, merged = int((~inside).sum()), int(inside.sum()) - len(cells)
+    problems = []
+    if off:
+        problems.append(f"{off} of the {native} cells equal to {value:g} lie off the element grid")
+    if merged:
+        problems.append(
+            f"{merged + len(cells)} marked cells fall into {len(cells)} element cells "
+            "(cells of the finer label raster that share an element cell make one site)"
+        )
+    if len(cells) == 0:
+        raise InputError(
+            path, f"none of the {native} cells equal to {value:g} lies on the element grid"
+        )
+    if problems:
+        warnings.warn(f"{path}: {'; '.join(problems)}", UserWarning, stacklevel=3)
+    return cells[:, 0], cells[:, 1]
 
 
 def drop_invalid(sites: SiteTable, valid: np.ndarray) -> tuple[SiteTable, list[str]]:
