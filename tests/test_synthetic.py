@@ -383,3 +383,39 @@ def test_synth_command_makes_a_systems_district(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["synth", str(tmp_path / "bad"), "--undiscovered", "1.5"])
     assert bad.exit_code == 2 and "undiscovered" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_signature_spread_changes_only_the_other_elements_contrast() -> None:
+    from gkdcn.data.synthetic import make_district
+
+    base = SyntheticSpec(height=64, width=64, n_layers=6, n_deposits=24, seed=3)
+    plain = make_district(base)
+    spread = make_district(base.model_copy(update={"signature_spread": 0.6}))
+    au = plain.names.index("Au")
+    np.testing.assert_array_equal(plain.values[au], spread.values[au])
+    np.testing.assert_array_equal(plain.truth, spread.truth)
+    others = [i for i in range(len(plain.names)) if i != au]
+    assert any(not np.array_equal(plain.values[i], spread.values[i]) for i in others)
+
+
+def test_a_survey_like_district_is_studied_through_its_gridded_samples(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gkdcn.cli import app
+    from gkdcn.config import load_config
+    from gkdcn.data.study import load_study
+
+    out = tmp_path / "sv"
+    args = ["synth", str(out), "--height", "48", "--width", "48", "--cell-size", "250",
+            "--layers", "5", "--deposits", "6", "--samples", "600", "--survey-cell", "500"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    survey = load_study(load_config(out / "survey.toml"))
+    true = load_study(load_config(out / "study.toml"))
+    assert survey.grid.cell_size == (500.0, 500.0) and true.grid.cell_size == (250.0, 250.0)
+    assert sorted(survey.names) == sorted(true.names)
+    assert sorted(survey.sites.ids[survey.sites.labels == 1]) == sorted(
+        true.sites.ids[true.sites.labels == 1]
+    )
+    result = CliRunner().invoke(app, ["synth", str(tmp_path / "x"), "--survey-cell", "500"])
+    assert result.exit_code == 2 and "--samples" in result.output

@@ -11,6 +11,7 @@ checked against the district's own rasters. Everything follows from one seed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -92,4 +93,51 @@ def write_survey(
     table = make_survey(district if district is not None else make_district(spec), n, spec.seed)
     with atomic_path(path, overwrite) as tmp:
         table.to_csv(tmp, index=False)
+    return path
+
+
+SURVEY_GRIDS = "survey_grids"
+"""Folder of a synthetic district that holds its survey gridded by :func:`write_survey_study`."""
+SURVEY_STUDY = "survey.toml"
+"""The study config of a synthetic district that reads the gridded survey, not the true layers."""
+
+
+def write_survey_study(
+    district_dir: str | Path,
+    spec: SyntheticSpec,
+    n: int,
+    cell: float,
+    *,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Make a district look like a real survey: sample it, grid the samples, point a config at them.
+
+    Into ``district_dir`` (a district :func:`~gkdcn.data.synthetic.generate_district` wrote):
+    ``samples.csv`` (:func:`make_survey`: detection-limit and not-analysed codes, duplicates),
+    the samples IDW-gridded onto ``cell`` map units in :data:`SURVEY_GRIDS` (what ``gkdcn grid``
+    does), and :data:`SURVEY_STUDY`, the district's own study config with its element layers
+    replaced by the gridded ones (deposits, faults and every other setting unchanged). A model
+    trained on it sees what a geochemist's grids show: sparse samples, smoothed by
+    interpolation, censored below detection. Returns the path of the config.
+    """
+    from gkdcn.data.gridding import GriddingOptions, grid_file
+    from gkdcn.data.synthetic import study_config_dict
+    from gkdcn.io.atomic import write_text
+    from gkdcn.io.toml import to_toml
+
+    folder = Path(district_dir)
+    samples = write_survey(folder / "samples.csv", spec, n, overwrite=overwrite)
+    options = GriddingOptions(cell=cell, crs=spec.crs, nodata=(NOT_ANALYSED,), seed=spec.seed)
+    grid_file(samples, folder / SURVEY_GRIDS, options, overwrite=overwrite, log=log)
+    config = study_config_dict(spec)
+    config["name"] = f"{config['name']}-survey"
+    config["elements"] = {"path": SURVEY_GRIDS}
+    header = (
+        f"# The synthetic district seen through a survey: {n} point samples (samples.csv)\n"
+        f"# IDW-gridded onto {cell:g} map-unit cells ({SURVEY_GRIDS}/); deposits and faults as\n"
+        "# in study.toml, which reads the district's true layers.\n"
+    )
+    path = folder / SURVEY_STUDY
+    write_text(path, header + to_toml(config), overwrite=overwrite)
     return path

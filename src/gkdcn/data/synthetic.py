@@ -186,6 +186,14 @@ class SyntheticSpec(BaseModel):
         "(default 0.3)",
     )
     nodata_holes: int = Field(2, ge=0, le=50)
+    signature_spread: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="systems mode: how much an element's anomaly contrast differs between "
+        "anomaly systems (each system scales each element's contrast by a factor drawn "
+        "uniformly from 1 - spread .. 1 + spread; Au keeps its own); 0 = one signature for all",
+    )
     seed: int = Field(0, ge=0)
 
     @field_validator("crs")
@@ -884,6 +892,8 @@ def _element_values(spec: SyntheticSpec, bodies: list[_Body]) -> np.ndarray:
         for body in bodies:
             if body.barren is None:
                 contrast, offset, halo = e.contrast, e.offset, e.halo
+                if spec.signature_spread > 0 and body.system >= 0 and e.name != "Au":
+                    contrast *= _system_factor(spec, body.system, idx)
             else:
                 contrast = _BARREN_CONTRAST[body.barren].get(e.name, 0.0)
                 offset, halo = 0.4 * e.offset, 1.0
@@ -893,6 +903,13 @@ def _element_values(spec: SyntheticSpec, bodies: list[_Body]) -> np.ndarray:
             anomaly += body.scale * contrast * _stamp(shape, pts, body.amp, body.rad * halo)
         out[idx] = 10.0 ** (math.log10(e.median) + e.log_sd * z + anomaly)
     return out
+
+
+def _system_factor(spec: SyntheticSpec, system: int, element: int) -> float:
+    """The factor on one element's contrast in one anomaly system (its own seeded stream, so
+    it moves nothing else of the district)."""
+    rng = _rng(spec.seed, 17, system, element)
+    return float(rng.uniform(1.0 - spec.signature_spread, 1.0 + spec.signature_spread))
 
 
 def _field(shape: tuple[int, int], corr: float, rng: np.random.Generator) -> np.ndarray:
