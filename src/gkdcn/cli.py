@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -39,8 +40,13 @@ app = typer.Typer(
 )
 # Plain text everywhere: paths, element names and messages may hold brackets ("gkdcn[cluster]",
 # "[train]"), which rich would take for markup and drop. Colour comes only from `_say`'s labels.
-console = Console(markup=False, highlight=False)
-err_console = Console(stderr=True, markup=False, highlight=False)
+# Piped into a log or a file, rich would cut tables at 80 columns ("area_…"): there the lines
+# are as long as their content instead, and a terminal keeps its own width.
+_LOG_WIDTH = 10_000
+console = Console(markup=False, highlight=False, width=None if sys.stdout.isatty() else _LOG_WIDTH)
+err_console = Console(
+    stderr=True, markup=False, highlight=False, width=None if sys.stderr.isatty() else _LOG_WIDTH
+)
 _LABEL_STYLES = {"error:": "bold red", "warning:": "yellow", "note:": "cyan", "done.": "bold green"}
 
 
