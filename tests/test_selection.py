@@ -22,6 +22,7 @@ from gkdcn.compare.selection import (
     selection_background,
 )
 from gkdcn.config import config_from_dict
+from gkdcn.console import format_tables
 from gkdcn.data.samples import Split
 from gkdcn.data.study import build_samples, load_study
 from gkdcn.train import SELECTION_SCORE, EpochMonitor, choose_epoch, train_study
@@ -181,8 +182,14 @@ def _results(root: Path) -> dict[str, dict]:
 def test_compare_records_the_epochs_chosen_inside_the_fold(tmp_path: Path, method: str) -> None:
     study = _study(tmp_path, select_epochs=method, epochs=3, patience=2)
     plan = make_plan(study.config)
-    run_comparison(study, tmp_path / "one", plan)
+    comparison = run_comparison(study, tmp_path / "one", plan)
     results = _results(tmp_path / "one")
+    table = comparison.selection["lodo"]
+    assert list(table.model) == ["cnn"] and table.folds[0] == len(results)
+    chosen = [r["selection"]["chosen_epoch"] for r in results.values()]
+    assert table.epochs_mean[0] == pytest.approx(np.mean(chosen))
+    assert (table.epochs_min[0], table.epochs_max[0]) == (min(chosen), max(chosen))
+    assert "epochs chosen inside the fold" in format_tables(comparison)
     assert len(results) == int((study.sites.labels == 1).sum())
     for result in results.values():
         selection = result["selection"]

@@ -129,7 +129,32 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
         ensemble = comparison.ensemble.get(protocol)
         if ensemble is not None and len(ensemble):
             tables.append(_ensemble_table(ensemble))
+        selection = comparison.selection.get(protocol)
+        if selection is not None and len(selection):
+            tables.append(_selection_table(selection))
     return tables
+
+
+def _selection_table(selection: pd.DataFrame) -> Table:
+    """The epochs each network's held-out folds chose on their inner folds."""
+    first = selection.iloc[0]
+    table = Table(
+        title=f"epochs chosen inside the fold ({first['method']}, of {first['epochs_configured']}"
+        "; by the inner folds' held-out AUC)",
+        title_justify="left",
+    )
+    for name in ("model", "seed", "folds", "mean epochs", "range", "inner auc"):
+        table.add_column(name, justify="left" if name == "model" else "right")
+    for _, row in selection.iterrows():
+        table.add_row(
+            _model_label(str(row["model"])),
+            str(row["seed"]),
+            str(row["folds"]),
+            f"{row['epochs_mean']:.1f}",
+            f"{row['epochs_min']}-{row['epochs_max']}",
+            f"{row['inner_auc']:.3f}",
+        )
+    return table
 
 
 def _ensemble_table(ensemble: pd.DataFrame) -> Table:

@@ -46,6 +46,9 @@ class Comparison:
     # held-out protocol -> one row per model: its seed ensemble against its single seeds
     # (:func:`ensemble_table`; empty with one seed)
     ensemble: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # held-out protocol -> per model and seed, the epochs chosen inside the folds
+    # (:func:`selection_table`; empty unless [train] select_epochs is on)
+    selection: dict[str, pd.DataFrame] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -96,7 +99,40 @@ def collect(layout: RunLayout | Path, plan: Plan) -> Comparison:
         if held:
             comparison.calibration[protocol] = calibration_table(layout, protocol, plan)
             comparison.ensemble[protocol] = ensemble_table(layout, protocol, plan)
+            comparison.selection[protocol] = selection_table(layout, protocol, plan)
     return comparison
+
+
+def selection_table(layout: RunLayout, protocol: str, plan: Plan) -> pd.DataFrame:
+    """Per model and seed, the epochs its folds chose inside the fold (``result.json``'s
+    ``selection``): folds, mean, least and most chosen epochs, and the pooled inner AUC at
+    the chosen epoch averaged over folds. Empty when no fold selected its epochs."""
+    rows = []
+    for model in plan.models:
+        for seed in plan.seeds:
+            chosen, inner = [], []
+            for fold_result in layout.fold_results(protocol, model, seed):
+                selection = json.loads(fold_result.read_text()).get("selection")
+                if not selection or "chosen_epoch" not in selection:
+                    continue
+                chosen.append(int(selection["chosen_epoch"]))
+                at = selection["epochs"].index(selection["chosen_epoch"])
+                inner.append(float(selection["inner_auc"][at]))
+            if chosen:
+                rows.append(
+                    {
+                        "model": model,
+                        "seed": seed,
+                        "method": plan.train.select_epochs,
+                        "folds": len(chosen),
+                        "epochs_mean": float(np.mean(chosen)),
+                        "epochs_min": min(chosen),
+                        "epochs_max": max(chosen),
+                        "epochs_configured": plan.train.epochs,
+                        "inner_auc": float(np.mean(inner)),
+                    }
+                )
+    return pd.DataFrame(rows)
 
 
 def ensemble_table(layout: RunLayout, protocol: str, plan: Plan) -> pd.DataFrame:
