@@ -30,7 +30,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the epochs chosen in each held-out fold by inner folds of its training deposits
     # (gkdcn.compare.selection; docs/ablation/early_stopping_prereg.md)
     "epochs chosen inside the fold": {"select_epochs": "inner"},
-    "epochs chosen inside the fold, restored": {"select_epochs": "inner-restore"},
+    "epochs chosen inside the fold (restored)": {"select_epochs": "inner-restore"},
     "no knowledge channel": {CHANNEL_KEY: False},
     "with knowledge channel": {CHANNEL_KEY: True},
     "authors' settings": {"preset": "authors", CHANNEL_KEY: False},
