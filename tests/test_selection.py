@@ -189,7 +189,13 @@ def test_compare_records_the_epochs_chosen_inside_the_fold(tmp_path: Path, metho
     chosen = [r["selection"]["chosen_epoch"] for r in results.values()]
     assert table.epochs_mean[0] == pytest.approx(np.mean(chosen))
     assert (table.epochs_min[0], table.epochs_max[0]) == (min(chosen), max(chosen))
-    assert "epochs chosen inside the fold" in format_tables(comparison)
+    text = format_tables(comparison)
+    assert "epochs chosen inside the fold" in text
+    # one seed: the held-out intervals are a bootstrap over the deposits, and say so
+    summary = comparison.summary["lodo"]
+    assert summary["interval"].str.startswith("bootstrap over held-out deposits").all()
+    assert (summary.auc_lo <= summary.auc_mean).all() and (summary.auc_mean <= summary.auc_hi).all()
+    assert "95% CI: bootstrap over held-out deposits" in text.replace("\n", " ")
     assert len(results) == int((study.sites.labels == 1).sum())
     for result in results.values():
         selection = result["selection"]

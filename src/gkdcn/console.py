@@ -93,7 +93,7 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
         metrics = [c[: -len("_mean")] for c in summary.columns if c.endswith("_mean")]
         check = best_network_against_best_baseline(summary, comparison.paired[protocol])
         table = Table(
-            title=PROTOCOL_TITLES[protocol],
+            title=PROTOCOL_TITLES[protocol] + _interval_note(summary),
             title_justify="left",
             caption=baseline_sentence(check, in_sample=protocol == "authors") or None,
             caption_justify="left",
@@ -112,7 +112,10 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
         tables.append(table)
         paired = comparison.paired[protocol]
         if len(paired):
-            diff = Table(title="paired differences (per seed; CI over seeds)", title_justify="left")
+            title = "paired differences (per seed; CI over seeds)"
+            if "interval" in paired:
+                title = "paired differences" + _interval_note(paired)
+            diff = Table(title=title, title_justify="left")
             for name in ("comparison", "metric", "mean", "95% CI", "seeds first/second better"):
                 diff.add_column(
                     name, justify="left" if name in ("comparison", "metric") else "right"
@@ -133,6 +136,14 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
         if selection is not None and len(selection):
             tables.append(_selection_table(selection))
     return tables
+
+
+def _interval_note(table: pd.DataFrame) -> str:
+    """Which 95 % interval the rows of ``table`` give, where its ``interval`` column says."""
+    if "interval" not in table or not len(table):
+        return ""
+    kinds = list(dict.fromkeys(str(k) for k in table["interval"]))
+    return f" (95% CI: {'; '.join(kinds)})"
 
 
 def _selection_table(selection: pd.DataFrame) -> Table:

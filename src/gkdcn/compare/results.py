@@ -21,7 +21,13 @@ from gkdcn.compare.heldout import (
 from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.plan import Plan
 from gkdcn.compare.protocols import is_heldout
-from gkdcn.compare.stats import TIE, mean_ci, paired_differences, summarize_over_seeds
+from gkdcn.compare.stats import (
+    TIE,
+    deposit_bootstrap_intervals,
+    mean_ci,
+    paired_differences,
+    summarize_over_seeds,
+)
 from gkdcn.config import BASELINE_KINDS
 
 AUTHORS_METRICS = ("accuracy", "auc", "kappa", "mcc", "precision", "recall", "f1")
@@ -96,6 +102,17 @@ def collect(layout: RunLayout | Path, plan: Plan) -> Comparison:
         comparison.summary[protocol] = summarize_over_seeds(runs, list(metric_names))
         paired_metrics = ["auc"] if held else ["auc", "success_auc"]
         comparison.paired[protocol] = paired_differences(runs, paired_metrics)
+        if held and len(plan.seeds) == 1:
+            # One seed: no spread over seeds to show; resample the held-out deposits instead.
+            seed = plan.seeds[0]
+            comparison.summary[protocol], comparison.paired[protocol] = deposit_bootstrap_intervals(
+                comparison.summary[protocol],
+                comparison.paired[protocol],
+                {m: site_shares(layout, protocol, m, seed) for m in plan.models},
+                heldout_metrics,
+                n_boot=plan.bootstrap,
+                seed=seed,
+            )
         if held:
             comparison.calibration[protocol] = calibration_table(layout, protocol, plan)
             comparison.ensemble[protocol] = ensemble_table(layout, protocol, plan)
@@ -133,6 +150,15 @@ def selection_table(layout: RunLayout, protocol: str, plan: Plan) -> pd.DataFram
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def site_shares(layout: RunLayout, protocol: str, model: str, seed: int) -> dict[str, float]:
+    """Each held-out deposit's area share for ``model`` and ``seed``, by site id."""
+    out: dict[str, float] = {}
+    for fold_result in layout.fold_results(protocol, model, seed):
+        for h in json.loads(fold_result.read_text())["heldout"]:
+            out[str(h["site_id"])] = float(h["area_share"])
+    return out
 
 
 def ensemble_table(layout: RunLayout, protocol: str, plan: Plan) -> pd.DataFrame:
