@@ -260,3 +260,16 @@ def test_inner_networks_never_train_on_the_cells_they_are_ranked_against(
     assert final["split"] is outer and final.get("monitor") is None
     assert np.array_equal(final["exclude_background"], outer_exclude)
     assert final["cfg"].epochs == selected.record["chosen_epoch"] == selected.trained.best_epoch
+
+
+def test_stacked_seeds_with_selection_train_each_seed_alone(tmp_path: Path) -> None:
+    study = _study(tmp_path, select_epochs="inner-restore", epochs=2)
+    plan = make_plan(study.config, seeds=2)
+    run_comparison(study, tmp_path / "alone", plan)
+    run_comparison(study, tmp_path / "stacked", plan, stack_seeds=True)
+    alone, stacked = _results(tmp_path / "alone"), _results(tmp_path / "stacked")
+    assert alone.keys() == stacked.keys() and len(alone) == 2 * 4
+    for key, result in alone.items():
+        assert "trained_stacked_with" not in stacked[key]
+        assert result["selection"] == stacked[key]["selection"]
+        assert result["heldout"] == stacked[key]["heldout"]
