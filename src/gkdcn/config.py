@@ -262,6 +262,35 @@ class TrainConfig(_Section):
         "probability over background cells equals class_prior (recorded in the model file, "
         "applied by predict); AUC and ranks are unchanged",
     )
+    select_epochs: Literal["off", "inner", "inner-restore"] = Field(
+        "off",
+        description="networks in a comparison's held-out folds: how many epochs to train. "
+        "'off': all epochs. 'inner': the fold's training deposits are cut into select_folds "
+        "spatial groups (inner folds); one network per inner fold trains all epochs while its "
+        "held-out deposits are ranked among background cells every select_every epochs; the "
+        "fold's network is then retrained on all its training deposits for the earliest epoch "
+        "whose pooled inner AUC is within select_tolerance of the best (select_folds extra "
+        "trainings per network and fold). 'inner-restore': one inner fold only, and its "
+        "network, restored to that epoch, is the fold's model (no extra training, but that "
+        "inner fold's deposits are withheld from it; it stops patience epochs after the "
+        "best). Folds with fewer than 2 training deposits train all epochs",
+    )
+    select_folds: int = Field(
+        2,
+        ge=2,
+        le=10,
+        description="inner folds (spatial groups of the fold's training deposits) epochs are "
+        "selected on; fewer when the fold has fewer training deposits",
+    )
+    select_every: int = Field(
+        1, ge=1, le=100, description="epochs between two evaluations of the inner AUC"
+    )
+    select_tolerance: float = Field(
+        0.005,
+        ge=0,
+        le=0.1,
+        description="the earliest epoch whose inner AUC is within this of the best is chosen",
+    )
 
     @model_validator(mode="before")
     @classmethod

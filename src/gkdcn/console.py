@@ -93,7 +93,7 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
         metrics = [c[: -len("_mean")] for c in summary.columns if c.endswith("_mean")]
         check = best_network_against_best_baseline(summary, comparison.paired[protocol])
         table = Table(
-            title=PROTOCOL_TITLES[protocol],
+            title=PROTOCOL_TITLES[protocol] + _interval_note(summary),
             title_justify="left",
             caption=baseline_sentence(check, in_sample=protocol == "authors") or None,
             caption_justify="left",
@@ -112,7 +112,10 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
         tables.append(table)
         paired = comparison.paired[protocol]
         if len(paired):
-            diff = Table(title="paired differences (per seed; CI over seeds)", title_justify="left")
+            title = "paired differences (per seed; CI over seeds)"
+            if "interval" in paired:
+                title = "paired differences" + _interval_note(paired)
+            diff = Table(title=title, title_justify="left")
             for name in ("comparison", "metric", "mean", "95% CI", "seeds first/second better"):
                 diff.add_column(
                     name, justify="left" if name in ("comparison", "metric") else "right"
@@ -129,7 +132,40 @@ def comparison_tables(comparison: Comparison) -> list[Table]:
         ensemble = comparison.ensemble.get(protocol)
         if ensemble is not None and len(ensemble):
             tables.append(_ensemble_table(ensemble))
+        selection = comparison.selection.get(protocol)
+        if selection is not None and len(selection):
+            tables.append(_selection_table(selection))
     return tables
+
+
+def _interval_note(table: pd.DataFrame) -> str:
+    """Which 95 % interval the rows of ``table`` give, where its ``interval`` column says."""
+    if "interval" not in table or not len(table):
+        return ""
+    kinds = list(dict.fromkeys(str(k) for k in table["interval"]))
+    return f" (95% CI: {'; '.join(kinds)})"
+
+
+def _selection_table(selection: pd.DataFrame) -> Table:
+    """The epochs each network's held-out folds chose on their inner folds."""
+    first = selection.iloc[0]
+    table = Table(
+        title=f"epochs chosen inside the fold ({first['method']}, of {first['epochs_configured']}"
+        "; by the inner folds' held-out AUC)",
+        title_justify="left",
+    )
+    for name in ("model", "seed", "folds", "mean epochs", "range", "inner auc"):
+        table.add_column(name, justify="left" if name == "model" else "right")
+    for _, row in selection.iterrows():
+        table.add_row(
+            _model_label(str(row["model"])),
+            str(row["seed"]),
+            str(row["folds"]),
+            f"{row['epochs_mean']:.1f}",
+            f"{row['epochs_min']}-{row['epochs_max']}",
+            f"{row['inner_auc']:.3f}",
+        )
+    return table
 
 
 def _ensemble_table(ensemble: pd.DataFrame) -> Table:

@@ -23,10 +23,11 @@ The recipe (``TrainConfig``; ``preset = "authors"`` switches it off):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import math
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -97,6 +98,52 @@ class TrainResult:
     bundle: ModelBundle
     history: pd.DataFrame
     best_epoch: int
+
+
+#: The history column of an :class:`EpochMonitor`'s score (empty on epochs it skips).
+SELECTION_SCORE = "selection_score"
+
+
+@dataclass(frozen=True)
+class EpochMonitor:
+    """What chooses the epoch instead of the validation BCE: the network's logits at chosen cells.
+
+    Every ``period`` epochs (and at the last) the network scores the windows centred on
+    ``rows``/``cols`` (cut from the prepared, transformed stack) and ``metric`` turns their
+    logits into one number to maximise (history column :data:`SELECTION_SCORE`). The chosen
+    epoch is the **earliest evaluated epoch whose score is within ``tolerance`` of the best
+    score** (:func:`choose_epoch`), and training returns that epoch's weights. ``patience``
+    (epochs, None = off) stops training that many epochs after the best score. Scoring runs in
+    eval mode and draws from no random stream, so a monitored training takes exactly the steps
+    of an unmonitored one: its weights at the chosen epoch are those of a training that stops
+    there.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    metric: Callable[[np.ndarray], float]
+    period: int = 1
+    tolerance: float = 0.0
+    patience: int | None = None
+
+    def evaluates(self, epoch: int, last: int) -> bool:
+        """Whether ``epoch`` (of ``last``) is scored."""
+        return epoch % self.period == 0 or epoch == last
+
+
+def choose_epoch(epochs: Sequence[int], scores: Sequence[float], tolerance: float) -> int:
+    """The earliest of ``epochs`` whose score is within ``tolerance`` of the best score.
+
+    NaN scores never count; with no finite score, the last epoch.
+    """
+    values = np.asarray(scores, dtype=float)
+    finite = np.isfinite(values)
+    if len(epochs) == 0:
+        raise ValueError("choose_epoch needs at least one epoch")
+    if not finite.any():
+        return int(epochs[-1])
+    best = float(values[finite].max())
+    return int(epochs[int(np.flatnonzero(finite & (values >= best - tolerance))[0])])
 
 
 def prepare_windows(
@@ -231,8 +278,13 @@ def fit_network(
     device: str = "cpu",
     progress: Progress | None = None,
     label: str | None = None,
+    monitor: EpochMonitor | None = None,
 ) -> TrainResult:
-    """Train one network on prepared windows; returns the bundle with the best weights."""
+    """Train one network on prepared windows; returns the bundle with the best weights.
+
+    The best epoch is the one of least validation BCE, or the last without validation windows;
+    with a ``monitor``, the one it chooses (:class:`EpochMonitor`).
+    """
     seed = cfg.seed if seed is None else seed
     cfg = _resolved(cfg, device)
     spec = _spec(kind, data, cfg)
@@ -242,9 +294,16 @@ def fit_network(
         params = list(net.parameters()) + list(criterion.parameters())
         optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         shuffler = torch.Generator().manual_seed(seed)
-        history, best_state, best_epoch = _loop(
-            net, criterion, optimiser, shuffler, data, cfg, device, progress, label or kind, seed
-        )
+        if monitor is None:
+            history, best_state, best_epoch = _loop(
+                net, criterion, optimiser, shuffler, data, cfg, device, progress, label or kind,
+                seed,
+            )  # fmt: skip
+        else:
+            history, best_state, best_epoch = _monitored_loop(
+                net, criterion, optimiser, shuffler, data, cfg, device, progress, label or kind,
+                seed, monitor,
+            )  # fmt: skip
     net.load_state_dict(best_state)
     return _result(spec, net, criterion, data, cfg, seed, device, history, best_epoch)
 
@@ -556,6 +615,107 @@ def _loop(
     return tracker.history, tracker.net_state, tracker.best_epoch
 
 
+@dataclass
+class _ScoreTracker:
+    """The monitored history: every evaluated epoch within ``tolerance`` of the best score so
+    far keeps its snapshot, so the earliest of them at the end is :func:`choose_epoch`'s."""
+
+    monitor: EpochMonitor
+    history: list[dict[str, Any]]
+    candidates: list[tuple[int, float, Any]] = dataclasses.field(default_factory=list)
+    best_score: float = -math.inf
+    best_at: int = 0
+    stopped: bool = False
+
+    def record(self, row: dict[str, Any], snapshot: Callable[[], Any]) -> None:
+        """Add the epoch's row; keep ``snapshot()`` if its score may be the chosen one."""
+        self.history.append(row)
+        epoch, score = row["epoch"], row.get(SELECTION_SCORE)
+        tolerance = self.monitor.tolerance
+        if score is not None and math.isfinite(score):
+            if score > self.best_score:
+                self.best_score, self.best_at = score, epoch
+            self.candidates = [c for c in self.candidates if c[1] >= self.best_score - tolerance]
+            if score >= self.best_score - tolerance:
+                self.candidates.append((epoch, score, snapshot()))
+        patience = self.monitor.patience
+        if patience is not None and self.best_at and epoch - self.best_at >= patience:
+            self.stopped = True
+
+
+@torch.no_grad()
+def _window_logits(net: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """Logits of windows ``x`` in eval mode, float64 on the host."""
+    net.eval()
+    logits = torch.cat([net(x[i : i + 1024]) for i in range(0, len(x), 1024)])
+    return logits.double().cpu().numpy()
+
+
+def _monitored_loop(
+    net: torch.nn.Module,
+    criterion: torch.nn.Module,
+    optimiser: torch.optim.Optimizer,
+    shuffler: torch.Generator,
+    data: PreparedWindows,
+    cfg: TrainConfig,
+    device: str,
+    progress: Progress | None,
+    label: str,
+    seed: int,
+    monitor: EpochMonitor,
+) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor], int]:
+    """:func:`_loop` with the epoch chosen by ``monitor`` (the same training steps)."""
+    stream = _Stream(data, cfg, criterion, shuffler, device, seed)
+    autocast = training_autocast(resolve_precision(cfg.precision, device), device)
+    has_val = len(data.val) > 0
+    scored = torch.from_numpy(data.background_windows(monitor.rows, monitor.cols).x).to(device)
+    tracker = _ScoreTracker(monitor, history=[])
+    task = progress.add_task(label, total=cfg.epochs, info="") if progress is not None else None
+    for epoch in range(1, cfg.epochs + 1):
+        net.train()
+        stream.new_epoch()
+        total_loss = 0.0
+        correct = 0
+        for i, start in enumerate(stream.starts()):
+            drawn = stream.batch(i, start)
+            if drawn is None:
+                continue
+            xb, batch = drawn
+            with autocast:
+                out = net(xb)
+            loss, logits = stream.loss(i, batch, out.float())
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total_loss += loss.item() * len(batch)
+            correct += stream.correct(batch, logits)
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": total_loss / stream.n,
+            "train_accuracy": correct / stream.n,
+        }
+        if has_val:
+            row.update(evaluate_windows(net, data.val, device))
+        if monitor.evaluates(epoch, cfg.epochs):
+            row[SELECTION_SCORE] = float(monitor.metric(_window_logits(net, scored)))
+        tracker.record(
+            row, lambda: (copy.deepcopy(net.state_dict()), copy.deepcopy(criterion.state_dict()))
+        )
+        if progress is not None and task is not None:
+            progress.update(task, advance=1, info=_progress_info(row, has_val))
+        if tracker.stopped:
+            break
+    if progress is not None and task is not None:
+        progress.update(task, completed=cfg.epochs)
+    if tracker.candidates:
+        epoch, _, (net_state, criterion_state) = tracker.candidates[0]
+    else:  # no finite score: the last epoch, as without a monitor
+        epoch = tracker.history[-1]["epoch"]
+        net_state, criterion_state = copy.deepcopy(net.state_dict()), criterion.state_dict()
+    criterion.load_state_dict(criterion_state)
+    return tracker.history, net_state, epoch
+
+
 def fit_networks(
     kind: ModelKind,
     data: Sequence[PreparedWindows],
@@ -811,11 +971,13 @@ def train_study(
     progress: Progress | None = None,
     label: str | None = None,
     exclude_background: np.ndarray | None = None,
+    monitor: EpochMonitor | None = None,
 ) -> TrainResult:
     """Train ``kind`` on a loaded :class:`gkdcn.data.study.Study` (its first split by default).
 
     ``exclude_background`` is an ``(H, W)`` mask of cells never to draw as background (a
-    comparison passes the cells it ranks held-out deposits against).
+    comparison passes the cells it ranks held-out deposits against). ``monitor`` chooses the
+    epoch (:class:`EpochMonitor`; by default the validation BCE does).
     """
     from gkdcn.data.study import build_samples
 
@@ -832,6 +994,7 @@ def train_study(
         device=device,
         progress=progress,
         label=label,
+        monitor=monitor,
     )
     result.bundle.info.update({"study": study.config.name, "split": split.name})
     return result

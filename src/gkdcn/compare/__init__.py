@@ -8,8 +8,9 @@ Protocols
     deposit was seen in training, so these numbers are **in-sample**; kept to reproduce the paper.
 ``lodo``
     Leave one deposit out: for each deposit, train without its windows (and without any window
-    centred within ``split.exclusion_radius`` of it) for the configured epochs, predict, and rank
-    the held-out deposit's cell among the background cells.
+    centred within ``split.exclusion_radius`` of it) for the configured epochs (or those chosen
+    inside the fold, :mod:`~gkdcn.compare.selection`), predict, and rank the held-out deposit's
+    cell among the background cells.
     The held-out ranks of all deposits are pooled into one AUC / success-rate curve per model and
     seed: each deposit is scored by a model that never saw it.
 ``blocks``
@@ -20,7 +21,8 @@ transforms, splits and seeds. Each finished unit of work (one training + its sco
 atomically as soon as it ends, so an interrupted run resumes where it stopped.
 
 One file per job: :mod:`~gkdcn.compare.plan` (what to train), :mod:`~gkdcn.compare.protocols`
-(fold schemes), :mod:`~gkdcn.compare.fitting` (the model-kind seam), :mod:`~gkdcn.compare.jobs`
+(fold schemes), :mod:`~gkdcn.compare.fitting` (the model-kind seam),
+:mod:`~gkdcn.compare.selection` (epochs chosen inside the fold), :mod:`~gkdcn.compare.jobs`
 (one job, the run folder claim), :mod:`~gkdcn.compare.heldout` (held-out ranking),
 :mod:`~gkdcn.compare.stats` (over seeds), :mod:`~gkdcn.compare.results` (tables from the jobs),
 :mod:`~gkdcn.compare.outputs` (files), :mod:`~gkdcn.compare.layout` (every path),

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 from rich.progress import Progress
 
+from gkdcn.compare.selection import SelectedTraining, fit_selected_network
 from gkdcn.config import BASELINE_KINDS, NETWORK_KINDS, TrainConfig
 from gkdcn.data.samples import SampleSet, Split
 from gkdcn.data.study import Study
@@ -74,6 +75,8 @@ class FittedNetwork:
     trained: TrainResult
     study: Study
     device: str
+    # How the epochs were chosen inside the fold (:mod:`gkdcn.compare.selection`), if they were.
+    selected: SelectedTraining | None = None
 
     @property
     def bundle(self) -> ModelBundle:
@@ -83,10 +86,16 @@ class FittedNetwork:
     @property
     def info(self) -> dict[str, Any]:
         info = self.bundle.info
+        selected = self.selected
         return {
             "best_epoch": self.trained.best_epoch,
             "background_per_epoch": info.get("background_per_epoch", 0),
             **({"calibration": info["calibration"]} if "calibration" in info else {}),
+            **(
+                {"selection": selected.record, "n_val": selected.n_val}
+                if selected is not None
+                else {}
+            ),
         }
 
     def score_map(self) -> np.ndarray:
@@ -178,7 +187,15 @@ def fit_model(
     background: the cells the held-out deposits are ranked against. With the recipe's
     background on, the fitted baselines draw theirs once per fold from the same pool as the
     fold's networks (:func:`gkdcn.train.study_background`, same exclusions), seeded by ``seed``.
+    Networks on a fold that holds sites out choose their epochs inside the fold when
+    ``cfg.select_epochs`` says so (:func:`gkdcn.compare.selection.fit_selected_network`).
     """
+    if kind in NETWORK_KINDS and cfg.select_epochs != "off" and len(split.held_out):
+        selected = fit_selected_network(
+            kind, study, samples, split, cfg, seed, device=device, progress=progress,
+            label=label, exclude_background=exclude_background,
+        )  # fmt: skip
+        return FittedNetwork(selected.trained, study, device, selected)
     if kind in NETWORK_KINDS:
         trained = train_study(
             study,

@@ -205,6 +205,11 @@ def run_job(job: Job, context: JobContext, progress: Progress | None) -> None:
 def run_group(group: JobGroup, context: JobContext, progress: Progress | None) -> None:
     """Fit every member of ``group`` as one stacked training, then score and write each as
     :func:`run_job` does (its ``seconds``: an equal share of the training plus its scoring)."""
+    if context.plan.train.select_epochs != "off" and len(group.members[0].split.held_out):
+        # Selection inside the fold trains inner folds per seed: each member alone.
+        for job in group.members:
+            run_job(job, context, progress)
+        return
     tic = time.perf_counter()
     jobs = group.members
     fitted = fit_network_seeds(
@@ -237,7 +242,8 @@ def _score_and_write(
         "fold": job.fold,
         **fitted.info,
         "n_train": len(job.split.train),
-        "n_val": len(job.split.val),
+        # Epochs chosen inside the fold: the inner validation windows they were chosen on.
+        "n_val": fitted.info.get("n_val", len(job.split.val)),
     }
     if is_heldout(job.protocol):
         result["heldout"], result["heldout_calibration"], result["heldout_background"] = (
@@ -323,17 +329,26 @@ def _legacy_fingerprint(study: Study, plan: Plan) -> str:
 def _settings(study: Study, plan: Plan) -> dict[str, Any]:
     """The fingerprinted settings. The training precision counts as the plan resolved it (the
     config's ``"auto"`` is not what ran), and float32, the only arithmetic before the setting
-    existed, is left out, so runs written before it still resume."""
+    existed, is left out, so runs written before it still resume. So are the settings of
+    selection inside the fold while it is off (nothing of them ran)."""
     config = study.config.to_toml_dict()
-    train = dict(config.get("train") or {})
+    train = _without_unused_selection(dict(config.get("train") or {}))
     train.pop("precision", None)
     config = (
         {**config, "train": train} if train else {k: v for k, v in config.items() if k != "train"}
     )
     planned = plan.to_dict()
+    planned["train"] = _without_unused_selection(planned["train"])
     if planned["train"].get("precision") == "float32":
         planned["train"] = {k: v for k, v in planned["train"].items() if k != "precision"}
     return {"config": config, "plan": planned}
+
+
+def _without_unused_selection(train: dict[str, Any]) -> dict[str, Any]:
+    """``train`` without the ``select_*`` settings when ``select_epochs`` is off (or absent)."""
+    if train.get("select_epochs", "off") != "off":
+        return train
+    return {k: v for k, v in train.items() if not k.startswith("select_")}
 
 
 def claim_run_dir(

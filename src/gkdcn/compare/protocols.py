@@ -77,9 +77,10 @@ def fold_scheme(protocol: str, study: Study, samples: SampleSet) -> str:
 def fold_split(fold: Split) -> Split:
     """A held-out fold trains on every remaining window for the configured epochs.
 
-    No inner validation split: with a handful of sites left, a by-site validation set is too
-    small to stop on reliably (it stopped folds after 2-4 epochs), and it would withhold
-    training sites. The number of epochs is the fold's only stopping rule.
+    No validation split: with a handful of sites left, a by-site validation set is too small to
+    stop on its BCE reliably (it stopped folds after 2-4 epochs), and it would withhold training
+    sites. The number of epochs is the fold's stopping rule, unless ``[train] select_epochs``
+    chooses it on inner folds of the fold's training deposits (:mod:`gkdcn.compare.selection`).
     """
     return Split(
         name=fold.name,

@@ -21,7 +21,13 @@ from gkdcn.compare.heldout import (
 from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.plan import Plan
 from gkdcn.compare.protocols import is_heldout
-from gkdcn.compare.stats import TIE, mean_ci, paired_differences, summarize_over_seeds
+from gkdcn.compare.stats import (
+    TIE,
+    deposit_bootstrap_intervals,
+    mean_ci,
+    paired_differences,
+    summarize_over_seeds,
+)
 from gkdcn.config import BASELINE_KINDS
 
 AUTHORS_METRICS = ("accuracy", "auc", "kappa", "mcc", "precision", "recall", "f1")
@@ -46,6 +52,9 @@ class Comparison:
     # held-out protocol -> one row per model: its seed ensemble against its single seeds
     # (:func:`ensemble_table`; empty with one seed)
     ensemble: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # held-out protocol -> per model and seed, the epochs chosen inside the folds
+    # (:func:`selection_table`; empty unless [train] select_epochs is on)
+    selection: dict[str, pd.DataFrame] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -93,10 +102,63 @@ def collect(layout: RunLayout | Path, plan: Plan) -> Comparison:
         comparison.summary[protocol] = summarize_over_seeds(runs, list(metric_names))
         paired_metrics = ["auc"] if held else ["auc", "success_auc"]
         comparison.paired[protocol] = paired_differences(runs, paired_metrics)
+        if held and len(plan.seeds) == 1:
+            # One seed: no spread over seeds to show; resample the held-out deposits instead.
+            seed = plan.seeds[0]
+            comparison.summary[protocol], comparison.paired[protocol] = deposit_bootstrap_intervals(
+                comparison.summary[protocol],
+                comparison.paired[protocol],
+                {m: site_shares(layout, protocol, m, seed) for m in plan.models},
+                heldout_metrics,
+                n_boot=plan.bootstrap,
+                seed=seed,
+            )
         if held:
             comparison.calibration[protocol] = calibration_table(layout, protocol, plan)
             comparison.ensemble[protocol] = ensemble_table(layout, protocol, plan)
+            comparison.selection[protocol] = selection_table(layout, protocol, plan)
     return comparison
+
+
+def selection_table(layout: RunLayout, protocol: str, plan: Plan) -> pd.DataFrame:
+    """Per model and seed, the epochs its folds chose inside the fold (``result.json``'s
+    ``selection``): folds, mean, least and most chosen epochs, and the pooled inner AUC at
+    the chosen epoch averaged over folds. Empty when no fold selected its epochs."""
+    rows = []
+    for model in plan.models:
+        for seed in plan.seeds:
+            chosen, inner = [], []
+            for fold_result in layout.fold_results(protocol, model, seed):
+                selection = json.loads(fold_result.read_text()).get("selection")
+                if not selection or "chosen_epoch" not in selection:
+                    continue
+                chosen.append(int(selection["chosen_epoch"]))
+                at = selection["epochs"].index(selection["chosen_epoch"])
+                inner.append(float(selection["inner_auc"][at]))
+            if chosen:
+                rows.append(
+                    {
+                        "model": model,
+                        "seed": seed,
+                        "method": plan.train.select_epochs,
+                        "folds": len(chosen),
+                        "epochs_mean": float(np.mean(chosen)),
+                        "epochs_min": min(chosen),
+                        "epochs_max": max(chosen),
+                        "epochs_configured": plan.train.epochs,
+                        "inner_auc": float(np.mean(inner)),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def site_shares(layout: RunLayout, protocol: str, model: str, seed: int) -> dict[str, float]:
+    """Each held-out deposit's area share for ``model`` and ``seed``, by site id."""
+    out: dict[str, float] = {}
+    for fold_result in layout.fold_results(protocol, model, seed):
+        for h in json.loads(fold_result.read_text())["heldout"]:
+            out[str(h["site_id"])] = float(h["area_share"])
+    return out
 
 
 def ensemble_table(layout: RunLayout, protocol: str, plan: Plan) -> pd.DataFrame:

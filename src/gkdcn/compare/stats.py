@@ -1,7 +1,13 @@
-"""Statistics over seeds: means with t-intervals, and paired differences between models."""
+"""Statistics over seeds: means with t-intervals, and paired differences between models.
+
+With one seed a t-interval over seeds is a point ("+0.012 [+0.012, +0.012]"); held-out tables
+then get a percentile bootstrap over the held-out deposits instead
+(:func:`deposit_bootstrap_intervals`), and their ``interval`` column says which it is.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -73,12 +79,7 @@ def paired_differences(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """
     by_model = {m: g.set_index("seed").sort_index() for m, g in runs.groupby("model")}
     rows = []
-    pairs = [(name, [(a, b)]) for name, a, b in PAIRS]
-    pairs.append(("GK - no GK", [("gk-cnn", "cnn"), ("gk-dcn", "dcn")]))
-    pairs += [
-        (pair_name(net, base), [(net, base)]) for net in NETWORK_KINDS for base in BASELINE_KINDS
-    ]
-    for name, members in pairs:
+    for name, members in comparison_pairs():
         if not all(a in by_model and b in by_model for a, b in members):
             continue
         for metric in metrics:
@@ -104,6 +105,77 @@ def paired_differences(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def comparison_pairs() -> list[tuple[str, list[tuple[str, str]]]]:
+    """Every paired comparison: its name and the (first, second) model pairs it averages."""
+    pairs = [(name, [(a, b)]) for name, a, b in PAIRS]
+    pairs.append(("GK - no GK", [("gk-cnn", "cnn"), ("gk-dcn", "dcn")]))
+    pairs += [
+        (pair_name(net, base), [(net, base)]) for net in NETWORK_KINDS for base in BASELINE_KINDS
+    ]
+    return pairs
+
+
+#: The ``interval`` column's words for the two kinds of interval.
+SEED_INTERVAL = "t-interval over seeds"
+DEPOSIT_INTERVAL = "bootstrap over held-out deposits"
+
+
+def deposit_bootstrap_intervals(
+    summary: pd.DataFrame,
+    paired: pd.DataFrame,
+    shares: Mapping[str, Mapping[str, float]],
+    statistic: Callable[[np.ndarray], Mapping[str, float]],
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One seed's held-out ``summary`` and ``paired`` tables with percentile bootstrap
+    intervals over the held-out deposits in place of the (point) t-intervals over seeds.
+
+    ``shares[model][site_id]`` is each held-out deposit's area share (its rank among background
+    cells); ``statistic(shares)`` gives the held-out metrics of an array of shares
+    (:func:`gkdcn.compare.heldout.heldout_metrics`). Each of ``n_boot`` draws resamples the
+    deposits with replacement (seeded by ``seed``), the same draws for every model, so a paired
+    difference is resampled by deposit: the AUC difference of two models is the mean of their
+    paired share differences. Metrics ``statistic`` does not give keep their intervals. Both
+    tables gain an ``interval`` column saying which interval each row has.
+    """
+    summary, paired = summary.copy(), paired.copy()
+    summary["interval"] = SEED_INTERVAL
+    if len(paired):
+        paired["interval"] = SEED_INTERVAL
+    models = [m for m in summary["model"] if m in shares and len(shares[m])]
+    if n_boot < 1 or not models:
+        return summary, paired
+    sites = sorted(set.intersection(*(set(shares[m]) for m in models)))
+    if not sites:
+        return summary, paired
+    values = {m: np.array([shares[m][s] for s in sites], dtype=float) for m in models}
+    draws = np.random.default_rng([seed, 43]).integers(0, len(sites), size=(n_boot, len(sites)))
+    tail = 100 * (1 - level) / 2
+    for m in models:
+        boot = [statistic(values[m][d]) for d in draws]
+        i = summary.index[summary["model"] == m][0]
+        for metric in boot[0]:
+            if f"{metric}_lo" not in summary:
+                continue
+            lo, hi = np.percentile([b[metric] for b in boot], [tail, 100 - tail])
+            summary.loc[i, [f"{metric}_lo", f"{metric}_hi"]] = [float(lo), float(hi)]
+        summary.loc[i, "interval"] = f"{DEPOSIT_INTERVAL} ({len(sites)}, {n_boot} draws)"
+    members_of = dict(comparison_pairs())
+    for i, row in paired.iterrows():
+        members = members_of.get(str(row["comparison"]), [])
+        if row["metric"] != "auc" or not all(a in values and b in values for a, b in members):
+            continue
+        # AUC = 1 - mean share: first - second = mean(second's share - first's share).
+        diff = np.mean([values[b] - values[a] for a, b in members], axis=0)
+        boot = diff[draws].mean(axis=1)
+        lo, hi = np.percentile(boot, [tail, 100 - tail])
+        paired.loc[i, ["ci_lo", "ci_hi"]] = [float(lo), float(hi)]
+        paired.loc[i, "interval"] = f"{DEPOSIT_INTERVAL} ({len(sites)}, {n_boot} draws)"
+    return summary, paired
 
 
 def best_network_against_best_baseline(

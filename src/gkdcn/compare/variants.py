@@ -23,9 +23,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "width 32": {"width": 32},
     "background ratio 1": {"background_ratio": 1.0},
     "width 32 and background ratio 1": {"width": 32, "background_ratio": 1.0},
-    # fewer epochs (held-out folds have no validation set: every fold trains all of them)
+    # fewer epochs (held-out folds have no validation set: without selection inside the fold,
+    # every fold trains all of them)
     "20 epochs": {"epochs": 20},
     "12 epochs": {"epochs": 12},
+    # the epochs chosen in each held-out fold by inner folds of its training deposits
+    # (gkdcn.compare.selection; docs/ablation/early_stopping_prereg.md)
+    "epochs chosen inside the fold": {"select_epochs": "inner"},
+    "epochs chosen inside the fold (restored)": {"select_epochs": "inner-restore"},
     "no knowledge channel": {CHANNEL_KEY: False},
     "with knowledge channel": {CHANNEL_KEY: True},
     "authors' settings": {"preset": "authors", CHANNEL_KEY: False},

@@ -43,6 +43,11 @@ def _protocol(
             if key.endswith("_mean") and key[: -len("_mean")] not in metric_keys:
                 metric_keys.append(key[: -len("_mean")])
     n_seeds = max((int(r.get("seeds") or plan_seeds) for r in records), default=plan_seeds)
+    # One seed: a held-out table's intervals are a bootstrap over its deposits (``interval``).
+    resampled = next((str(r["interval"]) for r in records if _over_deposits(r)), "")
+    folds = str(block.get("folds") or "")
+    if resampled and folds and not folds.endswith("."):
+        folds += "."  # a sentence follows
     rows = []
     for metric in metric_keys:
         info = METRICS.get(metric, MetricInfo(metric, ""))
@@ -60,7 +65,7 @@ def _protocol(
                     "ci": fmt_interval(
                         record.get(f"{metric}_lo"), record.get(f"{metric}_hi"), percent=info.percent
                     )
-                    if seeds > 1
+                    if seeds > 1 or _over_deposits(record)
                     else "",
                     "best": best_value is not None
                     and mean is not None
@@ -83,7 +88,13 @@ def _protocol(
         "in_sample": name == "authors",
         # The fold scheme used (e.g. grouped deposit folds for many deposits), from summary.json.
         "text": " ".join(
-            t for t in (PROTOCOL_TEXT.get(name, ""), str(block.get("folds") or "")) if t
+            t
+            for t in (
+                PROTOCOL_TEXT.get(name, ""),
+                folds,
+                f"With one seed, the 95 % intervals are a {resampled}." if resampled else "",
+            )
+            if t
         ),
         "models": [model_label(str(r.get("model"))) for r in records],
         "baseline_columns": [str(r.get("model")) in BASELINE_KINDS for r in records],
@@ -95,6 +106,11 @@ def _protocol(
         "rows": rows,
         "paired": paired_rows(block.get("paired") or []),
     }
+
+
+def _over_deposits(record: Mapping[str, Any]) -> bool:
+    """Whether a table row's interval is a bootstrap over held-out deposits (one seed)."""
+    return str(record.get("interval", "")).startswith("bootstrap")
 
 
 def paired_rows(records: Sequence[Any]) -> list[dict[str, Any]]:
@@ -112,7 +128,8 @@ def paired_rows(records: Sequence[Any]) -> list[dict[str, Any]]:
         a, _, b = comparison.partition(" - ")
         lo, hi = as_float(record.get("ci_lo")), as_float(record.get("ci_hi"))
         mean = as_float(record.get("mean_difference"))
-        if n < 2:
+        resampled = _over_deposits(record)
+        if n < 2 and not resampled:
             verdict, tone = "1 seed: no interval", "muted"
         elif lo is None or hi is None or mean is None:
             verdict, tone = "no interval", "muted"
@@ -126,7 +143,9 @@ def paired_rows(records: Sequence[Any]) -> list[dict[str, Any]]:
                 "comparison": comparison,
                 "metric": info.label + (" (% points)" if info.percent else ""),
                 "mean": fmt_number(mean, percent=info.percent, signed=True),
-                "ci": fmt_interval(lo, hi, percent=info.percent, signed=True) if n > 1 else "",
+                "ci": fmt_interval(lo, hi, percent=info.percent, signed=True)
+                if n > 1 or resampled
+                else "",
                 "first": first,
                 "second": second,
                 "tied": tied,
