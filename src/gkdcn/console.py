@@ -65,7 +65,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     else:
         lines.append("  knowledge  none")
-    if summary.get("transform"):  # absent in summaries written before it existed
+    if summary.get("transform"):  # optional: a summary without a transform record has none
         lines.append(_transform_line(summary["transform"]))
     s = summary.get("samples")
     if s:

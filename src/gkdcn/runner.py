@@ -196,8 +196,8 @@ def _init_worker(run: Callable[..., Any], context: Any, parent: int) -> None:
     set_threads(1)
     reuse_freed_memory()
     # numpy's BLAS (OpenBLAS: one spinning thread per core) too, as Dask's nanny does for its
-    # workers: with 2 workers on 2 cores their BLAS threads otherwise fight over the cores (the
-    # pool with 2 workers ran slower than 1 in bench/bench_cluster.py). Summation order of a
+    # workers: with 2 workers on 2 cores their BLAS threads otherwise fight over the cores and
+    # two workers can be slower than one. Summation order of a
     # BLAS call does not depend on its thread count here (tables identical, tested).
     _worker_state["blas"] = threadpoolctl.threadpool_limits(1)
     _worker_state["run"] = run

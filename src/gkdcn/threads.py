@@ -44,9 +44,9 @@ def reuse_freed_memory() -> None:
     unmapped again, page by zeroed page, on each training step, and freed memory above 128 KiB
     at the top of the heap goes back to the system only to be faulted in again. The training
     step of the networks (batches of ~100 windows, columns of ~18 MB in a deformable layer)
-    measured 1.1-1.3x faster with these thresholds on a 2-core CPU (README, Benchmarks); under
-    Dask's nanny, which sets ``MALLOC_TRIM_THRESHOLD_=65536``, a training was 1.2-2x slower
-    without them. Memory layout only: no result changes. Process-wide, so the command line and
+    allocates such tensors on every step, so keeping freed memory saves that work (measured in
+    docs/benchmarks.md); Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536``, which this
+    overrides on its workers. Memory layout only: no result changes. Process-wide, so the command line and
     gkdcn's own worker processes call it; a Python program may call it too. No-op without glibc.
     """
     if not sys.platform.startswith("linux"):

@@ -238,7 +238,7 @@ def ablation_table(runs: dict[str, pd.DataFrame], reference: str = REFERENCE) ->
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """The table as GitHub markdown (as it goes into the README)."""
+    """The table as GitHub markdown."""
     lines = [
         "| variant | model | seeds | held-out AUC [95 % CI] "
         "| paired difference vs full recipe [95 % CI] | seeds better/worse |",

@@ -178,8 +178,8 @@ def reliability_table(folds: list[dict[str, Any]]) -> pd.DataFrame:
 def heldout_calibration(
     run: RunLayout | Path, protocol: str, model: str, seeds: Iterable[int]
 ) -> list[dict[str, Any]]:
-    """The per-fold calibration records of ``model`` over ``seeds`` (folds written before
-    calibration was recorded are skipped)."""
+    """The per-fold calibration records of ``model`` over ``seeds`` (folds whose result holds
+    no calibration record are skipped)."""
     layout = run if isinstance(run, RunLayout) else RunLayout(Path(run))
     out: list[dict[str, Any]] = []
     for seed in seeds:
@@ -228,8 +228,8 @@ def ensemble_shares(
     the seeds' models are those of the fold that held it out (the same fold for every seed under
     leave-one-deposit-out; seed-dependent spatial blocks work too, since every fold ranks
     against the same background cells), and the deposit is ranked among the background exactly
-    as a single model's (ties count half). None when a fold lacks stored background scores (a
-    run from before they were stored) or the seeds ranked against different cells.
+    as a single model's (ties count half). None when a fold's result holds no background scores
+    or the seeds ranked against different cells.
     """
     layout = run if isinstance(run, RunLayout) else RunLayout(Path(run))
     seeds = list(seeds)

@@ -106,8 +106,8 @@ def ensemble_table(layout: RunLayout, protocol: str, plan: Plan) -> pd.DataFrame
     ``auc`` / ``capture_top15`` are the ensemble's, ``single_*`` the mean over seeds;
     ``auc_difference`` = ensemble - single-seed mean, paired by held-out deposit, with a
     t-interval over deposits (``ci_lo``, ``ci_hi``) and the deposits each side ranks higher.
-    Empty with fewer than two seeds; a model whose folds stored no background scores (an older
-    run) is left out.
+    Empty with fewer than two seeds; a model whose folds stored no background scores is left
+    out.
     """
     if len(plan.seeds) < 2:
         return pd.DataFrame()

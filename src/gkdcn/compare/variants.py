@@ -29,7 +29,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no knowledge channel": {CHANNEL_KEY: False},
     "with knowledge channel": {CHANNEL_KEY: True},
     "authors' settings": {"preset": "authors", CHANNEL_KEY: False},
-    # every lever off but our optimiser kept: the setting issue 11 measured
+    # every lever of the recipe off, gkdcn's optimiser kept (unlike "authors' settings")
     "recipe off": {
         "background_ratio": 0.0,
         "gk_background": False,

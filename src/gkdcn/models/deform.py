@@ -57,13 +57,12 @@ _TABLE_PAD = 2
 
 # Column block size on CPU with autograd. A training batch of the networks (~100 9x9 windows at
 # width 64: 18 MB of columns in conv2) fits one block, whose columns are then kept for the
-# backward pass instead of gathered again: 32 MiB (or 64) measured a 1.1-1.2x faster DCN training
-# step than 16 MiB (two blocks) on a 2-core CPU. Larger batches (explanations) still work
-# through the batch in blocks, each of which costs its columns twice in the backward pass: the
-# demo's peak RSS was 1,014 MB with 64 MiB blocks, 972 MB with 32 MiB.
+# backward pass instead of gathered again, which is faster than splitting the batch. Larger
+# batches (explanations) still work through the batch in blocks, each of which costs its
+# columns twice in the backward pass; a larger block would raise peak memory for them.
 _BLOCK_BYTES = 32 * 2**20
-# Column block size of the forward-only path (no autograd): 0.5-2 MiB measured fastest for the
-# networks' layers on a 2-core CPU with 1 MiB of L2 cache per core (16 MiB was ~20 % slower).
+# Column block size of the forward-only path (no autograd): small enough for a block's columns
+# to stay in a core's L2 cache while the matrix product reads them (docs/benchmarks.md).
 _NO_GRAD_BLOCK_BYTES = 2**20
 
 

@@ -19,7 +19,7 @@ class GKLoss(nn.Module):
     ``sigmoid-mse`` (the authors' release): ``BCE(p, y) + lam * MSE(p, sigmoid(a*w + b))`` with
     ``a`` and ``b`` learned, so the network is pulled towards a learned monotone function of the
     fault proximity ``w`` rather than towards ``w`` itself.
-    ``weighted-abs`` (the paper's earlier form): ``mean(BCE(p, y) + lam * w * |p - y|)``: errors
+    ``weighted-abs`` (the paper's other form): ``mean(BCE(p, y) + lam * w * |p - y|)``: errors
     near faults cost more.
     With ``lam = 0`` both reduce to plain BCE.
     """
