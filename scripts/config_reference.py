@@ -164,12 +164,19 @@ class _Reference:
             return f"`{_value(prop['const'])}`"
         for combinator in ("anyOf", "oneOf"):
             if combinator in prop:
-                branches = [b for b in prop[combinator] if b.get("type") != "null"]
-                text = " or ".join(self.type_of(b) for b in branches)
-                optional = len(branches) < len(prop[combinator])
-                return f"{text} (optional)" if optional else text
+                return self.union_type(prop[combinator])
         if "allOf" in prop and len(prop["allOf"]) == 1:
             return self.type_of(prop["allOf"][0])
+        return self.plain_type(prop)
+
+    def union_type(self, branches: list[Schema]) -> str:
+        """One of several types; a null branch makes the value optional."""
+        kept = [b for b in branches if b.get("type") != "null"]
+        text = " or ".join(self.type_of(b) for b in kept)
+        return f"{text} (optional)" if len(kept) < len(branches) else text
+
+    def plain_type(self, prop: Schema) -> str:
+        """A type given by the schema's ``type`` keyword: a scalar, a list or a table."""
         kind = prop.get("type")
         if isinstance(kind, list):
             return " or ".join(self.type_of({**prop, "type": k}) for k in kind if k != "null")
@@ -185,12 +192,7 @@ class _Reference:
             return "table"
         if kind == "string" and prop.get("format") == "path":
             return "path"
-        return {
-            "integer": "integer",
-            "number": "number",
-            "string": "string",
-            "boolean": "boolean",
-        }.get(str(kind), str(kind or "any"))
+        return str(kind or "any")
 
     def bounds(self, prop: Schema) -> str:
         """Numeric, length and pattern bounds, from the value itself or any of its branches."""

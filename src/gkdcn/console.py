@@ -85,8 +85,10 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def comparison_tables(comparison: Comparison) -> list[Table]:
-    """One table per protocol (mean [95 % CI] over seeds per model) and one of paired
-    differences where the run has them."""
+    """One table per protocol, and one of paired differences where the run has them.
+
+    The protocol tables give the mean [95 % CI] over seeds per model.
+    """
     tables = []
     for protocol in comparison.plan.protocols:
         summary = comparison.summary[protocol]

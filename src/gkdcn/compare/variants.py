@@ -1,5 +1,8 @@
-"""The levers of the ablation (``gkdcn ablation``): plain data, so the command line can list them
-without loading the comparison (see :mod:`gkdcn.compare.ablation`)."""
+"""The levers of the ablation (``gkdcn ablation``), as plain data.
+
+Plain data, so the command line can list them without loading the comparison (see
+:mod:`gkdcn.compare.ablation`).
+"""
 
 from __future__ import annotations
 

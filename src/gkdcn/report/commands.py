@@ -96,7 +96,7 @@ def explain_command(
 
 
 def shell_line(args: Sequence[str], width: int = 88) -> str:
-    """A quoted command line, continued over lines (``\\``) at its options when long."""
+    r"""A quoted command line, continued over lines (``\``) at its options when long."""
     line = shlex.join(args)
     if len(line) <= width:
         return line
