@@ -139,13 +139,32 @@ class _Reference:
             n for n in names if self.defs[n].get("type") == "object" or "properties" in self.defs[n]
         ]
 
+    def nested_refs(self, prop: Schema, path: str) -> list[tuple[str, str]]:
+        """Tables inside a key's value, with their paths: the value itself, or its entries.
+
+        A table of named tables (``{ name = { ... } }``) sits at ``path.<name>``, a list of
+        tables (TOML's ``[[path]]``) at ``path[]``.
+        """
+        found = [(ref, path) for ref in self.table_refs(prop)]
+        branches = [prop, *prop.get("anyOf", []), *prop.get("oneOf", [])]
+        for branch in branches:
+            values = branch.get("additionalProperties")
+            if isinstance(values, dict):
+                found += [(ref, f"{path}.<name>") for ref in self.table_refs(values)]
+            items = branch.get("items")
+            if isinstance(items, dict):
+                found += [(ref, f"{path}[]") for ref in self.table_refs(items)]
+        return found
+
     def walk(self, name: str, path: str) -> None:
         """Collect every table reachable from ``name``, each with the dotted paths it sits at."""
         table = self.tables.setdefault(name, _Table(name))
+        if path in table.paths:
+            return
         table.paths.append(path)
         for key, prop in self.fields(name).items():
-            for ref in self.table_refs(prop):
-                self.walk(ref, f"{path}.{key}" if path else key)
+            for ref, inner in self.nested_refs(prop, f"{path}.{key}" if path else key):
+                self.walk(ref, inner)
 
     def anchor(self, name: str) -> str:
         return name.lower()

@@ -67,6 +67,13 @@ class _Inner(BaseModel):
     rate: float = Field(0.5, gt=0, lt=1, description="a share | with a pipe")
 
 
+class _Named(BaseModel):
+    """A table of named tables."""
+
+    model_config = ConfigDict(extra="forbid")
+    size: int = Field(1, ge=0)
+
+
 class _Toy(BaseModel):
     """A toy config."""
 
@@ -76,6 +83,7 @@ class _Toy(BaseModel):
     kind: Literal["a", "b"] = "a"
     names: list[str] = Field(default_factory=lambda: ["x", "y"])
     inner: _Inner = _Inner()
+    named: dict[str, _Named] = Field(default_factory=dict)
     hidden: str = Field("secret", exclude=True)
 
 
@@ -84,7 +92,7 @@ def test_a_toy_schema_renders_types_defaults_bounds_and_descriptions(
 ) -> None:
     text = reference.render(_Toy)
     rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(\w+)` \|.*$", text, re.M)}
-    assert set(rows) == {"path", "count", "kind", "names", "inner", "rate"}
+    assert set(rows) == {"path", "count", "kind", "names", "inner", "named", "rate", "size"}
     assert rows["path"] == "| `path` | path | *required* |  |  |"
     assert rows["count"] == "| `count` | integer (optional) | not set | ≥ 1, ≤ 9 | how many |"
     assert rows["kind"] == '| `kind` | `"a"` \\| `"b"` | `"a"` |  |  |'
@@ -92,6 +100,8 @@ def test_a_toy_schema_renders_types_defaults_bounds_and_descriptions(
     assert "[_Inner](#_inner)" in rows["inner"] and "see the table" in rows["inner"]
     assert rows["rate"] == "| `rate` | number | `0.5` | > 0, < 1 | a share \\| with a pipe |"
     assert "## `[inner]`" in text and "An inner table." in _section(text, "_Inner")
+    assert "table of name → table ([_Named](#_named))" in rows["named"]
+    assert "## `[named.<name>]`" in text and "≥ 0" in _section(text, "_Named")
 
 
 def test_the_check_mode_fails_on_a_stale_file(reference: ModuleType, tmp_path: Path) -> None:
