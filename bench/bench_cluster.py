@@ -38,6 +38,7 @@ def _tables(run: Path) -> dict[str, bytes]:
 
 
 def main() -> None:
+    """Run the benchmark with the command-line options and write its JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench/results/cluster.json"))
     parser.add_argument("--seeds", type=int, default=2, help="seeds of the quick plan (default 2)")

@@ -74,9 +74,11 @@ def _run_compare(
     stack: bool | None = None,
     precision: str | None = None,
 ) -> dict[str, Any]:
-    """One ``gkdcn compare`` run of the plan with the code under ``src`` (``stack``: pass
-    ``--stack-seeds`` or ``--no-stack-seeds``; ``precision``: pass ``--precision``; None:
-    neither, for code without the option)."""
+    """Run ``gkdcn compare`` on the plan with the code under ``src``.
+
+    ``stack``: pass ``--stack-seeds`` or ``--no-stack-seeds``; ``precision``: pass ``--precision``;
+    None: neither, for code without the option.
+    """
     out = tmp / f"run-{label.split()[0]}-{'x' if stack is None else int(stack)}-{precision}"
     cmd = [sys.executable, "-m", "gkdcn.cli", "compare", str(config), "--out", str(out)]
     if data_dir is not None:
@@ -129,8 +131,11 @@ def _run_compare(
 
 @dataclass(frozen=True)
 class Floor:
-    """What the arithmetic floor of a run needs besides the run: the study's input layers and
-    valid cells, and one core's best float32 matrix-product rate on this machine."""
+    """What the arithmetic floor of a run needs besides the run.
+
+    The study's input layers and valid cells, and one core's best float32 matrix-product rate on
+    this machine.
+    """
 
     channels: int
     valid_cells: int
@@ -138,8 +143,10 @@ class Floor:
 
 
 def _floor(config: Path, data_dir: Path | None, device: str) -> Floor:
-    """The study as this checkout loads it, and the GEMM rate at one thread (each of the
-    comparison's workers trains on one)."""
+    """Load the study as this checkout loads it, and measure the GEMM rate at one thread.
+
+    Each of the comparison's workers trains on one thread.
+    """
     import torch
 
     from gkdcn.config import load_config
@@ -167,6 +174,7 @@ def _synthetic(tmp: Path, args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark with the command-line options; the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="study config")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)

@@ -41,6 +41,7 @@ class Shape:
 
     @property
     def label(self) -> str:
+        """The shape in words, for the table."""
         return f"N={self.n} {self.c_in}->{self.c_out} {self.size}x{self.size}"
 
 

@@ -30,6 +30,7 @@ from gkdcn.io.atomic import write_text
 
 
 def main() -> None:
+    """Run the benchmark with the command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, nargs="+", default=[1000, 3000])
     parser.add_argument("--methods", nargs="+", default=["idw", "verde-spline"])

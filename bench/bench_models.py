@@ -56,7 +56,7 @@ try:
 except ImportError:  # pragma: no cover - older checkouts
 
     def reuse_freed_memory() -> None:
-        pass
+        """Do nothing: this checkout has no such setting."""
 
 
 try:
@@ -108,8 +108,11 @@ def _use_torchvision(net: torch.nn.Module) -> None:
 def measure(
     kind: str, op: str, batch: int, repeats: int, device: torch.device, bfloat16: bool = False
 ) -> dict[str, float]:
-    """Inference and training-step windows/s; with ``bfloat16`` also the training step under
-    the mixed precision of ``precision = "bfloat16"`` (:func:`gkdcn.train.training_autocast`)."""
+    """Inference and training-step windows/s.
+
+    With ``bfloat16`` also the training step under the mixed precision of ``precision = "bfloat16"``
+    (:func:`gkdcn.train.training_autocast`).
+    """
     torch.manual_seed(0)
     spec = ModelSpec(
         kind=kind,  # type: ignore[arg-type]
@@ -209,6 +212,7 @@ def measure_stacked(
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark with the command-line options and write its JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench/results/models.json"))
     parser.add_argument("--repeats", type=int, default=3)
@@ -370,9 +374,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _against(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Time ``args.against``'s float32 training steps in a subprocess on its own code (a git
-    worktree on ``PYTHONPATH``; this script and its helpers stay this checkout's) and print
-    them beside this checkout's rows."""
+    """Time ``args.against``'s float32 training steps beside this checkout's rows.
+
+    The steps run in a subprocess on that commit's own code (a git worktree on ``PYTHONPATH``; this
+    script and its helpers stay this checkout's) and are printed beside this checkout's rows.
+    """
     with (
         tempfile.TemporaryDirectory(prefix="bench-models-") as tmp,
         checkout(args.against, Path(tmp) / "against") as worktree,

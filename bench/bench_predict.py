@@ -323,6 +323,7 @@ def _fmt(value: Any, digits: int = 0) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark with the command-line options; the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Tianshan element folder")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")

@@ -52,10 +52,13 @@ def macs_per_window(kind: str, channels: int, width: int, window: int = WINDOW) 
 
 
 def training_macs_per_window(kind: str, channels: int, width: int, window: int = WINDOW) -> int:
-    """Multiply-adds of one window in a training step: the forward pass, and in the backward
-    pass the weight gradient of every layer and the input gradient of every layer but the
-    first (the windows need none), each as many as the layer's forward pass; the sampling's
-    backward (a scatter to the input and a dot product with each corner) twice its forward."""
+    """Multiply-adds of one window in a training step.
+
+    The forward pass, and in the backward pass the weight gradient of every layer and the input
+    gradient of every layer but the first (the windows need none), each as many as the layer's
+    forward pass; the sampling's backward (a scatter to the input and a dot product with each
+    corner) twice its forward.
+    """
     macs = macs_per_window(kind, channels, width, window)
     return 3 * macs["total"] - macs["conv1"]
 
@@ -63,8 +66,9 @@ def training_macs_per_window(kind: str, channels: int, width: int, window: int =
 def gemm_flops(
     batch: int, width: int, device: str = "cpu", dtype: torch.dtype = torch.float32
 ) -> dict[str, Any]:
-    """Matmul FLOP/s in ``dtype``: one shaped like the middle 3x3 layer's im2col GEMM, one large
-    square.
+    """Matmul FLOP/s in ``dtype``.
+
+    One shaped like the middle 3x3 layer's im2col GEMM, one large square.
 
     The larger of the two is taken as this machine's attainable GEMM rate (the representative
     shape, with only ``width`` output columns, often runs well below it). On the CPU the square
@@ -102,8 +106,10 @@ def gemm_flops(
 
 
 def comparison_macs(run_dir: Path, channels: int, valid_cells: int) -> dict[str, float]:
-    """Multiply-adds a finished comparison run needed at the least, from its ``run.json`` and
-    every job's ``result.json``: the floor of its arithmetic, whatever the code.
+    """Multiply-adds a finished comparison run needed at the least.
+
+    Read from its ``run.json`` and every job's ``result.json``: the floor of its arithmetic,
+    whatever the code.
 
     Per network job: its training steps (epochs run x (labelled + background windows) x
     :func:`training_macs_per_window`; a job with an inner validation set stopped early ran

@@ -11,8 +11,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def git(*args: str) -> str:
-    """Run git in this repository and return its output, stripped; a failure (an unknown
-    commit, say) ends the benchmark with git's own one-line reason."""
+    """Run git in this repository and return its output, stripped.
+
+    A failure (an unknown commit, say) ends the benchmark with git's own one-line reason.
+    """
     proc = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
     if proc.returncode != 0:
         reason = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
@@ -27,8 +29,10 @@ def short_commit(commit: str) -> str:
 
 @contextlib.contextmanager
 def checkout(commit: str, folder: Path) -> Iterator[Path]:
-    """``commit`` checked out into a temporary git worktree at ``folder`` (its ``src`` goes on a
-    subprocess's ``PYTHONPATH``), removed again on the way out."""
+    """Check ``commit`` out into a temporary git worktree at ``folder``.
+
+    Its ``src`` goes on a subprocess's ``PYTHONPATH``; the worktree is removed on the way out.
+    """
     git("worktree", "add", "--detach", str(folder), commit)
     try:
         yield folder

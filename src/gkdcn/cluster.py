@@ -66,6 +66,7 @@ class Scheduler:
 
     @property
     def label(self) -> str:
+        """The scheduler as the user wrote it: its address, or ``local:N``."""
         return self.address or f"local:{self.local}"
 
 
@@ -102,8 +103,9 @@ def _distributed() -> Any:
 def open_client(
     scheduler: str | Scheduler, *, timeout: float = CONNECT_TIMEOUT
 ) -> Iterator[Client]:
-    """A connected :class:`distributed.Client` for ``scheduler`` (closed, and a local cluster
-    shut down, on leaving the block).
+    """A connected :class:`distributed.Client` for ``scheduler``.
+
+    The client is closed, and a local cluster shut down, on leaving the block.
 
     A scheduler that does not answer within ``timeout`` seconds is a one-line error before
     any work (the engines then check the workers: :func:`check_workers`).
@@ -136,9 +138,11 @@ def open_client(
 
 
 def check_workers(client: Client) -> None:
-    """Refuse workers that lack gkdcn or run another gkdcn / PyTorch version than the client:
-    their results would not be the client's (a one-line error naming one such worker). Only
-    the workers connected now are checked (the engines call this before sending work)."""
+    """Refuse workers that lack gkdcn or run another gkdcn / PyTorch version than the client.
+
+    Their results would not be the client's (a one-line error naming one such worker). Only the
+    workers connected now are checked (the engines call this before sending work).
+    """
     for package in ("gkdcn", "torch"):
         here = importlib.metadata.version(package)
         # importlib.metadata.version pickles by reference to the standard library, so it runs
@@ -163,8 +167,11 @@ def n_workers(client: Client) -> int:
 
 
 def _one_thread(function: Callable[..., R], *args: Any) -> R:
-    """``function(*args)`` with PyTorch on one CPU thread: the local runner's rule, so the
-    floating-point summation order, and hence every result, is the same as there."""
+    """Call ``function(*args)`` with PyTorch on one CPU thread.
+
+    That is the local runner's rule, so the floating-point summation order, and hence every result,
+    is the same as there.
+    """
     reuse_freed_memory()  # Dask's nanny pins glibc's thresholds low
     with torch_threads(1):
         return function(*args)
@@ -180,9 +187,10 @@ def run_jobs_on_cluster(
     name: Callable[[J], str] = str,
     retries: int = TASK_RETRIES,
 ) -> None:
-    """Run ``run(job, context, None)`` for every job on the cluster (the third argument is the
-    local runner's progress display, which a remote job cannot show); ``on_result(job,
-    result)`` is called here.
+    """Run ``run(job, context, None)`` for every job on the cluster.
+
+    The third argument is the local runner's progress display, which a remote job cannot show;
+    ``on_result(job, result)`` is called here.
 
     ``context`` is sent once to every worker (``scatter(broadcast=True)``), each job is one task
     (``run`` and the jobs must pickle; ``run`` by reference, so workers need gkdcn installed);

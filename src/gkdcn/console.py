@@ -65,7 +65,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     else:
         lines.append("  knowledge  none")
-    if summary.get("transform"):  # absent in summaries written before it existed
+    if summary.get("transform"):  # optional: a summary without a transform record has none
         lines.append(_transform_line(summary["transform"]))
     s = summary.get("samples")
     if s:
@@ -85,8 +85,10 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def comparison_tables(comparison: Comparison) -> list[Table]:
-    """One table per protocol (mean [95 % CI] over seeds per model) and one of paired
-    differences where the run has them."""
+    """One table per protocol, and one of paired differences where the run has them.
+
+    The protocol tables give the mean [95 % CI] over seeds per model.
+    """
     tables = []
     for protocol in comparison.plan.protocols:
         summary = comparison.summary[protocol]

@@ -27,27 +27,48 @@ class CurveSource(Protocol):
     """What the curve plots read from an evaluation (:class:`gkdcn.evaluate.Evaluation`)."""
 
     @property
-    def auc(self) -> float: ...
+    def auc(self) -> float:
+        """Area under the ROC curve."""
+
     @property
-    def auc_ci(self) -> tuple[float, float]: ...
+    def auc_ci(self) -> tuple[float, float]:
+        """The AUC's bootstrap 95 % interval."""
+
     @property
-    def pr_auc(self) -> float: ...
+    def pr_auc(self) -> float:
+        """Area under the precision-recall curve."""
+
     @property
-    def prevalence(self) -> float: ...
+    def prevalence(self) -> float:
+        """Share of scored cells that are deposits (the precision-recall baseline)."""
+
     @property
-    def success_auc(self) -> float: ...
+    def success_auc(self) -> float:
+        """Area under the success-rate curve."""
+
     @property
-    def success_auc_ci(self) -> tuple[float, float]: ...
+    def success_auc_ci(self) -> tuple[float, float]:
+        """The success-rate AUC's bootstrap 95 % interval."""
+
     @property
-    def roc(self) -> Any: ...
+    def roc(self) -> Any:
+        """The ROC curve (false and true positive rates)."""
+
     @property
-    def pr(self) -> Any: ...
+    def pr(self) -> Any:
+        """The precision-recall curve."""
+
     @property
-    def success(self) -> Any: ...
+    def success(self) -> Any:
+        """The success-rate curve (share of area against share of deposits captured)."""
+
     @property
-    def pa(self) -> Any: ...
+    def pa(self) -> Any:
+        """The prediction-area curves against the threshold."""
+
     @property
-    def pa_intersection(self) -> Any: ...
+    def pa_intersection(self) -> Any:
+        """Where the prediction-area curves cross."""
 
 
 def save_figure(fig: Figure, path: str | Path, overwrite: bool = True) -> Path:
@@ -250,8 +271,11 @@ def plot_success_rate(curves: Mapping[str, CurveSource]) -> Figure:
 
 
 def plot_prediction_area(ev: CurveSource, title: str = "") -> Figure:
-    """Prediction-area plot: prediction rate (left axis) and occupied area (right axis, inverted)
-    against threshold; the curves cross where prediction rate = 100 - occupied area %."""
+    """Prediction-area plot: prediction rate and occupied area against threshold.
+
+    Prediction rate on the left axis, occupied area on the right axis (inverted); the curves cross
+    where prediction rate = 100 - occupied area %.
+    """
     full = "Prediction–area plot" + (f": {title}" if title else "")
     fig, ax = _new_axes(full)
     pa = ev.pa

@@ -55,8 +55,10 @@ def available_cores() -> int:
 
 
 def default_workers() -> int:
-    """What the command line uses without ``--jobs``: the available cores, at most
-    :data:`MAX_DEFAULT_WORKERS`."""
+    """The worker count the command line uses without ``--jobs``.
+
+    The available cores, at most :data:`MAX_DEFAULT_WORKERS`.
+    """
     return min(available_cores(), MAX_DEFAULT_WORKERS)
 
 
@@ -67,8 +69,10 @@ def check_workers(workers: int) -> None:
 
 
 def resolve_workers(workers: int, n_jobs: int, device: str = "cpu") -> int:
-    """Worker processes to use: ``workers``, never more than there are jobs; 1 on a GPU, which
-    the jobs would otherwise share."""
+    """Worker processes to use.
+
+    ``workers``, never more than there are jobs; 1 on a GPU, which the jobs would otherwise share.
+    """
     check_workers(workers)
     if device != "cpu":
         return 1
@@ -90,8 +94,9 @@ def run_jobs(
     progress: Progress | None = None,
     on_done: Callable[[J, R], None] | None = None,
 ) -> None:
-    """Call ``run(job, context, progress)`` for every job, each on one thread, and
-    ``on_done(job, result)`` in this process as each one ends (in any order).
+    """Call ``run(job, context, progress)`` for every job, each on one thread.
+
+    ``on_done(job, result)`` is called in this process as each one ends (in any order).
 
     Engines: with a Dask ``client`` (see :func:`gkdcn.cluster.open_client`) every job is a task
     on that cluster (``context`` is sent once to every worker; a worker that dies has its jobs
@@ -144,10 +149,13 @@ def run_jobs(
 
 @contextlib.contextmanager
 def _terminate_as_exit() -> Iterator[None]:
-    """SIGTERM (``kill``, a batch scheduler's time limit) raises :class:`Terminated` (a
-    SystemExit) inside the block, so the pool's workers are stopped as on Ctrl-C. Python's
-    default is to die at once, and the workers, each holding both ends of the pool's result
-    pipe, would wait on it for ever."""
+    """Make SIGTERM stop the pool's workers as Ctrl-C does, inside the block.
+
+    SIGTERM (``kill``, a batch scheduler's time limit) raises :class:`Terminated` (a SystemExit)
+    inside the block, so the pool's workers are stopped as on Ctrl-C. Python's default is to die at
+    once, and the workers, each holding both ends of the pool's result pipe, would wait on it for
+    ever.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
@@ -196,8 +204,8 @@ def _init_worker(run: Callable[..., Any], context: Any, parent: int) -> None:
     set_threads(1)
     reuse_freed_memory()
     # numpy's BLAS (OpenBLAS: one spinning thread per core) too, as Dask's nanny does for its
-    # workers: with 2 workers on 2 cores their BLAS threads otherwise fight over the cores (the
-    # pool with 2 workers ran slower than 1 in bench/bench_cluster.py). Summation order of a
+    # workers: with 2 workers on 2 cores their BLAS threads otherwise fight over the cores and
+    # two workers can be slower than one. Summation order of a
     # BLAS call does not depend on its thread count here (tables identical, tested).
     _worker_state["blas"] = threadpoolctl.threadpool_limits(1)
     _worker_state["run"] = run
@@ -205,9 +213,11 @@ def _init_worker(run: Callable[..., Any], context: Any, parent: int) -> None:
 
 
 def _exit_with_parent(parent: int, every: float = 1.0) -> None:
-    """End this worker when the process that started it is gone (killed with SIGKILL, say, which
-    no handler sees): an orphaned worker would finish its training, then block for ever on the
-    result pipe, holding its memory."""
+    """End this worker when the process that started it is gone.
+
+    The parent may be killed with SIGKILL, say, which no handler sees: an orphaned worker would
+    finish its training, then block for ever on the result pipe, holding its memory.
+    """
     while os.getppid() == parent:
         time.sleep(every)
     os._exit(1)

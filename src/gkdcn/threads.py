@@ -1,6 +1,8 @@
-"""Process settings for PyTorch work, the one place gkdcn sets them: the CPU thread count
-(command line, runner, prediction) and glibc malloc's reuse of freed memory (command line,
-runner and cluster workers)."""
+"""Process settings for PyTorch work, the one place gkdcn sets them.
+
+The CPU thread count (command line, runner, prediction) and glibc malloc's reuse of freed memory
+(command line, runner and cluster workers).
+"""
 
 from __future__ import annotations
 
@@ -21,8 +23,10 @@ def set_threads(threads: int) -> None:
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
-    """``threads`` PyTorch CPU threads inside the block, the previous count restored after
-    (None: leave the setting alone)."""
+    """Use ``threads`` PyTorch CPU threads inside the block.
+
+    The previous count is restored after; None leaves the setting alone.
+    """
     if threads is None:
         yield
         return
@@ -37,17 +41,19 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def reuse_freed_memory() -> None:
-    """Let glibc's malloc keep and reuse freed memory in this process (64 MiB to map, 256 MiB
-    to trim).
+    """Let glibc's malloc keep and reuse freed memory in this process.
+
+    It maps from 64 MiB and trims from 256 MiB.
 
     With glibc's defaults every tensor above a dynamic threshold (from 128 KiB) is mapped and
     unmapped again, page by zeroed page, on each training step, and freed memory above 128 KiB
     at the top of the heap goes back to the system only to be faulted in again. The training
     step of the networks (batches of ~100 windows, columns of ~18 MB in a deformable layer)
-    measured 1.1-1.3x faster with these thresholds on a 2-core CPU (README, Benchmarks); under
-    Dask's nanny, which sets ``MALLOC_TRIM_THRESHOLD_=65536``, a training was 1.2-2x slower
-    without them. Memory layout only: no result changes. Process-wide, so the command line and
-    gkdcn's own worker processes call it; a Python program may call it too. No-op without glibc.
+    allocates such tensors on every step, so keeping freed memory saves that work (measured in
+    docs/benchmarks.md); Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536``, which this
+    overrides on its workers. Memory layout only: no result changes. Process-wide, so the
+    command line and gkdcn's own worker processes call it; a Python program may call it too.
+    No-op without glibc.
     """
     if not sys.platform.startswith("linux"):
         return

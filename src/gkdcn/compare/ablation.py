@@ -197,8 +197,10 @@ def run_ablation(
 
 
 def ablation_table(runs: dict[str, pd.DataFrame], reference: str = REFERENCE) -> pd.DataFrame:
-    """One row per variant and model: held-out AUC mean [CI] and the paired difference to
-    ``reference`` (the same model, on the seeds both ran), with the seeds each way.
+    """One row per variant and model, with the paired difference to ``reference``.
+
+    Held-out AUC mean [CI] and the paired difference to ``reference`` (the same model, on the seeds
+    both ran), with the seeds each way.
 
     ``runs``: per variant, a comparison's runs table (``model``, ``seed``, ``auc``).
     ``clear`` says whether the difference's 95 % interval excludes 0 (never with one seed).
@@ -238,7 +240,7 @@ def ablation_table(runs: dict[str, pd.DataFrame], reference: str = REFERENCE) ->
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """The table as GitHub markdown (as it goes into the README)."""
+    """The table as GitHub markdown."""
     lines = [
         "| variant | model | seeds | held-out AUC [95 % CI] "
         "| paired difference vs full recipe [95 % CI] | seeds better/worse |",
@@ -259,8 +261,10 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def write_ablation(layout: RunLayout, table: pd.DataFrame, variants: Sequence[Variant]) -> None:
-    """Write the table as ``ablation.csv``, ``ablation.md`` and ``ablation.json`` (each
-    atomically; they are derived from the runs, so a resumed ablation rewrites them)."""
+    """Write the table as ``ablation.csv``, ``ablation.md`` and ``ablation.json``.
+
+    Each is written atomically; they are derived from the runs, so a resumed ablation rewrites them.
+    """
     reference = variants[0]
     meta = {
         "metric": METRIC,

@@ -67,8 +67,10 @@ def cells_key(rows: np.ndarray, cols: np.ndarray) -> str:
 
 
 def area_share(probability: float, background: np.ndarray) -> float:
-    """Share of ``background`` scored above ``probability`` (ties count half): the held-out
-    rank of one deposit, 0 at the top of the map."""
+    """Share of ``background`` scored above ``probability`` (ties count half).
+
+    The held-out rank of one deposit, 0 at the top of the map.
+    """
     above = np.sum(background > probability) + 0.5 * np.sum(background == probability)
     return float(above / len(background))
 
@@ -86,12 +88,15 @@ def heldout_scores(
     background_sample: int | None,
     seed: int,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
-    """:func:`heldout_ranks`, the fold's calibration (:func:`fold_calibration`) and the
-    background's scores, from one scoring of the held-out deposits and the background cells.
+    """Held-out ranks, calibration and background scores of one fold, from one scoring.
+
+    :func:`heldout_ranks`, the fold's calibration (:func:`fold_calibration`) and the background's
+    scores, from one scoring of the held-out deposits and the background cells.
 
     The third item (``result.json``'s ``heldout_background``) holds ``cells`` (a
     :func:`cells_key` of the background cells) and ``probability`` (their scores, rounded to
-    float32), so seed ensembles are computed from the finished jobs without retraining."""
+    float32), so seed ensembles are computed from the finished jobs without retraining.
+    """
     held = [s for s in np.asarray(split.held_out, dtype=np.int64) if study.sites.labels[s] == 1]
     bg_rows, bg_cols = background_cells(study, samples, background_sample, seed)
     rows = np.concatenate([study.sites.rows[held], bg_rows])
@@ -124,9 +129,12 @@ CALIBRATION_EDGES = np.linspace(0.0, 1.0, 11)
 def fold_calibration(
     deposit_prob: np.ndarray, background_prob: np.ndarray, n_valid: int
 ) -> dict[str, Any]:
-    """What one fold says about calibration: the share of background area above p = 0.5 and
-    0.9, and per probability bin the background count, the sum of its probabilities and the
-    number of held-out deposits (pooled over folds by :func:`reliability_table`)."""
+    """What one fold says about calibration.
+
+    The share of background area above p = 0.5 and 0.9, and per probability bin the background
+    count, the sum of its probabilities and the number of held-out deposits (pooled over folds by
+    :func:`reliability_table`).
+    """
     bg = np.asarray(background_prob, dtype=float)
     dep = np.asarray(deposit_prob, dtype=float)
     inner = CALIBRATION_EDGES[1:-1]
@@ -144,11 +152,14 @@ def fold_calibration(
 
 
 def reliability_table(folds: list[dict[str, Any]]) -> pd.DataFrame:
-    """Pooled reliability of held-out folds: per probability bin, the share of valid area, the
-    mean predicted probability, the held-out deposits that fell in it, and the observed deposit
-    rate per cell (those deposits over the cells the bin covers, summed over folds; each fold's
-    background sample stands for its ``n_valid`` valid cells). Known deposits are only part of
-    what a map looks for, so the observed rate is a lower bound on the true one."""
+    """Pooled reliability of held-out folds.
+
+    Per probability bin, the share of valid area, the mean predicted probability, the held-out
+    deposits that fell in it, and the observed deposit rate per cell (those deposits over the cells
+    the bin covers, summed over folds; each fold's background sample stands for its ``n_valid``
+    valid cells). Known deposits are only part of what a map looks for, so the observed rate is a
+    lower bound on the true one.
+    """
     n_bins = len(CALIBRATION_EDGES) - 1
     area, counts, sums, deposits = (np.zeros(n_bins) for _ in range(4))
     cells = np.zeros(n_bins)
@@ -178,8 +189,10 @@ def reliability_table(folds: list[dict[str, Any]]) -> pd.DataFrame:
 def heldout_calibration(
     run: RunLayout | Path, protocol: str, model: str, seeds: Iterable[int]
 ) -> list[dict[str, Any]]:
-    """The per-fold calibration records of ``model`` over ``seeds`` (folds written before
-    calibration was recorded are skipped)."""
+    """The per-fold calibration records of ``model`` over ``seeds``.
+
+    Folds whose result holds no calibration record are skipped.
+    """
     layout = run if isinstance(run, RunLayout) else RunLayout(Path(run))
     out: list[dict[str, Any]] = []
     for seed in seeds:
@@ -221,15 +234,17 @@ def heldout_shares(
 def ensemble_shares(
     run: RunLayout | Path, protocol: str, model: str, seeds: Iterable[int]
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Held-out area shares of the seed ensemble of ``model`` and the seeds' mean share, per
-    held-out deposit (same order): ``(ensemble, single)``.
+    """Held-out area shares of the seed ensemble of ``model`` and of its single seeds.
+
+    Per held-out deposit (same order): ``(ensemble, single)``, where ``single`` is the seeds' mean
+    share.
 
     The ensemble's score of a cell is the mean of the seeds' probabilities; for each deposit,
     the seeds' models are those of the fold that held it out (the same fold for every seed under
     leave-one-deposit-out; seed-dependent spatial blocks work too, since every fold ranks
     against the same background cells), and the deposit is ranked among the background exactly
-    as a single model's (ties count half). None when a fold lacks stored background scores (a
-    run from before they were stored) or the seeds ranked against different cells.
+    as a single model's (ties count half). None when a fold's result holds no background scores
+    or the seeds ranked against different cells.
     """
     layout = run if isinstance(run, RunLayout) else RunLayout(Path(run))
     seeds = list(seeds)

@@ -171,7 +171,7 @@ class RunLayout:
 
     @property
     def ablation_markdown(self) -> Path:
-        """The same table as markdown (for a README)."""
+        """The same table as GitHub markdown."""
         return self.ablation_dir / "ablation.md"
 
     @property

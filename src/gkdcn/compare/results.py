@@ -162,14 +162,16 @@ def site_shares(layout: RunLayout, protocol: str, model: str, seed: int) -> dict
 
 
 def ensemble_table(layout: RunLayout, protocol: str, plan: Plan) -> pd.DataFrame:
-    """Each model's seed ensemble (mean of the seeds' probabilities per cell, ranked like a
-    single model; :func:`~gkdcn.compare.heldout.ensemble_shares`) against its single seeds.
+    """Each model's seed ensemble against its single seeds.
+
+    The ensemble is the mean of the seeds' probabilities per cell, ranked like a single model
+    (:func:`~gkdcn.compare.heldout.ensemble_shares`).
 
     ``auc`` / ``capture_top15`` are the ensemble's, ``single_*`` the mean over seeds;
     ``auc_difference`` = ensemble - single-seed mean, paired by held-out deposit, with a
     t-interval over deposits (``ci_lo``, ``ci_hi``) and the deposits each side ranks higher.
-    Empty with fewer than two seeds; a model whose folds stored no background scores (an older
-    run) is left out.
+    Empty with fewer than two seeds; a model whose folds stored no background scores is left
+    out.
     """
     if len(plan.seeds) < 2:
         return pd.DataFrame()
@@ -206,8 +208,11 @@ def ensemble_table(layout: RunLayout, protocol: str, plan: Plan) -> pd.DataFrame
 
 
 def calibration_table(layout: RunLayout, protocol: str, plan: Plan) -> pd.DataFrame:
-    """Held-out reliability of every model (all seeds and folds pooled) and the mean share of
-    valid area each fold's map puts above p = 0.5 and p = 0.9."""
+    """Held-out reliability of every model, and its map's area above p = 0.5 and p = 0.9.
+
+    All seeds and folds are pooled; the shares are the mean share of valid area each fold's map puts
+    above p = 0.5 and p = 0.9.
+    """
     frames = []
     for model in plan.models:
         folds = heldout_calibration(layout, protocol, model, plan.seeds)

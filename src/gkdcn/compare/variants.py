@@ -1,5 +1,8 @@
-"""The levers of the ablation (``gkdcn ablation``): plain data, so the command line can list them
-without loading the comparison (see :mod:`gkdcn.compare.ablation`)."""
+"""The levers of the ablation (``gkdcn ablation``), as plain data.
+
+Plain data, so the command line can list them without loading the comparison (see
+:mod:`gkdcn.compare.ablation`).
+"""
 
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no knowledge channel": {CHANNEL_KEY: False},
     "with knowledge channel": {CHANNEL_KEY: True},
     "authors' settings": {"preset": "authors", CHANNEL_KEY: False},
-    # every lever off but our optimiser kept: the setting issue 11 measured
+    # every lever of the recipe off, gkdcn's optimiser kept (unlike "authors' settings")
     "recipe off": {
         "background_ratio": 0.0,
         "gk_background": False,

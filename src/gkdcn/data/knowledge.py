@@ -126,8 +126,10 @@ KNOWLEDGE_CHANNEL = "fault_proximity"
 
 
 def knowledge_channel(weight: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """The knowledge weight ``(H, W)`` as one more input channel ``(1, H, W)`` float32, NaN off
-    ``valid`` (when given) like every raw channel; appended after the element layers."""
+    """The knowledge weight ``(H, W)`` as one more input channel ``(1, H, W)`` float32.
+
+    NaN off ``valid`` (when given) like every raw channel; appended after the element layers.
+    """
     channel = weight if valid is None else np.where(valid, weight, np.nan)
     return np.asarray(channel, dtype=np.float32)[np.newaxis]
 

@@ -332,7 +332,7 @@ def make_district(spec: SyntheticSpec = DEFAULT_SPEC) -> District:
     rng_bodies = _rng(spec.seed, 2)
     lines = [line for _, line in fault_lines]
     if spec.systems:
-        # Own stream: the scattered layout's draws stay exactly as they were.
+        # Its own random stream, so the scattered layout's draws do not depend on this branch.
         main = [line for kind, line in fault_lines if kind == "main"] or lines
         ore = _system_bodies(spec, main, _rng(spec.seed, 8))
     else:

@@ -1,5 +1,8 @@
-"""Defaults of ``gkdcn explain``, shared by :func:`gkdcn.explain.run.explain_model`, the command
-line and the report's reproduce commands (which leave out any option at its default)."""
+"""Defaults of ``gkdcn explain``.
+
+Shared by :func:`gkdcn.explain.run.explain_model`, the command line and the report's reproduce
+commands (which leave out any option at its default).
+"""
 
 from __future__ import annotations
 

@@ -260,7 +260,7 @@ def window_background(
 
 
 def window_extent(size: int) -> tuple[float, float, float, float]:
-    """imshow extent putting the window centre at (0, 0), rows downwards (north-up grids: south)."""
+    """Imshow extent putting the window centre at (0, 0), rows downwards (north-up grids: south)."""
     half = size // 2
     return (-half - 0.5, half + 0.5, half + 0.5, -half - 0.5)
 

@@ -84,10 +84,12 @@ class SamplingData:
 
     @property
     def n_taps(self) -> int:
+        """Kernel taps per output cell (9 for a 3x3 layer)."""
         return int(self.positions.shape[3])
 
     @property
     def output_size(self) -> tuple[int, int]:
+        """The layer's output size ``(Ho, Wo)``."""
         return (int(self.positions.shape[1]), int(self.positions.shape[2]))
 
     @property

@@ -20,6 +20,7 @@ class Grid:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(height, width)`` in cells."""
         return (self.height, self.width)
 
     @property
@@ -85,6 +86,7 @@ class Grid:
         return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
     def describe(self) -> str:
+        """The grid in words: size, cell size, CRS and origin."""
         cw, ch = self.cell_size
         return (
             f"{self.height} x {self.width} cells of {cw:g} x {ch:g}, {_crs_name(self.crs)}, "

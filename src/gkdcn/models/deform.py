@@ -57,13 +57,12 @@ _TABLE_PAD = 2
 
 # Column block size on CPU with autograd. A training batch of the networks (~100 9x9 windows at
 # width 64: 18 MB of columns in conv2) fits one block, whose columns are then kept for the
-# backward pass instead of gathered again: 32 MiB (or 64) measured a 1.1-1.2x faster DCN training
-# step than 16 MiB (two blocks) on a 2-core CPU. Larger batches (explanations) still work
-# through the batch in blocks, each of which costs its columns twice in the backward pass: the
-# demo's peak RSS was 1,014 MB with 64 MiB blocks, 972 MB with 32 MiB.
+# backward pass instead of gathered again, which is faster than splitting the batch. Larger
+# batches (explanations) still work through the batch in blocks, each of which costs its
+# columns twice in the backward pass; a larger block would raise peak memory for them.
 _BLOCK_BYTES = 32 * 2**20
-# Column block size of the forward-only path (no autograd): 0.5-2 MiB measured fastest for the
-# networks' layers on a 2-core CPU with 1 MiB of L2 cache per core (16 MiB was ~20 % slower).
+# Column block size of the forward-only path (no autograd): small enough for a block's columns
+# to stay in a core's L2 cache while the matrix product reads them (docs/benchmarks.md).
 _NO_GRAD_BLOCK_BYTES = 2**20
 
 
@@ -149,8 +148,10 @@ class _Geometry:
 
     @property
     def delta(self) -> tuple[int, int, int, int]:
-        """Table-row shifts from the top-left corner to (top-left, top-right, bottom-left,
-        bottom-right)."""
+        """Table-row shifts from the top-left corner to each of the four corners.
+
+        In the order top-left, top-right, bottom-left, bottom-right.
+        """
         g, row = self.groups, (self.width + 2 * _TABLE_PAD) * self.groups
         return (0, g, row, row + g)
 
@@ -158,10 +159,12 @@ class _Geometry:
 def _undeformed_grid(
     geo: _Geometry, device: torch.device, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Where each output cell's kernel would sample without offsets, as separable parts:
-    output ``rows`` (out_h,) and ``cols`` (out_w,) of the padded input, and each tap's row and
+    """Where each output cell's kernel would sample without offsets, as separable parts.
+
+    Output ``rows`` (out_h,) and ``cols`` (out_w,) of the padded input, and each tap's row and
     column step ``tap_i``, ``tap_j`` (taps,). Both the autograd and the forward-only path add the
-    offsets to these, so the two compute every position with the same operations."""
+    offsets to these, so the two compute every position with the same operations.
+    """
     kh, kw = geo.kernel
     tap_i = torch.arange(kh, device=device, dtype=dtype).repeat_interleave(kw) * geo.dilation[0]
     tap_j = torch.arange(kw, device=device, dtype=dtype).repeat(kh) * geo.dilation[1]
@@ -279,11 +282,13 @@ def _sampling_backward(
     grad_table: Tensor | None,
     want_dots: bool,
 ) -> Tensor | None:
-    """One block's sampling backward: scatter ``grad_cols`` into ``grad_table`` (when given) and
-    return the corner dots (S, 4) (when ``want_dots``). On CPU one compiled pass does both
-    (:mod:`gkdcn.models.sampling_kernel`) for float32 and float64; other devices and dtypes
-    (bfloat16 or float16 tensors outside autocast, which NumPy cannot hold) take PyTorch's fused
-    kernels."""
+    """One block's sampling backward: the table gradient and the corner dots.
+
+    Scatter ``grad_cols`` into ``grad_table`` (when given) and return the corner dots (S, 4) (when
+    ``want_dots``). On CPU one compiled pass does both (:mod:`gkdcn.models.sampling_kernel`) for
+    float32 and float64; other devices and dtypes (bfloat16 or float16 tensors outside autocast,
+    which NumPy cannot hold) take PyTorch's fused kernels.
+    """
     if source.device.type == "cpu" and source.dtype in (torch.float32, torch.float64):
         return scatter_and_corner_dots(
             grad_cols, weights, indices[:, 0], geo.delta, source, grad_table, want_dots
@@ -342,8 +347,10 @@ def _block_columns(
     block: _Block,
     matmul_dtype: torch.dtype | None,
 ) -> Tensor:
-    """A block's columns ``(pixels, taps*C)``: sampled in the table's dtype, then cast to
-    ``matmul_dtype`` when given (the autocast dtype)."""
+    """A block's columns ``(pixels, taps*C)``.
+
+    Sampled in the table's dtype, then cast to ``matmul_dtype`` when given (the autocast dtype).
+    """
     cols = F.embedding_bag(indices, source, per_sample_weights=weights, mode="sum")
     cols = cols.view(block.rows.stop - block.rows.start, -1)
     return cols if matmul_dtype is None else cols.to(matmul_dtype)
@@ -595,22 +602,33 @@ def deform_conv2d(
 ) -> Tensor:
     """Modulated deformable 2-D convolution with ``torchvision.ops.deform_conv2d`` semantics.
 
-    Args:
-        input: ``(N, Cin, H, W)``.
-        offset: ``(N, 2*G*kh*kw, Ho, Wo)``; for offset group ``g`` and tap ``k = i*kw + j`` channel
-            ``(g*kh*kw + k)*2`` is the row offset ``dy`` and the next channel the column offset.
-            ``G`` (offset groups) must divide ``Cin``; group ``g`` moves input channels
-            ``g*Cin/G .. (g+1)*Cin/G - 1``.
-        weight: ``(Cout, Cin/wg, kh, kw)`` for ``wg`` weight groups (as ``nn.Conv2d``'s
-            ``groups``; 1 = ungrouped): output channels ``j*Cout/wg ..`` read input channels
-            ``j*Cin/wg .. (j+1)*Cin/wg - 1`` only. Offset and weight groups are independent.
-        bias: ``(Cout,)`` or None.
-        stride, padding, dilation: ints or ``(h, w)`` pairs.
-        mask: ``(N, G*kh*kw, Ho, Wo)`` modulation multiplying each tap's sample, or None (all 1).
+    Parameters
+    ----------
+    input
+        ``(N, Cin, H, W)``.
+    offset
+        ``(N, 2*G*kh*kw, Ho, Wo)``; for offset group ``g`` and tap ``k = i*kw + j`` channel
+        ``(g*kh*kw + k)*2`` is the row offset ``dy`` and the next channel the column offset.
+        ``G`` (offset groups) must divide ``Cin``; group ``g`` moves input channels
+        ``g*Cin/G .. (g+1)*Cin/G - 1``.
+    weight
+        ``(Cout, Cin/wg, kh, kw)`` for ``wg`` weight groups (as ``nn.Conv2d``'s ``groups``;
+        1 = ungrouped): output channels ``j*Cout/wg ..`` read input channels
+        ``j*Cin/wg .. (j+1)*Cin/wg - 1`` only. Offset and weight groups are independent.
+    bias
+        ``(Cout,)`` or None.
+    stride, padding, dilation
+        Ints or ``(h, w)`` pairs.
+    mask
+        ``(N, G*kh*kw, Ho, Wo)`` modulation multiplying each tap's sample, or None (all 1).
 
-    Returns:
+    Returns
+    -------
+    Tensor
         ``(N, Cout, Ho, Wo)``, channels-last in memory when ``input`` is, contiguous otherwise.
 
+    Notes
+    -----
     Differentiable with respect to input, offset, mask, weight and bias (first order only).
 
     Under ``torch.autocast`` (bfloat16 or float16) the sampling runs in float32 (torchvision's
@@ -641,8 +659,11 @@ def deform_conv2d(
 
 
 def _autocast_dtype(input: Tensor) -> torch.dtype | None:
-    """The lower-precision dtype autocast asks for on ``input``'s device, or None when off (or
-    when ``input`` is not a float16/bfloat16/float32 tensor, which autocast leaves alone)."""
+    """The lower-precision dtype autocast asks for on ``input``'s device, or None.
+
+    None when autocast is off, or when ``input`` is not a float16/bfloat16/float32 tensor, which
+    autocast leaves alone.
+    """
     if input.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         return None
     device_type = input.device.type
@@ -880,9 +901,12 @@ class DeformConv2d(nn.Module):
             nn.init.zeros_(branch.bias)
 
     def _branches(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Offsets and mask logits. Ungrouped branches with biases run as one convolution (one
-        pass over ``x``, one wider output; the same sums, so the same values to rounding; with
-        autograd too, its gradient reaching both branches through the concatenation)."""
+        """Offsets and mask logits.
+
+        Ungrouped branches with biases run as one convolution (one pass over ``x``, one wider
+        output; the same sums, so the same values to rounding; with autograd too, its gradient
+        reaching both branches through the concatenation).
+        """
         offset_conv, mask_conv = self.offset_conv, self.mask_conv
         if self.groups > 1 or offset_conv.bias is None or mask_conv.bias is None:
             # (Grouped branches: a group of the fused convolution would mix offset and mask.)
@@ -898,7 +922,8 @@ class DeformConv2d(nn.Module):
 
         Under autocast the branches run in float32 too: offsets are sampling positions, and one
         rounded to bfloat16 moves its sample by up to 2**-9 of itself, enough to move it across
-        a cell edge, where the bilinear gradient jumps (offset gradients off by ~15 %)."""
+        a cell edge, where the bilinear gradient jumps (offset gradients off by ~15 %).
+        """
         if _autocast_dtype(x) is None:
             offset, mask_logits = self._branches(x)
         else:
@@ -922,6 +947,7 @@ class DeformConv2d(nn.Module):
         return self.forward_with_sampling(x)[0]
 
     def extra_repr(self) -> str:
+        """The layer's settings, as ``nn.Conv2d`` prints its own."""
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "

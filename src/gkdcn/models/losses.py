@@ -1,5 +1,8 @@
-"""Training losses: plain BCE, the geological-knowledge (GK) constrained losses, and the risk of
-unlabelled background windows (non-negative PU, or down-weighted BCE)."""
+"""Training losses: BCE, the knowledge-constrained losses, the background's risk.
+
+Plain BCE, the geological-knowledge (GK) constrained losses, and the risk of unlabelled background
+windows (non-negative PU, or down-weighted BCE).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ class GKLoss(nn.Module):
     ``sigmoid-mse`` (the authors' release): ``BCE(p, y) + lam * MSE(p, sigmoid(a*w + b))`` with
     ``a`` and ``b`` learned, so the network is pulled towards a learned monotone function of the
     fault proximity ``w`` rather than towards ``w`` itself.
-    ``weighted-abs`` (the paper's earlier form): ``mean(BCE(p, y) + lam * w * |p - y|)``: errors
+    ``weighted-abs`` (the paper's other form): ``mean(BCE(p, y) + lam * w * |p - y|)``: errors
     near faults cost more.
     With ``lam = 0`` both reduce to plain BCE.
     """
@@ -34,6 +37,7 @@ class GKLoss(nn.Module):
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, knowledge: torch.Tensor
     ) -> torch.Tensor:
+        """The loss of a batch: ``logits``, ``target`` and the knowledge weight, each ``(N,)``."""
         prob = torch.sigmoid(logits)
         if self.form == "sigmoid-mse":
             bce = F.binary_cross_entropy_with_logits(logits, target)
@@ -66,6 +70,7 @@ class BCELoss(nn.Module):
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, knowledge: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """Plain BCE of ``logits`` against ``target``; ``knowledge`` is ignored."""
         return F.binary_cross_entropy_with_logits(logits, target)
 
 
@@ -103,17 +108,23 @@ def unlabelled_risk(
 
 
 def soft_label_risk(logits_u: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``mean BCE(u, t)`` with soft targets ``t`` in [0, 1]: each background window is a
-    deposit with probability ``t`` (a constant prior, or one that follows the knowledge)."""
+    """``mean BCE(u, t)`` with soft targets ``t`` in [0, 1].
+
+    Each background window is a deposit with probability ``t`` (a constant prior, or one that
+    follows the knowledge).
+    """
     if logits_u.numel() == 0:
         return logits_u.sum() * 0.0
     return F.binary_cross_entropy_with_logits(logits_u, target)
 
 
 def knowledge_prior(knowledge: torch.Tensor, prior: float, mean_weight: float) -> torch.Tensor:
-    """Per-window prior ``prior * w / mean(w)`` clipped to [0, 1]: the background's chance of
-    holding an undiscovered deposit rises with the fault proximity ``w`` and averages ``prior``
-    over the background (``mean_weight`` is the mean weight of the background pool)."""
+    """Per-window prior ``prior * w / mean(w)`` clipped to [0, 1].
+
+    The background's chance of holding an undiscovered deposit rises with the fault proximity ``w``
+    and averages ``prior`` over the background (``mean_weight`` is the mean weight of the background
+    pool).
+    """
     if mean_weight <= 0:
         return torch.full_like(knowledge, prior)
     return torch.clamp(prior * knowledge / mean_weight, 0.0, 1.0)

@@ -7,9 +7,8 @@ scatter-add) and it takes the dot product ``<g, table[r]>`` (what the offset and
 are made of). In PyTorch's own kernels that is a sort of all sample indices, four
 ``embedding_bag`` sums for the scatter and a fused dot-product kernel for the dots; here both
 run in one pass over the samples, each row of ``g`` read once and each touched table row while
-it is in cache: ~9x less time at the networks' conv2 shapes on one core, which was about a
-fifth of a DCN training step. The loop is serial (the workers of a comparison run one thread
-each); it releases the GIL.
+it is in cache, which takes a fraction of the time (docs/benchmarks.md). The loop is serial
+(the workers of a comparison run one thread each); it releases the GIL.
 
 numba compiles it at first use and caches the machine code beside this file (or in numba's
 user cache where that is not writable), so a process pays ~1 s once per dtype, and later
@@ -54,8 +53,10 @@ def _scatter_and_dots(  # pragma: no cover - compiled; checked through deform's 
 
 @functools.cache
 def _kernel() -> Any:
-    """The compiled loop (numba imported lazily: its import costs ~0.3 s that commands which
-    train no deformable network should not pay)."""
+    """The compiled loop, numba imported lazily.
+
+    Commands which train no deformable network should not pay for numba's import.
+    """
     from numba import njit
 
     def compiled(cache: bool) -> Any:

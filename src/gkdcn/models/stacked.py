@@ -35,6 +35,7 @@ class GroupedLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(members, out_features))
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(S, N, in)`` -> ``(S, N, out)``, each member through its own layer."""
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
 
 

@@ -51,8 +51,10 @@ def ablation_section(layout: RunLayout, problems: list[str]) -> dict[str, Any] |
 
 
 def _command(data: Mapping[str, Any], variants: Sequence[Mapping[str, Any]]) -> str:
-    """The command that reproduces the ablation with the configuration the report shows (its
-    width, background cells and knowledge channel are in that configuration)."""
+    """The command that reproduces the ablation with the configuration the report shows.
+
+    Its width, background cells and knowledge channel are in that configuration.
+    """
     if not variants:
         return ""
     reference, others = variants[0], variants[1:]
@@ -109,8 +111,10 @@ def _row(record: Mapping[str, Any], changes: Mapping[str, str]) -> dict[str, Any
 
 
 def clear_levers(rows: Sequence[Mapping[Any, Any]]) -> str:
-    """One sentence: which variants moved held-out AUC clear of seed noise (the 95 % interval
-    of the paired difference to the full recipe excludes 0), and by how much."""
+    """One sentence: which variants moved held-out AUC clear of seed noise, and by how much.
+
+    Clear of seed noise: the 95 % interval of the paired difference to the full recipe excludes 0.
+    """
     compared = [r for r in rows if as_float(r.get("diff_mean")) is not None]
     if not compared:
         return "No variant was compared with the full recipe."

@@ -46,8 +46,11 @@ def build_report(
 
 
 def render_report(report: Report, ablation: dict[str, Any] | None = None) -> str:
-    """The report as HTML text (autoescaped jinja2 template shipped in ``gkdcn/templates``);
-    ``ablation``: the section of :func:`~gkdcn.report.ablation.ablation_section`, if any."""
+    """The report as HTML text.
+
+    An autoescaped jinja2 template shipped in ``gkdcn/templates``; ``ablation``: the section of
+    :func:`~gkdcn.report.ablation.ablation_section`, if any.
+    """
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("gkdcn", "templates"),
         autoescape=True,

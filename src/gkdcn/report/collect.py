@@ -60,6 +60,7 @@ class Report:
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object of the run folder; otherwise a one-line error naming ``path`` and ``what``."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

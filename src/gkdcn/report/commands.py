@@ -52,8 +52,8 @@ def explain_command(
 ) -> list[str]:
     """``gkdcn explain`` with the model file and settings its index recorded.
 
-    A model file inside the run folder is pointed at the same place in the new run; older indexes
-    without a recorded file fall back to seed 0 of the authors' protocol.
+    A model file inside the run folder is pointed at the same place in the new run; an index
+    without a recorded file falls back to seed 0 of the authors' protocol.
     """
     recorded = index.get("model_file")
     again = RunLayout(Path(new_run))
@@ -96,7 +96,7 @@ def explain_command(
 
 
 def shell_line(args: Sequence[str], width: int = 88) -> str:
-    """A quoted command line, continued over lines (``\\``) at its options when long."""
+    r"""A quoted command line, continued over lines (``\``) at its options when long."""
     line = shlex.join(args)
     if len(line) <= width:
         return line

@@ -42,6 +42,7 @@ def fmt_interval(lo: Any, hi: Any, *, percent: bool = False, signed: bool = Fals
 
 
 def as_float(value: Any) -> float | None:
+    """``value`` as a finite float, or None (missing, not a number, NaN or infinite)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -50,10 +51,12 @@ def as_float(value: Any) -> float | None:
 
 
 def coord(value: float) -> str:
+    """A map coordinate: whole numbers without decimals, others with three."""
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.3f}"
 
 
 def duration(seconds: Any) -> str | None:
+    """Seconds as ``1 h 02 min (3,720 s)``, ``3 min 04 s`` or ``5.0 s``; None when not a number."""
     value = as_float(seconds)
     if value is None:
         return None

@@ -37,6 +37,10 @@ def png_size(data: bytes) -> tuple[int, int] | None:
 def read_image(
     root: Path, relative: str, title: str, caption: str, problems: list[str]
 ) -> Image | None:
+    """The PNG at ``root / relative`` for the report, or None when absent or unreadable.
+
+    An unreadable file or one that is not a PNG adds a line to ``problems`` and is left out.
+    """
     path = root / relative
     if not path.is_file():
         return None

@@ -114,6 +114,7 @@ def _over_deposits(record: Mapping[str, Any]) -> bool:
 
 
 def paired_rows(records: Sequence[Any]) -> list[dict[str, Any]]:
+    """Rows of the paired-differences table, each with its verdict in words."""
     rows = []
     for record in records:
         if not isinstance(record, dict):
@@ -162,6 +163,7 @@ def paired_rows(records: Sequence[Any]) -> list[dict[str, Any]]:
 def data_rows(
     data: Mapping[str, Any], config: Mapping[str, Any], layout: RunLayout
 ) -> list[tuple[str, str]]:
+    """The report's data rows (label, text): grid, cells, layers, sites, windows, knowledge."""
     rows: list[tuple[str, str]] = []
     shape = data.get("shape")
     if isinstance(shape, list) and len(shape) == 2:
@@ -250,6 +252,7 @@ def _origin(layout: RunLayout, data: Mapping[str, Any]) -> str | None:
 
 
 def plan_rows(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The report's settings rows (label, text): models, seeds, protocols, training, bootstrap."""
     rows = []
     if plan.get("models"):
         rows.append(("Models", ", ".join(model_label(str(m)) for m in plan["models"])))
