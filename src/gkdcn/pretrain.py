@@ -59,8 +59,11 @@ class PretrainSettings:
 
 @dataclass
 class PretrainResult:
-    """A pretrained trunk (state of :data:`TRUNK_LAYERS`), the transform its inputs had, and
-    the mean masked-reconstruction loss of each epoch."""
+    """A pretrained trunk, the transform its inputs had, and its losses.
+
+    ``trunk`` is the state of :data:`TRUNK_LAYERS`; ``losses`` the mean masked-reconstruction
+    loss of each epoch.
+    """
 
     trunk: dict[str, torch.Tensor]
     transform: ChannelTransform
@@ -104,8 +107,10 @@ class _Reconstructor(nn.Module):
 
 
 def _pooled_target(x: torch.Tensor) -> torch.Tensor:
-    """Each feature-map cell's 2 x 2 input cells averaged (the trunk's max-pool drops the odd
-    last row and column, so the target does too)."""
+    """Each feature-map cell's 2 x 2 input cells averaged.
+
+    The trunk's max-pool drops the odd last row and column, so the target does too.
+    """
     size = 2 * (x.shape[-1] // 2)
     return F.avg_pool2d(x[..., :size, :size], 2)
 

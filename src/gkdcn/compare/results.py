@@ -121,9 +121,12 @@ def collect(layout: RunLayout | Path, plan: Plan) -> Comparison:
 
 
 def selection_table(layout: RunLayout, protocol: str, plan: Plan) -> pd.DataFrame:
-    """Per model and seed, the epochs its folds chose inside the fold (``result.json``'s
-    ``selection``): folds, mean, least and most chosen epochs, and the pooled inner AUC at
-    the chosen epoch averaged over folds. Empty when no fold selected its epochs."""
+    """Per model and seed, the epochs its folds chose inside the fold.
+
+    From ``result.json``'s ``selection``: folds, mean, least and most chosen epochs, and the
+    pooled inner AUC at the chosen epoch averaged over folds. Empty when no fold selected its
+    epochs.
+    """
     rows = []
     for model in plan.models:
         for seed in plan.seeds:

@@ -63,8 +63,11 @@ class SelectedTraining:
 
 
 def ranking_auc(deposit_scores: np.ndarray, background_scores: np.ndarray) -> float:
-    """Held-out AUC of deposits ranked among background cells: 1 - the mean share of the
-    background scored above a deposit, ties counted half (as ``compare.heldout`` ranks)."""
+    """Held-out AUC of deposits ranked among background cells.
+
+    1 - the mean share of the background scored above a deposit, ties counted half (as
+    ``compare.heldout`` ranks).
+    """
     bg = np.sort(np.asarray(background_scores, dtype=float))
     dep = np.asarray(deposit_scores, dtype=float)
     if bg.size == 0 or dep.size == 0:
@@ -82,9 +85,11 @@ def _outer_deposits(study: Study, split: Split) -> np.ndarray:
 def inner_folds(
     study: Study, samples: SampleSet, split: Split, folds: int, seed: int
 ) -> list[Split]:
-    """The inner folds of held-out fold ``split`` (module docstring): sample indices into
-    ``samples``, all drawn from ``split.train``; empty when fewer than 2 training deposits
-    remain."""
+    """The inner folds of held-out fold ``split`` (module docstring).
+
+    Sample indices into ``samples``, all drawn from ``split.train``; empty when fewer than 2
+    training deposits remain.
+    """
     radius = study.config.split.exclusion_radius
     held = _outer_deposits(study, split)
     sites = study.sites
@@ -122,8 +127,10 @@ def selection_background(
     seed: int,
     exclude: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The background cells of ``split``'s inner ranking: a seeded draw of up to
-    :data:`SELECTION_BACKGROUND` cells from the fold's background pool (module docstring).
+    """The background cells of ``split``'s inner ranking.
+
+    A seeded draw of up to :data:`SELECTION_BACKGROUND` cells from the fold's background pool
+    (module docstring).
 
     Where ``exclude`` (the cells the comparison ranks held-out deposits against) leaves the
     pool empty, as when the comparison ranks against every cell it can, the draw is from the
@@ -174,8 +181,9 @@ def fit_selected_network(
     label: str | None = None,
     exclude_background: np.ndarray | None = None,
 ) -> SelectedTraining:
-    """Train network ``kind`` on held-out fold ``split`` with its epochs chosen inside the fold
-    (``cfg.select_epochs``, "inner" or "inner-restore"; module docstring).
+    """Train network ``kind`` on held-out fold ``split``, its epochs chosen inside the fold.
+
+    ``cfg.select_epochs`` is "inner" or "inner-restore" (module docstring).
 
     Returns the fold's training, the ``selection`` record of ``result.json`` (method, inner
     folds and their deposits, the evaluated epochs and pooled inner AUC per epoch, the chosen

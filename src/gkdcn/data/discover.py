@@ -573,7 +573,7 @@ def _grid_warning(own: Grid, grid: Grid) -> list[str]:
             'by array index (as in some published data sets), set align = "index" above'
         ]
     return [
-        f"{_RESAMPLE_NOTE} ({'; '.join(differences)}): align = \"resample\" is set above "
+        f'{_RESAMPLE_NOTE} ({"; ".join(differences)}): align = "resample" is set above '
         "(weights warped by nearest neighbour; each marked cell of a label raster goes to the "
         "element cell holding its centre, so none is lost)"
     ]

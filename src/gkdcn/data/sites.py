@@ -129,8 +129,10 @@ def sites_from_raster(
 
 
 def _marked_cell_centres(path: Path, grid: Grid, value: float) -> tuple[np.ndarray, np.ndarray]:
-    """Element-grid cells holding the centres of a label raster's cells equal to ``value``,
-    unique, sorted by row then column."""
+    """Element-grid cells holding the centres of a label raster's cells equal to ``value``.
+
+    Unique, sorted by row then column.
+    """
     import rasterio
     from rasterio.errors import RasterioError
     from rasterio.transform import xy

@@ -906,8 +906,10 @@ def _element_values(spec: SyntheticSpec, bodies: list[_Body]) -> np.ndarray:
 
 
 def _system_factor(spec: SyntheticSpec, system: int, element: int) -> float:
-    """The factor on one element's contrast in one anomaly system (its own seeded stream, so
-    it moves nothing else of the district)."""
+    """The factor on one element's contrast in one anomaly system.
+
+    Drawn from its own seeded stream, so it moves nothing else of the district.
+    """
     rng = _rng(spec.seed, 17, system, element)
     return float(rng.uniform(1.0 - spec.signature_spread, 1.0 + spec.signature_spread))
 

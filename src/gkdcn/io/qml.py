@@ -51,8 +51,11 @@ class AreaClass:
 
 @dataclass(frozen=True)
 class QmlStyle:
-    """Which band to style: a ramp over ``minimum`` .. ``maximum``, or discrete area ``classes``
-    (when given, the ramp's range is ignored)."""
+    """Which band to style, and how.
+
+    A ramp over ``minimum`` .. ``maximum``, or discrete area ``classes`` (when given, the
+    ramp's range is ignored).
+    """
 
     band_name: str
     minimum: float = 0.0
@@ -176,8 +179,11 @@ def _class_text(classes: tuple[AreaClass, ...]) -> str:
 
 
 def _discrete_classes(shader: ET.Element, classes: tuple[AreaClass, ...]) -> None:
-    """A DISCRETE colour ramp: QGIS paints a value with the first item whose value is not below
-    it, so items run upwards: below the top 20 % transparent, then each class to the next."""
+    """Add a DISCRETE colour ramp of the area classes to ``shader``.
+
+    QGIS paints a value with the first item whose value is not below it, so items run upwards:
+    below the widest class transparent, then each class up to the next.
+    """
     ramp = ET.SubElement(
         shader, "colorrampshader", colorRampType="DISCRETE", classificationMode="1", clip="0"
     )
