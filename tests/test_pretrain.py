@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,3 +82,35 @@ def test_a_trunk_loads_into_a_fresh_network_and_leaves_its_head(study: Study) ->
     wider = build_network(replace(_spec(study), width=16))
     with pytest.raises(GkdcnError, match="does not fit"):
         load_trunk(wider, result.trunk)
+
+
+def test_a_comparison_pretrains_one_trunk_per_seed_and_architecture(
+    study: Study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gkdcn.compare.run as run_module
+    from gkdcn.compare import make_plan, run_comparison
+
+    made: list[tuple[str, int]] = []
+    real = run_module.pretrain_for_training
+
+    def counted(study_, kind, cfg, seed, *, device="cpu"):  # type: ignore[no-untyped-def]
+        made.append((kind, seed))
+        return real(study_, kind, cfg, seed, device=device)
+
+    monkeypatch.setattr(run_module, "pretrain_for_training", counted)
+    config = study.config.model_copy(
+        update={
+            "train": study.config.train.model_copy(
+                update={"pretrain": "masked-channels", "pretrain_epochs": 1,
+                        "pretrain_windows": 128, "width": 4}
+            )
+        }
+    )  # fmt: skip
+    plan = make_plan(
+        config, quick=True, seeds=2, epochs=1, models=["cnn", "gk-cnn"], protocols=["lodo"]
+    )
+    comparison = run_comparison(replace(study, config=config), tmp_path / "run", plan, workers=1)
+    assert sorted(made) == [("cnn", 0), ("cnn", 1)]  # gk-cnn shares the plain trunk
+    results = list((tmp_path / "run" / "lodo" / "cnn" / "seed0").glob("*/result.json"))
+    assert results and all("pretrain" in json.loads(p.read_text()) for p in results)
+    assert comparison is not None

@@ -291,6 +291,18 @@ class TrainConfig(_Section):
         le=0.1,
         description="the earliest epoch whose inner AUC is within this of the best is chosen",
     )
+    pretrain: Literal["off", "masked-channels"] = Field(
+        "off",
+        description="self-supervised pretraining of the network trunk before training: "
+        "'masked-channels' reconstructs randomly hidden element channels of windows drawn from "
+        "every valid cell of the map (no label is read; the transform is then fitted on all "
+        "valid cells too). One trunk per seed and architecture serves every fold and model of "
+        "a comparison, each fold fine-tunes it. Uses the unlabelled cells of the whole map",
+    )
+    pretrain_epochs: int = Field(10, ge=1, le=500, description="pretraining epochs")
+    pretrain_windows: int = Field(
+        4096, ge=64, le=1_000_000, description="windows drawn afresh per pretraining epoch"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -30,6 +30,7 @@ from gkdcn.errors import GkdcnError
 from gkdcn.models.nets import AnomalyNet, ModelSpec, build_network
 
 if TYPE_CHECKING:
+    from gkdcn.config import TrainConfig
     from gkdcn.data.study import Study
 
 TRUNK_LAYERS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
@@ -199,3 +200,34 @@ def pretrain_study(
         device=device,
     )
     return PretrainResult(trunk=trunk, transform=transform, losses=losses)
+
+
+def trunk_key(kind: str, seed: int) -> tuple[int, bool]:
+    """Which pretrained trunk a network of ``kind`` trained with ``seed`` starts from.
+
+    Plain and knowledge-guided twins share one architecture (the GK term is a loss), so they
+    share a trunk; deformable and plain networks do not.
+    """
+    return seed, kind in ("dcn", "gk-dcn")
+
+
+def pretrain_for_training(
+    study: Study, kind: str, cfg: TrainConfig, seed: int, *, device: str = "cpu"
+) -> PretrainResult:
+    """The pretrained trunk a training of ``kind`` under ``cfg`` starts from (made now)."""
+    _, deformable = trunk_key(kind, seed)
+    spec = ModelSpec(
+        kind="dcn" if deformable else "cnn",
+        in_channels=len(study.names),
+        window=study.config.samples.window,
+        head=cfg.head,
+        dropout=cfg.dropout,
+        width=cfg.width,
+    )
+    settings = PretrainSettings(
+        epochs=cfg.pretrain_epochs,
+        windows=cfg.pretrain_windows,
+        batch_size=max(cfg.batch_size, 64),
+        lr=cfg.lr,
+    )
+    return pretrain_study(study, spec, seed=seed, settings=settings, device=device)

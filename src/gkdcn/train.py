@@ -56,6 +56,7 @@ from gkdcn.models.losses import (
 )
 from gkdcn.models.nets import ModelSpec, build_network
 from gkdcn.models.stacked import StackedNet, stack_networks
+from gkdcn.pretrain import PretrainResult, load_trunk, pretrain_for_training
 
 
 @dataclass
@@ -157,25 +158,28 @@ def prepare_windows(
     padding: Padding,
     compositional: list[bool] | None = None,
     background: BackgroundPool | None = None,
+    transform: ChannelTransform | None = None,
 ) -> PreparedWindows:
     """Fit the transform on the training windows' cells, then cut and label both sides' windows.
 
     ``compositional`` (one bool per channel, default all) marks the channels the log / CLR applies
     to; the others (knowledge channel, auxiliary layers) are only scaled. ``background``, when
     given, is the pool the trainer draws unlabelled windows from each epoch (cut from the same
-    transformed stack, so the transform is fitted and applied once).
+    transformed stack, so the transform is fitted and applied once). ``transform``, when given,
+    is used as it is instead (a pretrained trunk's, fitted on every valid cell).
     """
     train_idx = np.asarray(split.train, dtype=np.int64)
     val_idx = np.asarray(split.val, dtype=np.int64)
     if len(train_idx) == 0:
         raise GkdcnError(f"split '{split.name}' has no training windows")
-    cells = cells_in_windows(
-        raw.shape[1:], samples.rows[train_idx], samples.cols[train_idx], window
-    )
-    values = raw.reshape(raw.shape[0], -1)[:, cells].T
-    transform = ChannelTransform.fit(
-        values, transform_cfg.method, transform_cfg.scaling, compositional=compositional
-    )
+    if transform is None:
+        cells = cells_in_windows(
+            raw.shape[1:], samples.rows[train_idx], samples.cols[train_idx], window
+        )
+        values = raw.reshape(raw.shape[0], -1)[:, cells].T
+        transform = ChannelTransform.fit(
+            values, transform_cfg.method, transform_cfg.scaling, compositional=compositional
+        )
     features = transform.apply(raw)
     weight = knowledge if knowledge is not None else np.zeros(raw.shape[1:], dtype=np.float32)
 
@@ -279,11 +283,13 @@ def fit_network(
     progress: Progress | None = None,
     label: str | None = None,
     monitor: EpochMonitor | None = None,
+    trunk: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train one network on prepared windows; returns the bundle with the best weights.
 
     The best epoch is the one of least validation BCE, or the last without validation windows;
-    with a ``monitor``, the one it chooses (:class:`EpochMonitor`).
+    with a ``monitor``, the one it chooses (:class:`EpochMonitor`). ``trunk``: pretrained
+    trunk weights to start from (:mod:`gkdcn.pretrain`); the head starts fresh.
     """
     seed = cfg.seed if seed is None else seed
     cfg = _resolved(cfg, device)
@@ -291,6 +297,8 @@ def fit_network(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net, criterion = _build(spec, cfg, device)
+        if trunk is not None:
+            load_trunk(net, {k: v.to(device) for k, v in trunk.items()})  # type: ignore[arg-type]
         params = list(net.parameters()) + list(criterion.parameters())
         optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         shuffler = torch.Generator().manual_seed(seed)
@@ -972,12 +980,15 @@ def train_study(
     label: str | None = None,
     exclude_background: np.ndarray | None = None,
     monitor: EpochMonitor | None = None,
+    pretrained: PretrainResult | None = None,
 ) -> TrainResult:
     """Train ``kind`` on a loaded :class:`gkdcn.data.study.Study` (its first split by default).
 
     ``exclude_background`` is an ``(H, W)`` mask of cells never to draw as background (a
     comparison passes the cells it ranks held-out deposits against). ``monitor`` chooses the
-    epoch (:class:`EpochMonitor`; by default the validation BCE does).
+    epoch (:class:`EpochMonitor`; by default the validation BCE does). With ``cfg.pretrain``
+    on, the network starts from ``pretrained`` (made here when not given) and its inputs take
+    that pretraining's transform.
     """
     from gkdcn.data.study import build_samples
 
@@ -985,7 +996,15 @@ def train_study(
         samples, splits = build_samples(study)
         split = splits[0]
     cfg = cfg or study.config.train
-    data = _study_windows(study, kind, samples, split, cfg, exclude_background)
+    seed = cfg.seed if seed is None else seed
+    if cfg.pretrain != "off" and pretrained is None:
+        pretrained = pretrain_for_training(study, kind, cfg, seed, device=device)
+    if cfg.pretrain == "off":
+        pretrained = None
+    data = _study_windows(
+        study, kind, samples, split, cfg, exclude_background,
+        transform=pretrained.transform if pretrained is not None else None,
+    )  # fmt: skip
     result = fit_network(
         kind,
         data,
@@ -995,8 +1014,16 @@ def train_study(
         progress=progress,
         label=label,
         monitor=monitor,
+        trunk=pretrained.trunk if pretrained is not None else None,
     )
     result.bundle.info.update({"study": study.config.name, "split": split.name})
+    if pretrained is not None:
+        result.bundle.info["pretrain"] = {
+            "method": cfg.pretrain,
+            "epochs": len(pretrained.losses),
+            "loss_first": pretrained.losses[0],
+            "loss_last": pretrained.losses[-1],
+        }
     return result
 
 
@@ -1036,6 +1063,7 @@ def _study_windows(
     split: Split,
     cfg: TrainConfig,
     exclude: np.ndarray | None,
+    transform: ChannelTransform | None = None,
 ) -> PreparedWindows:
     """The prepared windows (and background pool) of ``split`` on a study."""
     if kind in ("gk-cnn", "gk-dcn") and study.knowledge is None:
@@ -1056,6 +1084,7 @@ def _study_windows(
         study.config.samples.padding,
         compositional=study.compositional,
         background=pool,
+        transform=transform,
     )
 
 

@@ -35,6 +35,7 @@ from gkdcn.io.rasters import ArraySource
 from gkdcn.models import baselines
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.predict import predict_cells, predict_map
+from gkdcn.pretrain import PretrainResult
 from gkdcn.train import (
     TrainResult,
     prepare_windows,
@@ -91,6 +92,7 @@ class FittedNetwork:
             "best_epoch": self.trained.best_epoch,
             "background_per_epoch": info.get("background_per_epoch", 0),
             **({"calibration": info["calibration"]} if "calibration" in info else {}),
+            **({"pretrain": info["pretrain"]} if "pretrain" in info else {}),
             **(
                 {"selection": selected.record, "n_val": selected.n_val}
                 if selected is not None
@@ -180,8 +182,12 @@ def fit_model(
     progress: Progress | None = None,
     label: str | None = None,
     exclude_background: np.ndarray | None = None,
+    pretrained: PretrainResult | None = None,
 ) -> FittedModel:
     """Fit model ``kind`` on ``split``'s training windows (the one dispatch on model kind).
+
+    ``pretrained``: the trunk a network starts from when ``cfg.pretrain`` is on (made by the
+    training when not given); baselines ignore it.
 
     ``exclude_background`` (``(H, W)`` bool) marks cells no model may draw as unlabelled
     background: the cells the held-out deposits are ranked against. With the recipe's
@@ -193,7 +199,7 @@ def fit_model(
     if kind in NETWORK_KINDS and cfg.select_epochs != "off" and len(split.held_out):
         selected = fit_selected_network(
             kind, study, samples, split, cfg, seed, device=device, progress=progress,
-            label=label, exclude_background=exclude_background,
+            label=label, exclude_background=exclude_background, pretrained=pretrained,
         )  # fmt: skip
         return FittedNetwork(selected.trained, study, device, selected)
     if kind in NETWORK_KINDS:
@@ -208,6 +214,7 @@ def fit_model(
             progress=progress,
             label=label,
             exclude_background=exclude_background,
+            pretrained=pretrained,
         )
         return FittedNetwork(trained, study, device)
     if kind in BASELINE_KINDS:

@@ -19,7 +19,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from gkdcn.io.atomic import (
 )
 from gkdcn.io.rasters import write_probability_map
 from gkdcn.models.bundle import package_versions
+from gkdcn.pretrain import PretrainResult, trunk_key
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class JobContext:
     plan: Plan
     layout: RunLayout
     device: str
+    #: Pretrained trunks by :func:`gkdcn.pretrain.trunk_key` (``[train] pretrain``), made once
+    #: per comparison so every fold and model of a seed starts from the same one.
+    pretrained: dict[tuple[int, bool], PretrainResult] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,7 @@ def run_job(job: Job, context: JobContext, progress: Progress | None) -> None:
         progress=progress,
         label=job.label,
         exclude_background=_exclusion(job, context),
+        pretrained=context.pretrained.get(trunk_key(job.model, job.seed)),
     )
     _score_and_write(job, fitted, context, tic)
 
@@ -205,8 +210,10 @@ def run_job(job: Job, context: JobContext, progress: Progress | None) -> None:
 def run_group(group: JobGroup, context: JobContext, progress: Progress | None) -> None:
     """Fit every member of ``group`` as one stacked training, then score and write each as
     :func:`run_job` does (its ``seconds``: an equal share of the training plus its scoring)."""
-    if context.plan.train.select_epochs != "off" and len(group.members[0].split.held_out):
-        # Selection inside the fold trains inner folds per seed: each member alone.
+    selecting = context.plan.train.select_epochs != "off" and len(group.members[0].split.held_out)
+    if selecting or context.plan.train.pretrain != "off":
+        # Selection inside the fold trains inner folds per seed, and a pretrained trunk is one
+        # seed's: each member alone.
         for job in group.members:
             run_job(job, context, progress)
         return
@@ -345,10 +352,13 @@ def _settings(study: Study, plan: Plan) -> dict[str, Any]:
 
 
 def _without_unused_selection(train: dict[str, Any]) -> dict[str, Any]:
-    """``train`` without the ``select_*`` settings when ``select_epochs`` is off (or absent)."""
-    if train.get("select_epochs", "off") != "off":
-        return train
-    return {k: v for k, v in train.items() if not k.startswith("select_")}
+    """``train`` without the ``select_*`` settings when ``select_epochs`` is off (or absent),
+    and without the ``pretrain*`` settings when ``pretrain`` is off: nothing of them ran."""
+    if train.get("select_epochs", "off") == "off":
+        train = {k: v for k, v in train.items() if not k.startswith("select_")}
+    if train.get("pretrain", "off") == "off":
+        train = {k: v for k, v in train.items() if not k.startswith("pretrain")}
+    return train
 
 
 def claim_run_dir(

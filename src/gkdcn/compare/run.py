@@ -24,9 +24,11 @@ from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.outputs import write_outputs
 from gkdcn.compare.plan import Plan
 from gkdcn.compare.results import Comparison, collect
+from gkdcn.config import NETWORK_KINDS
 from gkdcn.data.samples import SampleSet, make_samples
 from gkdcn.data.study import Study
 from gkdcn.errors import GkdcnError
+from gkdcn.pretrain import PretrainResult, pretrain_for_training, trunk_key
 from gkdcn.runner import check_workers, resolve_workers, run_jobs
 
 
@@ -119,7 +121,9 @@ def _run(
         if progress is not None and task is not None:
             progress.update(task, advance=len(members(job)), info=job.label)
 
-    context = JobContext(study, samples, plan, layout, device)
+    context = JobContext(
+        study, samples, plan, layout, device, pretrained=_pretrained(study, plan, todo, device)
+    )
     run_jobs(
         todo, fit_job, context, workers=n_workers, client=client, progress=progress,
         on_done=finished,
@@ -127,3 +131,24 @@ def _run(
     if progress is not None and task is not None:
         progress.remove_task(task)
     return collect(layout, plan)
+
+
+def _pretrained(
+    study: Study, plan: Plan, todo: Sequence[Task], device: str
+) -> dict[tuple[int, bool], PretrainResult]:
+    """One pretrained trunk per seed and architecture the unfinished networks need.
+
+    None when ``[train] pretrain`` is off. Made here once, so every fold and model of a seed
+    shares it.
+    """
+    if plan.train.pretrain == "off":
+        return {}
+    needed: dict[tuple[int, bool], str] = {}
+    for task in todo:
+        for job in members(task):
+            if job.model in NETWORK_KINDS:
+                needed.setdefault(trunk_key(job.model, job.seed), job.model)
+    return {
+        key: pretrain_for_training(study, kind, plan.train, key[0], device=device)
+        for key, kind in sorted(needed.items())
+    }

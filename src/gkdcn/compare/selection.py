@@ -40,6 +40,7 @@ from gkdcn.config import ModelKind, TrainConfig
 from gkdcn.data.background import near_mask
 from gkdcn.data.samples import SampleSet, Split, grouped_deposit_folds
 from gkdcn.data.study import Study
+from gkdcn.pretrain import PretrainResult
 from gkdcn.train import (
     SELECTION_SCORE,
     EpochMonitor,
@@ -180,10 +181,12 @@ def fit_selected_network(
     progress: Progress | None = None,
     label: str | None = None,
     exclude_background: np.ndarray | None = None,
+    pretrained: PretrainResult | None = None,
 ) -> SelectedTraining:
     """Train network ``kind`` on held-out fold ``split``, its epochs chosen inside the fold.
 
-    ``cfg.select_epochs`` is "inner" or "inner-restore" (module docstring).
+    ``cfg.select_epochs`` is "inner" or "inner-restore" (module docstring). Every training
+    starts from ``pretrained`` when given (one trunk for the inner folds and the fold).
 
     Returns the fold's training, the ``selection`` record of ``result.json`` (method, inner
     folds and their deposits, the evaluated epochs and pooled inner AUC per epoch, the chosen
@@ -199,6 +202,7 @@ def fit_selected_network(
         trained = train_study(
             study, kind, samples=samples, split=split, cfg=cfg, seed=seed, device=device,
             progress=progress, label=name, exclude_background=exclude_background,
+            pretrained=pretrained,
         )  # fmt: skip
         why = {"method": "off", "reason": "fewer than 2 training deposits in the fold"}
         return SelectedTraining(trained, dict(why), 0)
@@ -215,7 +219,7 @@ def fit_selected_network(
         result = train_study(
             study, kind, samples=samples, split=fold, cfg=cfg, seed=seed, device=device,
             progress=progress, label=f"{name} inner {k + 1}/{len(used)}",
-            exclude_background=inner_exclude, monitor=monitor,
+            exclude_background=inner_exclude, monitor=monitor, pretrained=pretrained,
         )  # fmt: skip
         results.append(result)
         scored = result.history[[monitor.evaluates(e, cfg.epochs) for e in result.history.epoch]]
@@ -249,6 +253,7 @@ def fit_selected_network(
         study, kind, samples=samples, split=split,
         cfg=cfg.model_copy(update={"epochs": chosen}), seed=seed, device=device,
         progress=progress, label=name, exclude_background=exclude_background,
+        pretrained=pretrained,
     )  # fmt: skip
     record |= {"chosen_epoch": chosen, "extra_trainings": len(used)}
     return SelectedTraining(trained, record, int(sum(len(f.val) for f in used)))

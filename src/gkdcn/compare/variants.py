@@ -34,6 +34,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # (gkdcn.compare.selection; docs/ablation/early_stopping_prereg.md)
     "epochs chosen inside the fold": {"select_epochs": "inner"},
     "epochs chosen inside the fold (restored)": {"select_epochs": "inner-restore"},
+    # the trunk pretrained without labels on every valid cell (gkdcn.pretrain), then fine-tuned
+    "pretrained trunk": {"pretrain": "masked-channels"},
+    "pretrained trunk and epochs chosen inside the fold": {
+        "pretrain": "masked-channels",
+        "select_epochs": "inner",
+    },
     "no knowledge channel": {CHANNEL_KEY: False},
     "with knowledge channel": {CHANNEL_KEY: True},
     "authors' settings": {"preset": "authors", CHANNEL_KEY: False},
