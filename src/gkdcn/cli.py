@@ -27,9 +27,10 @@ from rich.text import Text
 
 from gkdcn.compare.variants import DEFAULT_VARIANTS as ABLATION_DEFAULTS
 from gkdcn.compare.variants import VARIANTS as ABLATION_VARIANTS
-from gkdcn.config import NETWORK_KINDS, StudyConfig, is_baseline, load_config
+from gkdcn.config import StudyConfig, load_config
 from gkdcn.errors import GkdcnError, Note, Terminated
 from gkdcn.explain import defaults as explain_defaults
+from gkdcn.models import registry
 
 app = typer.Typer(
     add_completion=False,
@@ -317,13 +318,14 @@ def train(
     from gkdcn.models.bundle import ModelBundle
     from gkdcn.train import train_study, training_paths, write_training_outputs
 
-    if is_baseline(model):
+    if registry.is_baseline(model):
         raise GkdcnError(
             f"--model {model} is a baseline, not a network: baselines have no model file and "
             f"are fitted and scored inside a comparison (gkdcn compare CONFIG --models {model})"
         )
-    if model not in NETWORK_KINDS:
-        raise GkdcnError(f"--model must be one of {', '.join(NETWORK_KINDS)}, not {model!r}")
+    if not registry.is_network(model):
+        networks = ", ".join(registry.names("network"))
+        raise GkdcnError(f"--model must be one of {networks}, not {model!r}")
     if seeds < 1:
         raise GkdcnError(f"--seeds must be at least 1, got {seeds}")
     inputs = _inputs(config, data_dir)

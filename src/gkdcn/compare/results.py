@@ -22,7 +22,7 @@ from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.plan import Plan
 from gkdcn.compare.protocols import is_heldout
 from gkdcn.compare.stats import TIE, mean_ci, paired_differences, summarize_over_seeds
-from gkdcn.config import BASELINE_KINDS
+from gkdcn.models import registry
 
 AUTHORS_METRICS = ("accuracy", "auc", "kappa", "mcc", "precision", "recall", "f1")
 
@@ -126,7 +126,7 @@ def ensemble_table(layout: RunLayout, protocol: str, plan: Plan) -> pd.DataFrame
         rows.append(
             {
                 "model": model,
-                "kind": "baseline" if model in BASELINE_KINDS else "network",
+                "kind": "baseline" if registry.is_baseline(model) else "network",
                 "seeds": len(plan.seeds),
                 "deposits": len(ensemble),
                 "auc": ens["auc"],

@@ -27,6 +27,7 @@ from gkdcn.compare.results import Comparison, collect
 from gkdcn.data.samples import SampleSet, make_samples
 from gkdcn.data.study import Study
 from gkdcn.errors import GkdcnError
+from gkdcn.models import registry
 from gkdcn.runner import check_workers, resolve_workers, run_jobs
 
 
@@ -66,7 +67,7 @@ def run_comparison(
     started = time.perf_counter()
     check_workers(workers)
     plan = plan.on_device(device)
-    needs_knowledge = [m for m in plan.models if m.startswith("gk-") or m == "knowledge"]
+    needs_knowledge = [m for m in plan.models if registry.model_kind(m).needs_knowledge]
     if study.knowledge is None and needs_knowledge:
         raise GkdcnError(
             f"{', '.join(needs_knowledge)} need geological knowledge: set [knowledge] faults or "

@@ -13,8 +13,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from gkdcn.config import NETWORK_KINDS, ModelKind
 from gkdcn.errors import GkdcnError
+from gkdcn.models import registry
 from gkdcn.models.deform import DeformConv2d
 
 Head = Literal["gap", "flatten"]
@@ -24,7 +24,7 @@ Head = Literal["gap", "flatten"]
 class ModelSpec:
     """Everything needed to rebuild a network's architecture."""
 
-    kind: ModelKind
+    kind: str
     in_channels: int
     window: int
     head: Head = "gap"
@@ -32,20 +32,23 @@ class ModelSpec:
     width: int = 64
 
     def __post_init__(self) -> None:
-        if self.kind not in NETWORK_KINDS:
+        if not registry.is_network(self.kind):
+            networks = registry.names("network")
             raise GkdcnError(
-                f"unknown model kind {self.kind!r} (choose from {', '.join(NETWORK_KINDS)})"
+                f"unknown model kind {self.kind!r} (choose from {', '.join(networks)})"
             )
         if self.window < 3 or self.window % 2 == 0:
             raise GkdcnError(f"window must be an odd size >= 3, got {self.window}")
 
     @property
     def deformable(self) -> bool:
-        return self.kind in ("dcn", "gk-dcn")
+        """Whether the inner 3x3 layers are deformable (the registry's ``deformable``)."""
+        return registry.model_kind(self.kind).deformable
 
     @property
     def knowledge_guided(self) -> bool:
-        return self.kind in ("gk-cnn", "gk-dcn")
+        """Whether it trains with the knowledge loss term (the registry's ``knowledge_guided``)."""
+        return registry.model_kind(self.kind).knowledge_guided
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,6 +130,12 @@ class AnomalyNet(nn.Module):
 
 def build_network(spec: ModelSpec) -> AnomalyNet:
     """Build a freshly initialised network for ``spec``, its 4-D weights channels-last (the
-    memory format its layers compute in; :meth:`AnomalyNet.features`)."""
-    net = AnomalyNet(spec)
+    memory format its layers compute in; :meth:`AnomalyNet.features`).
+
+    The class is the one the kind's registry entry names (``fits``), an :class:`AnomalyNet`.
+    """
+    network_class = registry.load_class(registry.model_kind(spec.kind))
+    if not issubclass(network_class, AnomalyNet):
+        raise TypeError(f"model {spec.kind!r}: {network_class.__name__} is not an AnomalyNet")
+    net = network_class(spec)
     return net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
