@@ -11,7 +11,7 @@ import functools
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -31,6 +31,9 @@ from gkdcn.config import StudyConfig, load_config
 from gkdcn.errors import GkdcnError, Note, Terminated
 from gkdcn.explain import defaults as explain_defaults
 from gkdcn.models import registry
+
+if TYPE_CHECKING:  # a study is loaded inside the commands that need one
+    from gkdcn.data.study import Study
 
 app = typer.Typer(
     add_completion=False,
@@ -184,7 +187,7 @@ def _inputs(config_or_prepared: Path, data_dir: Path | None) -> list[Path]:
     return [config_or_prepared]
 
 
-def _study(config_or_prepared: Path, data_dir: Path | None) -> Any:
+def _study(config_or_prepared: Path, data_dir: Path | None) -> Study:
     """A study from a config file, or from a folder written by ``gkdcn prepare``."""
     from gkdcn.data.study import load_prepared, load_study
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -19,6 +19,9 @@ from matplotlib.figure import Figure
 from gkdcn.io.atomic import atomic_path
 from gkdcn.io.grid import Grid
 from gkdcn.models import registry
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 DPI = 150
 
@@ -68,7 +71,7 @@ def map_panels(
     grid: Grid,
     *,
     deposits_xy: tuple[np.ndarray, np.ndarray] | None = None,
-    faults: Any = None,
+    faults: gpd.GeoDataFrame | None = None,
     label: str = "probability",
     vmin: float | None = 0.0,
     vmax: float | None = 1.0,

@@ -31,7 +31,7 @@ from gkdcn.compare.plan import Plan, make_plan, override_training
 from gkdcn.compare.protocols import is_heldout
 from gkdcn.compare.stats import TIE, mean_ci
 from gkdcn.compare.variants import CHANNEL_KEY, DEFAULT_VARIANTS, REFERENCE, VARIANTS
-from gkdcn.config import StudyConfig
+from gkdcn.config import KnowledgeConfig, StudyConfig, TrainConfig
 from gkdcn.errors import GkdcnError, Note
 from gkdcn.io.atomic import write_text
 from gkdcn.models import registry
@@ -124,7 +124,7 @@ def plan_ablation(
     reference_models = list(reference_models or config.compare.models)
     layout = RunLayout(Path(out_dir))
     runs: list[Variant] = []
-    chosen: dict[str, tuple[Any, Any]] = {}
+    chosen: dict[str, tuple[TrainConfig, KnowledgeConfig]] = {}
     for name in [REFERENCE, *names]:
         cfg = variant_config(config, name)
         if name == REFERENCE:

@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.progress import Progress
 
@@ -30,6 +30,9 @@ from gkdcn.errors import GkdcnError
 from gkdcn.models import registry
 from gkdcn.runner import check_workers, resolve_workers, run_jobs
 
+if TYPE_CHECKING:  # the cluster extra may be absent
+    from distributed import Client
+
 
 def study_samples(study: Study) -> SampleSet:
     """All windows of the study's sites (each protocol splits them its own way)."""
@@ -47,7 +50,7 @@ def run_comparison(
     device: str = "cpu",
     workers: int = 1,
     inputs: Sequence[str | Path] = (),
-    scheduler: str | Any | None = None,
+    scheduler: str | Client | None = None,
     stack_seeds: bool = False,
 ) -> Comparison:
     """Run (or resume) the comparison into ``out_dir`` and write tables, maps and figures.
@@ -69,13 +72,13 @@ def run_comparison(
     plan = plan.on_device(device)
     needs_knowledge = [m for m in plan.models if registry.model_kind(m).needs_knowledge]
     if study.knowledge is None and needs_knowledge:
+        others = ",".join(k.name for k in registry.model_kinds() if not k.needs_knowledge)
         raise GkdcnError(
             f"{', '.join(needs_knowledge)} need geological knowledge: set [knowledge] faults or "
-            "weights in the config, or leave them out with --models "
-            "cnn,dcn,element,logistic,random-forest"
+            f"weights in the config, or leave them out with --models {others}"
         )
     with contextlib.ExitStack() as stack:
-        client = scheduler
+        client = None if isinstance(scheduler, str) else scheduler
         if isinstance(scheduler, str):
             from gkdcn.cluster import open_client
 
@@ -96,7 +99,7 @@ def _run(
     progress: Progress | None,
     device: str,
     workers: int,
-    client: Any,
+    client: Client | None,
     inputs: Sequence[str | Path],
     stack_seeds: bool = False,
 ) -> Comparison:
