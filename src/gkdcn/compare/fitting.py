@@ -173,7 +173,9 @@ def fit_model(
     :func:`gkdcn.train.train_study`, a baseline is the estimator its entry names, fitted by
     :func:`gkdcn.models.baselines.fit_fold_baseline`.
     """
-    entry = registry.model_kind(kind)
+    entry = registry.find(kind)
+    if entry is None:
+        raise ValueError(f"no fitting rule for model kind {kind!r} (not in gkdcn.models.registry)")
     if entry.family == "network":
         trained = train_study(
             study,
