@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from benchdevice import synchronize
-from gkdcn.config import NETWORK_KINDS
+from gkdcn.models import registry
 
 WINDOW = 9
 
@@ -128,7 +128,7 @@ def comparison_macs(run_dir: Path, channels: int, valid_cells: int) -> dict[str,
     for path in sorted(run_dir.rglob("result.json")):
         result = json.loads(path.read_text())
         kind = result["model"]
-        if kind not in NETWORK_KINDS:  # the baselines' arithmetic is negligible beside theirs
+        if not registry.is_network(kind):  # the baselines' arithmetic is negligible beside theirs
             continue
         n_val = int(result.get("n_val", 0))
         ran = epochs

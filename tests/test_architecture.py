@@ -115,15 +115,26 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     [
         (
             "gkdcn.figures",
-            {"gkdcn.config", "gkdcn.errors", "gkdcn.io", "gkdcn.io.atomic", "gkdcn.io.grid"},
+            {
+                "gkdcn.config",
+                "gkdcn.errors",
+                "gkdcn.io",
+                "gkdcn.io.atomic",
+                "gkdcn.io.grid",
+                "gkdcn.models",
+                "gkdcn.models.registry",
+            },
         ),
+        ("gkdcn.models.registry", set()),
+        ("gkdcn.config", {"gkdcn.errors", "gkdcn.models", "gkdcn.models.registry"}),
         ("gkdcn.compare.layout", {"gkdcn.explain", "gkdcn.explain.layout"}),
         ("gkdcn.explain.layout", set()),
         ("gkdcn.io.jsonsafe", set()),
     ],
 )
 def test_leaves_stay_leaves(leaf: str, allowed: set[str]) -> None:
-    """The plotting module and the run-folder layout import nothing above the bottom floor."""
+    """The plotting module, the run-folder layouts, the config and the model registry import
+    nothing above the bottom floor."""
     assert _graph()[leaf] <= allowed
 
 
@@ -200,3 +211,90 @@ def test_compare_exports_every_name_lazily() -> None:
         assert getattr(value, "__name__", name) == name or not callable(value)
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = compare.no_such_name  # type: ignore[attr-defined]
+
+
+def _kind_comparisons(tree: ast.AST, kinds: set[str]) -> list[tuple[int, str]]:
+    """``(line, kind)`` of every model-kind string literal that ``tree`` compares: an operand of
+    ``==`` / ``!=`` / ``in`` / ``not in`` (alone or in a tuple, list or set literal), or the
+    argument of ``startswith`` / ``endswith`` that is a kind's name or the start of one."""
+
+    def literals(node: ast.AST) -> list[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return [node.value]
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return [v for element in node.elts for v in literals(element)]
+        return []
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for operand in (node.left, *node.comparators):
+                found += [(node.lineno, v) for v in literals(operand) if v in kinds]
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("startswith", "endswith")
+        ):
+            for arg in node.args:
+                found += [
+                    (node.lineno, v)
+                    for v in literals(arg)
+                    if len(v) > 1 and any(k.startswith(v) or k.endswith(v) for k in kinds)
+                ]
+    return found
+
+
+def test_the_kind_finder_finds_comparisons() -> None:
+    code = (
+        "a = kind == 'cnn'\n"
+        "b = kind in ('gk-cnn', 'gk-dcn')\n"
+        "c = kind.startswith('gk-')\n"
+        "d = 'logistic' != kind\n"
+        "e = {'cnn': 1}['cnn']\n"  # a look-up, not a comparison
+        "f = name == 'other'\n"
+    )
+    kinds = {"cnn", "gk-cnn", "gk-dcn", "logistic"}
+    assert _kind_comparisons(ast.parse(code), kinds) == [
+        (1, "cnn"),
+        (2, "gk-cnn"),
+        (2, "gk-dcn"),
+        (3, "gk-"),
+        (4, "logistic"),
+    ]
+
+
+def test_every_model_kind_is_declared_once_in_the_registry() -> None:
+    """One entry per name; what fits it lies in ``gkdcn.models`` (the floor that fits) and is
+    the class its family needs; the config's default compares every kind."""
+    from gkdcn.config import CompareConfig
+    from gkdcn.models import registry
+    from gkdcn.models.baselines import CellBaseline
+    from gkdcn.models.nets import AnomalyNet
+
+    names = [kind.name for kind in registry.MODELS]
+    assert len(names) == len(set(names)), "a model kind declared twice"
+    assert len({kind.label for kind in registry.MODELS}) == len(names), "two kinds, one label"
+    base = {"network": AnomalyNet, "baseline": CellBaseline}
+    for kind in registry.MODELS:
+        assert kind.fits.startswith("gkdcn.models."), kind
+        assert issubclass(registry.load_class(kind), base[kind.family]), kind
+        assert kind.family == "baseline" or not kind.background, kind
+        assert kind.family == "baseline" or not kind.text, kind
+        assert kind.family == "network" or not (kind.deformable or kind.knowledge_guided), kind
+        assert not kind.knowledge_guided or kind.needs_knowledge, kind
+    assert CompareConfig().models == names
+
+
+def test_no_model_kind_is_compared_outside_the_registry() -> None:
+    """What a kind is (network, deformable, knowledge-guided, ...) is asked of the registry,
+    never read off its name: no module compares a kind's name to a string literal."""
+    from gkdcn.models import registry
+
+    kinds = set(registry.names())
+    found = []
+    for module, path in _modules().items():
+        if module == "gkdcn.models.registry":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        found += [f"{module}:{line}: {kind!r}" for line, kind in _kind_comparisons(tree, kinds)]
+    assert not found, "model kinds compared outside the registry:\n" + "\n".join(found)

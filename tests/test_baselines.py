@@ -257,7 +257,7 @@ def test_background_weighs_as_much_as_in_the_network_loss(setting: dict, loss: s
         )
     ref = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, random_state=0))
     ref.fit(x, y.astype(int), logisticregression__sample_weight=w)
-    np.testing.assert_allclose(model.estimator[-1].coef_, ref[-1].coef_, rtol=1e-6)
+    np.testing.assert_allclose(model.estimator.pipeline_[-1].coef_, ref[-1].coef_, rtol=1e-6)
     assert model.info["n_background"] == 30
 
 

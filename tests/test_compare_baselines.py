@@ -15,10 +15,15 @@ from gkdcn.cli import app
 from gkdcn.compare import make_jobs, make_plan, run_comparison
 from gkdcn.compare.fitting import FittedBaseline, fit_model
 from gkdcn.compare.stats import best_network_against_best_baseline, paired_differences
-from gkdcn.config import BASELINE_KINDS, MODEL_KINDS, NETWORK_KINDS, config_from_dict
+from gkdcn.config import config_from_dict
 from gkdcn.data.study import build_samples, load_study
 from gkdcn.errors import GkdcnError
+from gkdcn.models import registry
 from gkdcn.report import build_report
+
+BASELINE_KINDS = registry.names("baseline")
+NETWORK_KINDS = registry.names("network")
+MODEL_KINDS = registry.names()
 
 MODELS = ["cnn", *BASELINE_KINDS]
 

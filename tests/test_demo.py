@@ -15,13 +15,15 @@ import pandas as pd
 import pytest
 import rasterio
 
-from gkdcn.config import NETWORK_KINDS
 from gkdcn.data.synthetic import SyntheticSpec
 from gkdcn.demo import run_demo
 from gkdcn.errors import GkdcnError, OutputExistsError
 from gkdcn.evaluate import evaluate_map
 from gkdcn.io.rasters import read_probability_map
+from gkdcn.models import registry
 from gkdcn.report import fmt_number
+
+NETWORK_KINDS = registry.names("network")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SPEC = SyntheticSpec(height=40, width=48, n_layers=6, n_deposits=4, n_faults=2, seed=3)

@@ -12,7 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -28,9 +28,13 @@ from rich.text import Text
 
 from gkdcn.compare.variants import DEFAULT_VARIANTS as ABLATION_DEFAULTS
 from gkdcn.compare.variants import VARIANTS as ABLATION_VARIANTS
-from gkdcn.config import NETWORK_KINDS, StudyConfig, is_baseline, load_config
+from gkdcn.config import StudyConfig, load_config
 from gkdcn.errors import GkdcnError, Note, Terminated
 from gkdcn.explain import defaults as explain_defaults
+from gkdcn.models import registry
+
+if TYPE_CHECKING:  # a study is loaded inside the commands that need one
+    from gkdcn.data.study import Study
 
 app = typer.Typer(
     add_completion=False,
@@ -189,7 +193,7 @@ def _inputs(config_or_prepared: Path, data_dir: Path | None) -> list[Path]:
     return [config_or_prepared]
 
 
-def _study(config_or_prepared: Path, data_dir: Path | None) -> Any:
+def _study(config_or_prepared: Path, data_dir: Path | None) -> Study:
     """A study from a config file, or from a folder written by ``gkdcn prepare``."""
     from gkdcn.data.study import load_prepared, load_study
 
@@ -359,13 +363,14 @@ def train(
     from gkdcn.models.bundle import ModelBundle
     from gkdcn.train import train_study, training_paths, write_training_outputs
 
-    if is_baseline(model):
+    if registry.is_baseline(model):
         raise GkdcnError(
             f"--model {model} is a baseline, not a network: baselines have no model file and "
             f"are fitted and scored inside a comparison (gkdcn compare CONFIG --models {model})"
         )
-    if model not in NETWORK_KINDS:
-        raise GkdcnError(f"--model must be one of {', '.join(NETWORK_KINDS)}, not {model!r}")
+    if not registry.is_network(model):
+        networks = ", ".join(registry.names("network"))
+        raise GkdcnError(f"--model must be one of {networks}, not {model!r}")
     if seeds < 1:
         raise GkdcnError(f"--seeds must be at least 1, got {seeds}")
     inputs = _inputs(config, data_dir)

@@ -33,6 +33,7 @@ from gkdcn.io.grid import Grid
 from gkdcn.io.rasters import ElementSource
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.predict import (
+    BlockPlan,
     BlockPrediction,
     PredictionResult,
     block_plan,
@@ -335,7 +336,7 @@ def _submit_block(
     client: Client,
     shared: Any,
     source: ElementSource,
-    plan: Any,
+    plan: BlockPlan,
     r0: int,
     r1: int,
     batch_size: int,

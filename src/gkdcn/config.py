@@ -13,34 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gkdcn.errors import InputError, validation_message
+from gkdcn.models import registry
 
 Align = Literal["strict", "resample", "index"]
-#: The four networks (``gkdcn train -m``, the model file).
-ModelKind = Literal["cnn", "dcn", "gk-cnn", "gk-dcn"]
-NetworkKind = ModelKind
-NETWORK_KINDS: tuple[NetworkKind, ...] = ("cnn", "dcn", "gk-cnn", "gk-dcn")
-#: Baselines a network must beat (gkdcn.models.baselines): fitted and scored only inside
-#: ``gkdcn compare``, on the same folds as the networks; they have no model file.
-BaselineKind = Literal["knowledge", "element", "logistic", "random-forest"]
-BASELINE_KINDS: tuple[BaselineKind, ...] = ("knowledge", "element", "logistic", "random-forest")
-#: Every model ``gkdcn compare --models`` accepts: the networks, then the baselines.
-CompareModel = Literal[
-    "cnn", "dcn", "gk-cnn", "gk-dcn", "knowledge", "element", "logistic", "random-forest"
-]
-MODEL_KINDS: tuple[CompareModel, ...] = (*NETWORK_KINDS, *BASELINE_KINDS)
-#: Display name of each model kind (figures, tables, the report); baselines keep their names.
-MODEL_LABELS: dict[str, str] = {
-    "cnn": "CNN",
-    "dcn": "DCN",
-    "gk-cnn": "GK-CNN",
-    "gk-dcn": "GK-DCN",
-    **{kind: kind for kind in BASELINE_KINDS},
-}
-
-
-def is_baseline(model: str) -> bool:
-    """Whether ``model`` is a baseline (not a network)."""
-    return model in BASELINE_KINDS
 
 
 class _Section(BaseModel):
@@ -341,9 +316,10 @@ DEFAULT_PROTOCOLS: tuple[ProtocolName, ...] = ("authors", "lodo")
 
 class CompareConfig(_Section):
     seeds: int = Field(5, ge=1)
-    models: list[CompareModel] = Field(
-        default_factory=lambda: list(MODEL_KINDS),
-        description="networks and baselines to compare (default: the four of each)",
+    models: list[str] = Field(
+        default_factory=lambda: list(registry.names()),
+        description="networks and baselines to compare (default: every kind of "
+        "gkdcn.models.registry, the four networks and the four baselines)",
     )
     protocols: list[ProtocolName] = Field(default_factory=lambda: list(DEFAULT_PROTOCOLS))
     bootstrap: int = Field(1000, ge=0)
@@ -355,6 +331,13 @@ class CompareConfig(_Section):
         "that are no site's "
         "window centre (0 = all of them)",
     )
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: list[str]) -> list[str]:
+        for name in value:
+            registry.model_kind(name)  # ValueError naming the choices
+        return value
 
 
 class StudyConfig(_Section):

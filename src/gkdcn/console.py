@@ -14,7 +14,7 @@ from rich.table import Table
 
 from gkdcn.compare import PROTOCOL_TITLES, Comparison
 from gkdcn.compare.stats import best_network_against_best_baseline
-from gkdcn.config import MODEL_LABELS, is_baseline
+from gkdcn.models import registry
 from gkdcn.report.texts import baseline_sentence
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 def _model_label(name: str) -> str:
     """A model's display name in the comparison tables, baselines marked."""
-    return MODEL_LABELS.get(name, name) + (" (baseline)" if is_baseline(name) else "")
+    return registry.label(name) + (" (baseline)" if registry.is_baseline(name) else "")
 
 
 def _shorten(names: list[str], limit: int = 12) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from gkdcn.compare import RunLayout, make_plan, run_comparison
-from gkdcn.config import is_baseline, load_config
+from gkdcn.config import load_config
 from gkdcn.console import format_summary, format_tables
 from gkdcn.data.study import build_samples, load_study, save_prepared, summarize
 from gkdcn.data.synthetic import SyntheticSpec, generate_district
@@ -22,6 +22,7 @@ from gkdcn.evaluate import evaluate_map, write_evaluation
 from gkdcn.explain.run import explain_model
 from gkdcn.io.atomic import check_writable, clear_output_folder, mark_output
 from gkdcn.io.rasters import open_elements, read_probability_map
+from gkdcn.models import registry
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.predict import predict_to_file
 from gkdcn.report import build_report
@@ -74,7 +75,9 @@ def run_demo(
 
     log("4/7 predicting full maps from the saved model files (streamed GeoTIFF)")
     maps_dir = out / "maps"
-    networks = [m for m in plan.models if not is_baseline(m)]  # baselines have no model file
+    networks = [
+        m for m in plan.models if not registry.is_baseline(m)
+    ]  # baselines have no model file
     for model in networks:
         bundle = ModelBundle.load(layout.model_file(model))
         with open_elements(

@@ -10,15 +10,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from gkdcn.config import MODEL_LABELS, is_baseline
 from gkdcn.io.atomic import atomic_path
 from gkdcn.io.grid import Grid
+from gkdcn.models import registry
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 DPI = 150
 
@@ -89,7 +92,7 @@ def map_panels(
     grid: Grid,
     *,
     deposits_xy: tuple[np.ndarray, np.ndarray] | None = None,
-    faults: Any = None,
+    faults: gpd.GeoDataFrame | None = None,
     label: str = "probability",
     vmin: float | None = 0.0,
     vmax: float | None = 1.0,
@@ -139,7 +142,7 @@ def map_panels(
             )
         ax.set_xlim(extent[0], extent[1])
         ax.set_ylim(extent[2], extent[3])
-        ax.set_title(MODEL_LABELS.get(name, name))
+        ax.set_title(registry.label(name))
         ax.set_xlabel("easting (km)")
         if ax.get_subplotspec().is_first_col():
             ax.set_ylabel("northing (km)")
@@ -162,8 +165,8 @@ def heldout_success_curves(shares: dict[str, np.ndarray], title: str) -> Figure:
         x = np.concatenate([[0.0], np.repeat(values, 2), [1.0]]) * 100
         y = np.concatenate([[0.0], np.repeat(np.arange(n + 1), 2)[1:-1] / n, [1.0]]) * 100
         auc = 1.0 - values.mean()
-        base = is_baseline(model)  # baselines dotted, so the networks stand out
-        label = f"{MODEL_LABELS.get(model, model)}{' (baseline)' if base else ''}"
+        base = registry.is_baseline(model)  # baselines dotted, so the networks stand out
+        label = f"{registry.label(model)}{' (baseline)' if base else ''}"
         ax.plot(x, y, ls=":" if base else "-", label=f"{label} (AUC {auc:.3f}, n={n})")
     ax.plot([0, 100], [0, 100], color="grey", ls="--", lw=0.8, label="random")
     ax.set(xlabel="share of valid area (%)", ylabel="held-out deposits captured (%)", title=title)

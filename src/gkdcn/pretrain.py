@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from gkdcn.data.samples import Padding, extract_windows
 from gkdcn.data.transforms import ChannelTransform
 from gkdcn.errors import GkdcnError
+from gkdcn.models import registry
 from gkdcn.models.nets import AnomalyNet, ModelSpec, build_network
 
 if TYPE_CHECKING:
@@ -208,16 +209,15 @@ def trunk_key(kind: str, seed: int) -> tuple[int, bool]:
     Plain and knowledge-guided twins share one architecture (the GK term is a loss), so they
     share a trunk; deformable and plain networks do not.
     """
-    return seed, kind in ("dcn", "gk-dcn")
+    return seed, registry.model_kind(kind).deformable
 
 
 def pretrain_for_training(
     study: Study, kind: str, cfg: TrainConfig, seed: int, *, device: str = "cpu"
 ) -> PretrainResult:
     """The pretrained trunk a training of ``kind`` under ``cfg`` starts from (made now)."""
-    _, deformable = trunk_key(kind, seed)
     spec = ModelSpec(
-        kind="dcn" if deformable else "cnn",
+        kind=kind,
         in_channels=len(study.names),
         window=study.config.samples.window,
         head=cfg.head,

@@ -30,7 +30,7 @@ import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -39,13 +39,14 @@ from matplotlib.figure import Figure
 from rich.progress import Progress
 from sklearn.metrics import roc_auc_score
 
-from gkdcn.config import ModelKind, TrainConfig, TransformConfig
+from gkdcn.config import TrainConfig, TransformConfig
 from gkdcn.data.background import BackgroundPool, background_pool
 from gkdcn.data.samples import Padding, SampleSet, Split, extract_windows
 from gkdcn.data.transforms import ChannelTransform, cells_in_windows
 from gkdcn.errors import GkdcnError
 from gkdcn.figures import save_figure
 from gkdcn.io.atomic import atomic_path, check_writable
+from gkdcn.models import registry
 from gkdcn.models.bundle import ModelBundle, now_iso, package_versions
 from gkdcn.models.losses import (
     BCELoss,
@@ -57,6 +58,9 @@ from gkdcn.models.losses import (
 from gkdcn.models.nets import ModelSpec, build_network
 from gkdcn.models.stacked import StackedNet, stack_networks
 from gkdcn.pretrain import PretrainResult, load_trunk, pretrain_for_training
+
+if TYPE_CHECKING:  # loading a study needs geopandas and rasterio, which training does not
+    from gkdcn.data.study import Study
 
 
 @dataclass
@@ -274,7 +278,7 @@ def training_autocast(precision: Precision, device: str) -> torch.autocast:
 
 
 def fit_network(
-    kind: ModelKind,
+    kind: str,
     data: PreparedWindows,
     cfg: TrainConfig,
     *,
@@ -322,7 +326,7 @@ def _resolved(cfg: TrainConfig, device: str) -> TrainConfig:
     return cfg if precision == cfg.precision else cfg.model_copy(update={"precision": precision})
 
 
-def _spec(kind: ModelKind, data: PreparedWindows, cfg: TrainConfig) -> ModelSpec:
+def _spec(kind: str, data: PreparedWindows, cfg: TrainConfig) -> ModelSpec:
     return ModelSpec(
         kind=kind,
         in_channels=len(data.channels),
@@ -725,7 +729,7 @@ def _monitored_loop(
 
 
 def fit_networks(
-    kind: ModelKind,
+    kind: str,
     data: Sequence[PreparedWindows],
     cfg: TrainConfig,
     seeds: Sequence[int],
@@ -968,8 +972,8 @@ def write_training_outputs(
 
 
 def train_study(
-    study: Any,
-    kind: ModelKind,
+    study: Study,
+    kind: str,
     *,
     samples: SampleSet | None = None,
     split: Split | None = None,
@@ -1028,8 +1032,8 @@ def train_study(
 
 
 def train_study_seeds(
-    study: Any,
-    kind: ModelKind,
+    study: Study,
+    kind: str,
     samples: SampleSet,
     splits: Sequence[Split],
     cfg: TrainConfig,
@@ -1057,8 +1061,8 @@ def train_study_seeds(
 
 
 def _study_windows(
-    study: Any,
-    kind: ModelKind,
+    study: Study,
+    kind: str,
     samples: SampleSet,
     split: Split,
     cfg: TrainConfig,
@@ -1066,7 +1070,7 @@ def _study_windows(
     transform: ChannelTransform | None = None,
 ) -> PreparedWindows:
     """The prepared windows (and background pool) of ``split`` on a study."""
-    if kind in ("gk-cnn", "gk-dcn") and study.knowledge is None:
+    if registry.model_kind(kind).needs_knowledge and study.knowledge is None:
         raise GkdcnError(
             f"{kind} needs geological knowledge: set [knowledge] faults or weights in the config"
         )
@@ -1089,7 +1093,7 @@ def _study_windows(
 
 
 def study_background(
-    study: Any,
+    study: Study,
     samples: SampleSet,
     split: Split,
     cfg: TrainConfig,

@@ -31,9 +31,10 @@ from gkdcn.compare.plan import Plan, make_plan, override_training
 from gkdcn.compare.protocols import is_heldout
 from gkdcn.compare.stats import TIE, mean_ci
 from gkdcn.compare.variants import CHANNEL_KEY, DEFAULT_VARIANTS, REFERENCE, VARIANTS
-from gkdcn.config import BASELINE_KINDS, MODEL_LABELS, NETWORK_KINDS, StudyConfig
+from gkdcn.config import KnowledgeConfig, StudyConfig, TrainConfig
 from gkdcn.errors import GkdcnError, Note
 from gkdcn.io.atomic import write_text
+from gkdcn.models import registry
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -104,16 +105,16 @@ def plan_ablation(
             f"--protocol {protocol}: the ablation compares held-out AUC; use lodo or blocks"
         )
     for model in models:
-        if model not in NETWORK_KINDS:
+        if not registry.is_network(model):
             hint = (
                 " (baselines do not depend on the training recipe; the full recipe runs them, "
                 "see --reference-models)"
-                if model in BASELINE_KINDS
+                if registry.is_baseline(model)
                 else ""
             )
+            networks = ", ".join(registry.names("network"))
             raise GkdcnError(
-                f"--models: {model!r} is not a network (choose from {', '.join(NETWORK_KINDS)})"
-                + hint
+                f"--models: {model!r} is not a network (choose from {networks})" + hint
             )
     if not models:
         raise GkdcnError("--models: name at least one network")
@@ -123,7 +124,7 @@ def plan_ablation(
     reference_models = list(reference_models or config.compare.models)
     layout = RunLayout(Path(out_dir))
     runs: list[Variant] = []
-    chosen: dict[str, tuple[Any, Any]] = {}
+    chosen: dict[str, tuple[TrainConfig, KnowledgeConfig]] = {}
     for name in [REFERENCE, *names]:
         cfg = variant_config(config, name)
         if name == REFERENCE:
@@ -214,7 +215,7 @@ def ablation_table(runs: dict[str, pd.DataFrame], reference: str = REFERENCE) ->
             row: dict[str, Any] = {
                 "variant": variant,
                 "model": model,
-                "kind": "baseline" if model in BASELINE_KINDS else "network",
+                "kind": "baseline" if registry.is_baseline(str(model)) else "network",
                 "seeds": len(group),
                 "auc_mean": mean,
                 "auc_lo": lo,
@@ -253,7 +254,7 @@ def to_markdown(table: pd.DataFrame) -> str:
             counts = f"{int(r['seeds_better'])}/{int(r['seeds_worse'])}"
         else:
             diff, counts = "—", "—"
-        model = MODEL_LABELS.get(r["model"], r["model"])
+        model = registry.label(r["model"])
         lines.append(
             f"| {r['variant']} | {model} | {int(r['seeds'])} | {auc} | {diff} | {counts} |"
         )

@@ -4,14 +4,16 @@ Every job calls :func:`fit_model` and gets a :class:`FittedModel`; the job never
 it holds. The scores it needs are the same for every kind: the whole map (in-sample protocols)
 or chosen cells (held-out deposits and background cells), as probabilities in [0, 1].
 
-A new model kind is added here only: a class with ``score_map`` / ``score_cells`` / ``save`` and
-one branch in :func:`fit_model`; add its name to the config's model kinds. It is then trained on
-exactly the same folds and seeds and scored against the same background cells as the four
-networks, and its rows appear in every table, statistic and figure. The baselines
-(:mod:`gkdcn.models.baselines`: knowledge, element, logistic, random-forest) come in this way:
-:class:`FittedBaseline` fits them on the centres of the fold's training windows, with the
-transform fitted on those windows' cells, exactly as a network's, and on background cells drawn
-from the same pool as the fold's networks' background.
+Which kinds exist, and what fits each, is the registry's (:mod:`gkdcn.models.registry`):
+:func:`fit_model` dispatches on the kind's family. A network is trained by
+:func:`gkdcn.train.train_study` and wrapped as :class:`FittedNetwork`; a baseline is the
+scikit-learn style estimator its entry names (:class:`gkdcn.models.baselines.CellBaseline`),
+wrapped as :class:`FittedBaseline`, fitted on the centres of the fold's training windows, with
+the transform fitted on those windows' cells, exactly as a network's, and (entries marked
+``background``) on background cells drawn from the same pool as the fold's networks' background.
+A new kind of either family is then trained on exactly the same folds and seeds and scored
+against the same background cells as the four networks, and its rows appear in every table,
+statistic and figure.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ import numpy as np
 from rich.progress import Progress
 
 from gkdcn.compare.selection import SelectedTraining, fit_selected_network
-from gkdcn.config import BASELINE_KINDS, NETWORK_KINDS, TrainConfig
+from gkdcn.config import TrainConfig
 from gkdcn.data.samples import SampleSet, Split
 from gkdcn.data.study import Study
 from gkdcn.io.atomic import write_text
 from gkdcn.io.jsonsafe import json_safe
 from gkdcn.io.rasters import ArraySource
-from gkdcn.models import baselines
+from gkdcn.models import baselines, registry
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.predict import predict_cells, predict_map
 from gkdcn.pretrain import PretrainResult
@@ -128,7 +130,7 @@ class FittedBaseline:
 
     model: baselines.FittedBaseline
     features: baselines.CellFeatures
-    valid: Any  # (H, W) bool
+    valid: np.ndarray  # (H, W) bool
 
     @property
     def info(self) -> dict[str, Any]:
@@ -153,20 +155,8 @@ class FittedBaseline:
             "description": self.model.description,
             "features": self.features.names,
             **self.model.info,
+            **self.model.estimator.fitted_record(self.features.names),
         }
-        estimator = self.model.estimator
-        if self.model.kind == "logistic" and estimator is not None:
-            scaler, logit = estimator[0], estimator[-1]
-            record["standardised_coefficients"] = dict(
-                zip(self.features.names, logit.coef_[0].tolist(), strict=True)
-            )
-            record["intercept"] = float(logit.intercept_[0])
-            record["feature_mean"] = scaler.mean_.tolist()
-            record["feature_scale"] = scaler.scale_.tolist()
-        if self.model.kind == "random-forest" and estimator is not None:
-            record["feature_importance"] = dict(
-                zip(self.features.names, estimator.feature_importances_.tolist(), strict=True)
-            )
         write_text(folder / BASELINE_FILE, json.dumps(json_safe(record), indent=2), overwrite=True)
 
 
@@ -193,16 +183,23 @@ def fit_model(
     background: the cells the held-out deposits are ranked against. With the recipe's
     background on, the fitted baselines draw theirs once per fold from the same pool as the
     fold's networks (:func:`gkdcn.train.study_background`, same exclusions), seeded by ``seed``.
-    Networks on a fold that holds sites out choose their epochs inside the fold when
-    ``cfg.select_epochs`` says so (:func:`gkdcn.compare.selection.fit_selected_network`).
+
+    The kind's family (:mod:`gkdcn.models.registry`) says how: a network is trained by
+    :func:`gkdcn.train.train_study`, a baseline is the estimator its entry names, fitted by
+    :func:`gkdcn.models.baselines.fit_fold_baseline`. Networks on a fold that holds sites out
+    choose their epochs inside the fold when ``cfg.select_epochs`` says so
+    (:func:`gkdcn.compare.selection.fit_selected_network`).
     """
-    if kind in NETWORK_KINDS and cfg.select_epochs != "off" and len(split.held_out):
+    entry = registry.find(kind)
+    if entry is None:
+        raise ValueError(f"no fitting rule for model kind {kind!r} (not in gkdcn.models.registry)")
+    if entry.family == "network" and cfg.select_epochs != "off" and len(split.held_out):
         selected = fit_selected_network(
             kind, study, samples, split, cfg, seed, device=device, progress=progress,
             label=label, exclude_background=exclude_background, pretrained=pretrained,
         )  # fmt: skip
         return FittedNetwork(selected.trained, study, device, selected)
-    if kind in NETWORK_KINDS:
+    if entry.family == "network":
         trained = train_study(
             study,
             kind,
@@ -217,10 +214,11 @@ def fit_model(
             pretrained=pretrained,
         )
         return FittedNetwork(trained, study, device)
-    if kind in BASELINE_KINDS:
+    if entry.family == "baseline":
         window, padding = study.config.samples.window, study.config.samples.padding
         # The very transform a network of this fold is trained with (fitted on the fold's
-        # training windows only), so baselines and networks see the same stack.
+        # training windows only), so baselines and networks see the same stack (a pretrained
+        # network's transform is fitted on every valid cell instead).
         transform = prepare_windows(
             study.raw, study.names, study.knowledge, samples, split,
             study.config.transform, window, padding, compositional=study.compositional,
@@ -229,7 +227,7 @@ def fit_model(
             study.raw, study.names, study.knowledge, transform, window, padding
         )
         background = None
-        if cfg.background_ratio > 0 and kind in ("logistic", "random-forest"):
+        if cfg.background_ratio > 0 and entry.background:
             pool = study_background(study, samples, split, cfg, exclude=exclude_background)
             background = baselines.draw_background(
                 pool, len(split.train), cfg.background_ratio, seed,
@@ -259,7 +257,7 @@ def fit_network_seeds(
     """:func:`fit_model` of network ``kind`` for several seeds at once, trained as one stacked
     model (:func:`gkdcn.train.fit_networks`); ``splits``, ``exclude_background`` per seed.
     Each fitted model equals ``fit_model`` with its seed up to floating-point rounding."""
-    if kind not in NETWORK_KINDS:
+    if not registry.is_network(kind):
         raise ValueError(f"only networks train stacked, not {kind!r}")
     trained = train_study_seeds(
         study,

@@ -31,7 +31,6 @@ from gkdcn.compare.heldout import background_cells, heldout_scores
 from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.plan import Plan
 from gkdcn.compare.protocols import is_heldout, protocol_folds
-from gkdcn.config import NETWORK_KINDS
 from gkdcn.data.samples import SampleSet, Split
 from gkdcn.data.study import Study, changed_files, data_fingerprint, input_files
 from gkdcn.errors import GkdcnError
@@ -46,6 +45,7 @@ from gkdcn.io.atomic import (
     write_text,
 )
 from gkdcn.io.rasters import write_probability_map
+from gkdcn.models import registry
 from gkdcn.models.bundle import package_versions
 from gkdcn.pretrain import PretrainResult, trunk_key
 
@@ -153,7 +153,7 @@ def group_jobs(jobs: Sequence[Job], stack: bool = True, most: int | None = None)
     groups: dict[tuple[Any, ...], list[Job]] = {}
     order: list[tuple[Any, ...] | Job] = []
     for job in jobs:
-        if job.model not in NETWORK_KINDS:
+        if not registry.is_network(job.model):
             order.append(job)
             continue
         key = (job.protocol, job.model, job.fold, len(job.split.train), len(job.split.val))

@@ -17,7 +17,6 @@ from gkdcn.compare.plan import Plan
 from gkdcn.compare.protocols import PROTOCOL_TITLES, fold_scheme, is_heldout
 from gkdcn.compare.results import Comparison
 from gkdcn.compare.stats import best_network_against_best_baseline
-from gkdcn.config import MODEL_LABELS
 from gkdcn.data.study import Study, build_samples, summarize
 from gkdcn.evaluate import evaluate_map
 from gkdcn.figures import (
@@ -31,6 +30,7 @@ from gkdcn.figures import (
 from gkdcn.io.atomic import atomic_path, write_text
 from gkdcn.io.jsonsafe import json_safe
 from gkdcn.io.rasters import read_probability_map, write_probability_map
+from gkdcn.models import registry
 from gkdcn.models.bundle import now_iso
 
 
@@ -125,7 +125,7 @@ def comparison_figures(
         fig.suptitle("Mean probability over seeds (authors' protocol)")
         written["maps"] = save_figure(fig, layout.figure(MAPS_FIGURE))
         evaluations = {
-            MODEL_LABELS.get(m, m): evaluate_map(
+            registry.label(m): evaluate_map(
                 np.nan_to_num(p, nan=0.0), study.valid, deposits.rows, deposits.cols, n_boot=0
             )
             for m, p in maps.items()

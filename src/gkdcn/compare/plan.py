@@ -8,8 +8,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from gkdcn.compare.protocols import PROTOCOL_TITLES
-from gkdcn.config import AUTHORS_TRAINING, MODEL_KINDS, StudyConfig, TrainConfig
+from gkdcn.config import AUTHORS_TRAINING, StudyConfig, TrainConfig
 from gkdcn.errors import GkdcnError, validation_message
+from gkdcn.models import registry
 from gkdcn.train import resolve_precision
 
 # --quick: 2 seeds, at most this many epochs, and held-out deposits ranked among at most this
@@ -126,8 +127,8 @@ def make_plan(
         train = override_training(train, {**updates, "preset": "default"})
     chosen_models = tuple(dict.fromkeys(m.strip() for m in (models or cmp.models)))
     for m in chosen_models:
-        if m not in MODEL_KINDS:
-            raise GkdcnError(f"unknown model {m!r} (choose from {', '.join(MODEL_KINDS)})")
+        if registry.find(m) is None:
+            raise GkdcnError(f"unknown model {m!r} (choose from {', '.join(registry.names())})")
     chosen_protocols = tuple(dict.fromkeys(p.strip() for p in (protocols or cmp.protocols)))
     for p in chosen_protocols:
         if p not in PROTOCOL_TITLES:

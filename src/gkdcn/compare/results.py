@@ -28,7 +28,7 @@ from gkdcn.compare.stats import (
     paired_differences,
     summarize_over_seeds,
 )
-from gkdcn.config import BASELINE_KINDS
+from gkdcn.models import registry
 
 AUTHORS_METRICS = ("accuracy", "auc", "kappa", "mcc", "precision", "recall", "f1")
 
@@ -193,7 +193,7 @@ def ensemble_table(layout: RunLayout, protocol: str, plan: Plan) -> pd.DataFrame
         rows.append(
             {
                 "model": model,
-                "kind": "baseline" if model in BASELINE_KINDS else "network",
+                "kind": "baseline" if registry.is_baseline(model) else "network",
                 "seeds": len(plan.seeds),
                 "deposits": len(ensemble),
                 "auc": ens["auc"],

@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.progress import Progress
 
@@ -24,12 +24,15 @@ from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.outputs import write_outputs
 from gkdcn.compare.plan import Plan
 from gkdcn.compare.results import Comparison, collect
-from gkdcn.config import NETWORK_KINDS
 from gkdcn.data.samples import SampleSet, make_samples
 from gkdcn.data.study import Study
 from gkdcn.errors import GkdcnError
+from gkdcn.models import registry
 from gkdcn.pretrain import PretrainResult, pretrain_for_training, trunk_key
 from gkdcn.runner import check_workers, resolve_workers, run_jobs
+
+if TYPE_CHECKING:  # the cluster extra may be absent
+    from distributed import Client
 
 
 def study_samples(study: Study) -> SampleSet:
@@ -48,7 +51,7 @@ def run_comparison(
     device: str = "cpu",
     workers: int = 1,
     inputs: Sequence[str | Path] = (),
-    scheduler: str | Any | None = None,
+    scheduler: str | Client | None = None,
     stack_seeds: bool = False,
 ) -> Comparison:
     """Run (or resume) the comparison into ``out_dir`` and write tables, maps and figures.
@@ -68,15 +71,15 @@ def run_comparison(
     started = time.perf_counter()
     check_workers(workers)
     plan = plan.on_device(device)
-    needs_knowledge = [m for m in plan.models if m.startswith("gk-") or m == "knowledge"]
+    needs_knowledge = [m for m in plan.models if registry.model_kind(m).needs_knowledge]
     if study.knowledge is None and needs_knowledge:
+        others = ",".join(k.name for k in registry.model_kinds() if not k.needs_knowledge)
         raise GkdcnError(
             f"{', '.join(needs_knowledge)} need geological knowledge: set [knowledge] faults or "
-            "weights in the config, or leave them out with --models "
-            "cnn,dcn,element,logistic,random-forest"
+            f"weights in the config, or leave them out with --models {others}"
         )
     with contextlib.ExitStack() as stack:
-        client = scheduler
+        client = None if isinstance(scheduler, str) else scheduler
         if isinstance(scheduler, str):
             from gkdcn.cluster import open_client
 
@@ -97,7 +100,7 @@ def _run(
     progress: Progress | None,
     device: str,
     workers: int,
-    client: Any,
+    client: Client | None,
     inputs: Sequence[str | Path],
     stack_seeds: bool = False,
 ) -> Comparison:
@@ -146,7 +149,7 @@ def _pretrained(
     needed: dict[tuple[int, bool], str] = {}
     for task in todo:
         for job in members(task):
-            if job.model in NETWORK_KINDS:
+            if registry.is_network(job.model):
                 needed.setdefault(trunk_key(job.model, job.seed), job.model)
     return {
         key: pretrain_for_training(study, kind, plan.train, key[0], device=device)

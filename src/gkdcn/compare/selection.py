@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from rich.progress import Progress
 
-from gkdcn.config import ModelKind, TrainConfig
+from gkdcn.config import TrainConfig
 from gkdcn.data.background import near_mask
 from gkdcn.data.samples import SampleSet, Split, grouped_deposit_folds
 from gkdcn.data.study import Study
@@ -170,7 +170,7 @@ def _monitor(
 
 
 def fit_selected_network(
-    kind: ModelKind,
+    kind: str,
     study: Study,
     samples: SampleSet,
     split: Split,

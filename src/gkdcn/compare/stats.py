@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from gkdcn.config import BASELINE_KINDS, MODEL_LABELS, NETWORK_KINDS
+from gkdcn.models import registry
 
 # Natural range of each metric; intervals over few seeds are clipped to it.
 METRIC_RANGE = {"kappa": (-1.0, 1.0), "mcc": (-1.0, 1.0)}
@@ -29,7 +29,7 @@ TIE = 1e-12
 
 def pair_name(first: str, second: str) -> str:
     """The comparison's name in the paired table, e.g. ``GK-DCN - knowledge``."""
-    return f"{MODEL_LABELS.get(first, first)} - {MODEL_LABELS.get(second, second)}"
+    return f"{registry.label(first)} - {registry.label(second)}"
 
 
 def mean_ci(
@@ -59,7 +59,7 @@ def summarize_over_seeds(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame
     """
     rows = []
     for model, group in runs.groupby("model", sort=False):
-        kind = "baseline" if model in BASELINE_KINDS else "network"
+        kind = "baseline" if registry.is_baseline(str(model)) else "network"
         row: dict[str, Any] = {"model": model, "kind": kind, "seeds": len(group)}
         for m in metrics:
             mean, lo, hi = mean_ci(group[m].to_numpy(), bounds=METRIC_RANGE.get(m, (0.0, 1.0)))
@@ -112,7 +112,9 @@ def comparison_pairs() -> list[tuple[str, list[tuple[str, str]]]]:
     pairs = [(name, [(a, b)]) for name, a, b in PAIRS]
     pairs.append(("GK - no GK", [("gk-cnn", "cnn"), ("gk-dcn", "dcn")]))
     pairs += [
-        (pair_name(net, base), [(net, base)]) for net in NETWORK_KINDS for base in BASELINE_KINDS
+        (pair_name(net, base), [(net, base)])
+        for net in registry.names("network")
+        for base in registry.names("baseline")
     ]
     return pairs
 
@@ -192,8 +194,8 @@ def best_network_against_best_baseline(
     if col not in summary or paired is None or not len(paired):
         return None
     means = summary.set_index("model")[col]
-    networks = [m for m in means.index if m in NETWORK_KINDS]
-    bases = [m for m in means.index if m in BASELINE_KINDS]
+    networks = [m for m in means.index if registry.is_network(m)]
+    bases = [m for m in means.index if registry.is_baseline(m)]
     if not networks or not bases:
         return None
     net = max(networks, key=lambda m: float(means[m]))

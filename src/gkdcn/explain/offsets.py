@@ -44,6 +44,7 @@ from gkdcn.explain.gradcam import (
 from gkdcn.models.deform import DeformConv2d
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from rich.progress import Progress
 
     from gkdcn.models.bundle import ModelBundle
@@ -376,7 +377,7 @@ def _centre(data: SamplingData, centre: tuple[int, int] | None) -> tuple[int, in
     return int(ho), int(wo)
 
 
-def _draw_window(fig: Figure, ax: Any, data: SamplingData, index: int) -> None:
+def _draw_window(fig: Figure, ax: Axes, data: SamplingData, index: int) -> None:
     """The window's mean input as background, in window coordinates, with its outline."""
     w = data.window
     image = data.background[index]

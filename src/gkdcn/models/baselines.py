@@ -50,25 +50,27 @@ the weight for ``knowledge``, and a logistic squashing of the signed, standardis
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 from scipy.ndimage import uniform_filter
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from gkdcn.config import BASELINE_KINDS, BaselineKind
 from gkdcn.data.background import BackgroundPool
 from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL
 from gkdcn.data.samples import SampleSet, Split
 from gkdcn.data.transforms import ChannelTransform
 from gkdcn.errors import GkdcnError
+from gkdcn.models import registry
 
-BASELINES = BASELINE_KINDS  # the names, in table order
+BASELINES = registry.names("baseline")  # the declared baselines, in table order
 RANDOM_FOREST_TREES = 300
 #: A fitted baseline's one background draw holds this many network epochs' worth of cells.
 BACKGROUND_EPOCHS = 1
@@ -172,37 +174,252 @@ def cell_features(
     )
 
 
+class CellBaseline(ClassifierMixin, BaseEstimator):
+    """A baseline of ``gkdcn compare``: a scikit-learn classifier on per-cell features.
+
+    Subclasses follow scikit-learn's estimator conventions: settings are ``__init__`` keywords
+    (so ``get_params`` / ``set_params`` / ``clone`` work), ``fit(X, y, sample_weight=None)``
+    learns from ``(N, F)`` rows of :meth:`CellFeatures.at` with 0/1 labels and returns ``self``,
+    and ``predict_proba(X)`` returns ``(N, 2)`` probabilities (column 1: a deposit), increasing
+    with prospectivity. :func:`fit_baseline` builds one per fold with :meth:`for_features`.
+    """
+
+    #: False for a fixed rule that learns nothing from the training windows (the knowledge
+    #: weight): it is then fitted on no rows and needs no deposits.
+    learns: ClassVar[bool] = True
+
+    @classmethod
+    def for_features(cls, features: CellFeatures, seed: int) -> CellBaseline:
+        """The estimator for one fold's ``features``: ``random_state=seed`` where it has one."""
+        estimator = cls()
+        if "random_state" in estimator.get_params():
+            estimator.set_params(random_state=seed)
+        return estimator
+
+    def describe(self) -> str:
+        """What was fitted, in words (recorded in the job's ``result.json``)."""
+        return type(self).__name__
+
+    def fit_info(self) -> dict[str, Any]:
+        """Facts of the fit for the job's ``result.json`` (e.g. the chosen layer)."""
+        return {}
+
+    def fitted_record(self, feature_names: Sequence[str]) -> dict[str, Any]:
+        """Numbers of the fitted model for its ``baseline.json`` (e.g. coefficients)."""
+        return {}
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """0/1 at probability 0.5 (scikit-learn's classifier interface; comparisons rank
+        :meth:`predict_proba`)."""
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """``(N, 2)`` probabilities of no deposit / a deposit."""
+        raise NotImplementedError
+
+
+def _two_columns(p: np.ndarray) -> np.ndarray:
+    return np.column_stack([1.0 - p, p])
+
+
+class KnowledgeBaseline(CellBaseline):
+    """The knowledge weight itself (the last feature column) as the score; learns nothing."""
+
+    learns = False
+
+    def fit(
+        self, X: np.ndarray, y: np.ndarray | None = None, sample_weight: np.ndarray | None = None
+    ) -> KnowledgeBaseline:
+        """Nothing to learn (scikit-learn's interface)."""
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """The knowledge weight of each row, as the probability of a deposit."""
+        return _two_columns(np.asarray(X)[:, -1].astype(np.float64))
+
+    def describe(self) -> str:
+        return "knowledge weight as the score"
+
+
+class ElementBaseline(CellBaseline):
+    """The single column, either sign, whose values rank the training deposits best (AUC).
+
+    ``columns``: the candidate columns (the element layers' cell values; not the knowledge
+    channel, a baseline of its own); ``feature_names`` name every column. The score is a
+    logistic squashing of the signed column, so ranks and AUC are the column's own.
+    """
+
+    def __init__(
+        self, columns: Sequence[int] | None = None, feature_names: Sequence[str] | None = None
+    ) -> None:
+        self.columns = columns
+        self.feature_names = feature_names
+
+    @classmethod
+    def for_features(cls, features: CellFeatures, seed: int) -> ElementBaseline:
+        """The element layers of ``features`` as the candidates (``seed`` unused: no chance)."""
+        columns = [j for j in range(features.n_layers) if features.names[j] != KNOWLEDGE_CHANNEL]
+        return cls(columns=tuple(columns), feature_names=tuple(features.names))
+
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> ElementBaseline:
+        """Choose the column on the labelled rows (``sample_weight`` is not used: the choice is
+        made against the training non-deposits, never the background)."""
+        x = np.asarray(X)
+        columns = list(range(x.shape[1])) if self.columns is None else list(self.columns)
+        if not columns:
+            raise GkdcnError("the element baseline needs at least one element layer")
+        best, sign, auc = _best_layer(x[:, columns], np.asarray(y))
+        self.layer_ = columns[best]
+        self.sign_ = sign
+        self.train_auc_ = auc
+        self.classes_ = np.array([0, 1])
+        return self
+
+    @property
+    def layer_name(self) -> str:
+        names = self.feature_names
+        return str(self.layer_) if names is None else str(names[self.layer_])
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Logistic squashing of the chosen column times its sign."""
+        z = self.sign_ * np.asarray(X)[:, self.layer_].astype(np.float64)
+        return _two_columns(cast(np.ndarray, 1.0 / (1.0 + np.exp(-z))))
+
+    def describe(self) -> str:
+        sign = "" if self.sign_ > 0 else "-"
+        return f"{sign}{self.layer_name} (training AUC {self.train_auc_:.3f})"
+
+    def fit_info(self) -> dict[str, Any]:
+        return {"layer": self.layer_name, "sign": int(self.sign_), "train_auc": self.train_auc_}
+
+
+class LogisticBaseline(CellBaseline):
+    """Logistic regression (L2, standardised features) on every feature column."""
+
+    def __init__(
+        self, C: float = 1.0, max_iter: int = 2000, random_state: int | None = None
+    ) -> None:
+        self.C = C
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> LogisticBaseline:
+        """Standardise, then fit the regression with ``sample_weight``."""
+        self.pipeline_ = make_pipeline(
+            StandardScaler(),
+            LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.random_state),
+        )
+        self.pipeline_.fit(X, y, logisticregression__sample_weight=sample_weight)
+        self.classes_ = self.pipeline_.classes_
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return cast(np.ndarray, self.pipeline_.predict_proba(X))
+
+    def describe(self) -> str:
+        return f"logistic regression (L2, C = {self.C:g}) on cell values, window means, knowledge"
+
+    def fitted_record(self, feature_names: Sequence[str]) -> dict[str, Any]:
+        scaler, logit = self.pipeline_[0], self.pipeline_[-1]
+        return {
+            "standardised_coefficients": dict(
+                zip(feature_names, logit.coef_[0].tolist(), strict=True)
+            ),
+            "intercept": float(logit.intercept_[0]),
+            "feature_mean": scaler.mean_.tolist(),
+            "feature_scale": scaler.scale_.tolist(),
+        }
+
+
+class RandomForestBaseline(CellBaseline):
+    """A random forest (scikit-learn, seeded, one thread) on every feature column."""
+
+    def __init__(
+        self,
+        n_estimators: int = RANDOM_FOREST_TREES,
+        min_samples_leaf: int = 2,
+        random_state: int | None = None,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.min_samples_leaf = min_samples_leaf
+        self.random_state = random_state
+
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> RandomForestBaseline:
+        """Grow the forest with ``sample_weight``."""
+        self.forest_ = RandomForestClassifier(
+            n_estimators=self.n_estimators,
+            min_samples_leaf=self.min_samples_leaf,
+            random_state=self.random_state,
+            n_jobs=1,
+        )
+        self.forest_.fit(X, y, sample_weight=sample_weight)
+        self.classes_ = self.forest_.classes_
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return cast(np.ndarray, self.forest_.predict_proba(X))
+
+    def describe(self) -> str:
+        return f"random forest ({self.n_estimators} trees) on cell values, window means, knowledge"
+
+    def fitted_record(self, feature_names: Sequence[str]) -> dict[str, Any]:
+        importance = self.forest_.feature_importances_.tolist()
+        return {"feature_importance": dict(zip(feature_names, importance, strict=True))}
+
+
+def baseline_estimator(kind: str, features: CellFeatures, seed: int) -> CellBaseline:
+    """The unfitted estimator of baseline ``kind`` for one fold's ``features``: the class its
+    registry entry names (``fits``), built by its :meth:`CellBaseline.for_features`."""
+    entry = registry.find(kind)
+    if entry is None or entry.family != "baseline":
+        baselines = registry.names("baseline")
+        raise GkdcnError(f"unknown baseline {kind!r} (choose from {', '.join(baselines)})")
+    estimator_class = registry.load_class(entry)
+    if not issubclass(estimator_class, CellBaseline):
+        raise TypeError(f"baseline {kind!r}: {estimator_class.__name__} is not a CellBaseline")
+    return estimator_class.for_features(features, seed)
+
+
 @dataclass
 class FittedBaseline:
     """A fitted baseline: scores cells of :class:`CellFeatures` built like its training ones.
 
-    ``trained_on`` holds the sample indices it was fitted on (empty for ``knowledge``) and
-    ``background_rows`` / ``background_cols`` the background cells (empty without background),
-    so a caller can check that no held-out window or ranked cell took part; ``description``
-    says what was chosen.
+    ``trained_on`` holds the sample indices it was fitted on (empty for a rule that learns
+    nothing, such as ``knowledge``) and ``background_rows`` / ``background_cols`` the
+    background cells (empty without background), so a caller can check that no held-out window
+    or ranked cell took part; ``description`` says what was chosen.
     """
 
-    kind: BaselineKind
+    kind: str
     description: str
     trained_on: np.ndarray
+    estimator: CellBaseline
     background_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     background_cols: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    layer: int | None = None
-    sign: float = 1.0
-    estimator: Any = None
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layer(self) -> int | None:
+        """The chosen feature column of a baseline that chooses one (``element``), else None."""
+        return getattr(self.estimator, "layer_", None)
+
+    @property
+    def sign(self) -> float:
+        """The sign of the chosen column (``element``); 1 otherwise."""
+        return float(getattr(self.estimator, "sign_", 1.0))
 
     def score(self, features: CellFeatures, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Scores in [0, 1] at the given cells (higher = more prospective)."""
         rows = np.asarray(rows, dtype=np.int64)
         cols = np.asarray(cols, dtype=np.int64)
-        if self.kind == "knowledge":
-            return features.values[-1, rows, cols].astype(np.float64)
-        if self.kind == "element":
-            assert self.layer is not None
-            z = self.sign * features.values[self.layer, rows, cols].astype(np.float64)
-            return cast(np.ndarray, 1.0 / (1.0 + np.exp(-z)))
-        return cast(np.ndarray, self.estimator.predict_proba(features.at(rows, cols))[:, 1])
+        return self.estimator.predict_proba(features.at(rows, cols))[:, 1]
 
     def score_map(self, features: CellFeatures, valid: np.ndarray) -> np.ndarray:
         """``(H, W)`` float32 score map, NaN off ``valid``."""
@@ -225,72 +442,41 @@ def fit_baseline(
     background: BackgroundCells | None = None,
 ) -> FittedBaseline:
     """Fit baseline ``kind`` on training cells ``(rows, cols)`` with 0/1 ``labels``, and (the
-    fitted models ``logistic`` and ``random-forest``) on the unlabelled ``background`` cells if
-    given (how: the module docstring; ``knowledge`` and ``element`` ignore it).
+    kinds the registry marks ``background``) on the unlabelled ``background`` cells if given
+    (how: the module docstring; the others ignore it).
 
     ``trained_on`` is recorded as given (the sample indices behind the cells).
     """
-    if kind not in BASELINES:
-        raise GkdcnError(f"unknown baseline {kind!r} (choose from {', '.join(BASELINES)})")
-    baseline: BaselineKind = kind
+    estimator = baseline_estimator(kind, features, seed)
+    entry = registry.model_kind(kind)
+    if entry.needs_knowledge and not has_knowledge:
+        raise GkdcnError(
+            f"the {kind} baseline needs geological knowledge: set [knowledge] faults or "
+            "weights in the config, or leave it out of --models"
+        )
+    if not estimator.learns:
+        estimator.fit(np.zeros((0, len(features.names)), np.float32), np.zeros(0, np.int64))
+        return FittedBaseline(kind, estimator.describe(), np.zeros(0, np.int64), estimator)
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
     y = np.asarray(labels).astype(np.int64).reshape(-1)
     used = np.zeros(0, np.int64) if trained_on is None else np.asarray(trained_on, np.int64)
-    if baseline == "knowledge":
-        if not has_knowledge:
-            raise GkdcnError(
-                "the knowledge baseline needs geological knowledge: set [knowledge] faults or "
-                "weights in the config, or leave it out of --models"
-            )
-        return FittedBaseline("knowledge", "knowledge weight as the score", np.zeros(0, np.int64))
     if not (rows.shape == cols.shape == y.shape):
         raise GkdcnError("training rows, cols and labels differ in length")
     if not (0 < y.sum() < len(y)):
         raise GkdcnError(f"baseline {kind}: training needs both deposits and non-deposits")
     x = features.at(rows, cols)
-    if baseline == "element":
-        # Chosen against the training non-deposits, never the background (module docstring);
-        # among the element layers only: the knowledge channel is a baseline of its own.
-        candidates = [j for j in range(features.n_layers) if features.names[j] != KNOWLEDGE_CHANNEL]
-        if not candidates:
-            raise GkdcnError("the element baseline needs at least one element layer")
-        best, sign, auc = _best_layer(x[:, candidates], y)
-        layer = candidates[best]
-        name = features.names[layer]
-        return FittedBaseline(
-            "element",
-            f"{'' if sign > 0 else '-'}{name} (training AUC {auc:.3f})",
-            used,
-            layer=layer,
-            sign=sign,
-            info={"layer": name, "sign": int(sign), "train_auc": auc},
-        )
-    bg = background if background is not None and len(background) else None
+    bg = background if entry.background and background is not None and len(background) else None
     bg_rows = np.zeros(0, np.int64) if bg is None else np.asarray(bg.rows, np.int64)
     bg_cols = np.zeros(0, np.int64) if bg is None else np.asarray(bg.cols, np.int64)
     x_fit, y_fit, w_fit = _with_background(x, y, features.at(bg_rows, bg_cols), bg)
+    estimator.fit(x_fit, y_fit, sample_weight=w_fit)
     on_bg = "" if bg is None else f", with {len(bg)} background cells ({bg.loss})"
-    if baseline == "logistic":
-        estimator = make_pipeline(
-            StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
-        )
-        description = (
-            f"logistic regression (L2, C = 1) on cell values, window means, knowledge{on_bg}"
-        )
-        estimator.fit(x_fit, y_fit, logisticregression__sample_weight=w_fit)
-    else:
-        estimator = RandomForestClassifier(
-            n_estimators=RANDOM_FOREST_TREES, min_samples_leaf=2, random_state=seed, n_jobs=1
-        )
-        description = (
-            f"random forest ({RANDOM_FOREST_TREES} trees) on cell values, window means, "
-            f"knowledge{on_bg}"
-        )
-        estimator.fit(x_fit, y_fit, sample_weight=w_fit)
-    info = {} if bg is None else {"n_background": len(bg), "background_loss": bg.loss}
+    info = estimator.fit_info()
+    if bg is not None:
+        info.update(n_background=len(bg), background_loss=bg.loss)
     return FittedBaseline(
-        baseline, description, used, bg_rows, bg_cols, estimator=estimator, info=info
+        kind, estimator.describe() + on_bg, used, estimator, bg_rows, bg_cols, info=info
     )
 
 

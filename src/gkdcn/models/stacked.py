@@ -1,7 +1,9 @@
 """Several networks of one architecture trained at once as one model (one member per seed).
 
 :class:`StackedNet` holds ``S`` :class:`~gkdcn.models.nets.AnomalyNet` members side by side:
-member ``s`` owns channel block ``s`` of every layer. Convolutions are grouped (``groups=S``),
+member ``s`` owns channel block ``s`` of every layer. Its trunk is built from the same layer
+table, :data:`gkdcn.models.nets.TRUNK` (:func:`~gkdcn.models.nets.trunk_modules` with
+``members=S``), and run by the same :func:`~gkdcn.models.nets.run_trunk`. Convolutions are grouped (``groups=S``),
 batch norm runs over ``S*C`` channels (batch norm is per channel, so this is exactly per-member
 batch norm), the deformable layers have ``S`` offset groups and ``S`` weight groups, and each
 linear layer of the head is a batched matrix product. The input is the members' batches side by
@@ -22,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gkdcn.models.deform import DeformConv2d
-from gkdcn.models.nets import AnomalyNet, ModelSpec, build_network
+from gkdcn.models.nets import AnomalyNet, ModelSpec, build_network, run_trunk, trunk_modules
 
 
 class GroupedLinear(nn.Module):
@@ -48,32 +49,16 @@ class StackedNet(nn.Module):
             raise ValueError(f"a stack needs at least one member, got {members}")
         self.spec = spec
         self.members = members
-        s, w = members, spec.width
-
-        def conv(cin: int, cout: int) -> nn.Module:
-            return nn.Conv2d(s * cin, s * cout, kernel_size=3, padding=1, groups=s)
-
-        def inner(cin: int, cout: int) -> nn.Module:
-            if spec.deformable:
-                return DeformConv2d(
-                    s * cin, s * cout, kernel_size=3, padding=1, offset_groups=s, groups=s
-                )
-            return conv(cin, cout)
-
-        self.conv1 = conv(spec.in_channels, w)
-        self.bn1 = nn.BatchNorm2d(s * w)
-        self.conv2 = inner(w, w)
-        self.bn2 = nn.BatchNorm2d(s * w)
-        self.pool = nn.MaxPool2d(2)
-        self.conv3 = inner(w, 2 * w)
-        self.bn3 = nn.BatchNorm2d(s * 2 * w)
+        # The member's trunk (nets.TRUNK), each layer grouped over the members.
+        for name, module in trunk_modules(spec, members).items():
+            self.add_module(name, module)
         # The member's head, layer by layer: linear layers become grouped ones, the rest is
         # applied as is (ReLU) or per member (dropout).
         template = AnomalyNet(spec).head
         layers: list[nn.Module] = []
         for layer in template:
             if isinstance(layer, nn.Linear):
-                layers.append(GroupedLinear(s, layer.in_features, layer.out_features))
+                layers.append(GroupedLinear(members, layer.in_features, layer.out_features))
             else:
                 layers.append(layer)
         self.head = nn.Sequential(*layers)
@@ -82,11 +67,7 @@ class StackedNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(S, N)`` for the members' windows side by side, ``(N, S*C, w, w)``."""
-        x = x.contiguous(memory_format=torch.channels_last)  # as AnomalyNet computes
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
-        x = self.pool(x)
-        x = F.relu(self.bn3(self.conv3(x)))
+        x = run_trunk(self, x)
         n = x.shape[0]
         h: Tensor | None = None
         for layer in self.head:

@@ -7,14 +7,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gkdcn.config import MODEL_LABELS
+from gkdcn.models import registry
 
 TIE = 1e-12
 
 
 def model_label(model: str) -> str:
     """Display name of a model kind (``gk-dcn`` -> ``GK-DCN``)."""
-    return MODEL_LABELS.get(model, model)
+    return registry.label(model)
 
 
 def fmt_number(value: Any, *, percent: bool = False, signed: bool = False) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gkdcn.compare.layout import RunLayout
-from gkdcn.config import BASELINE_KINDS
+from gkdcn.models import registry
 from gkdcn.report.formatting import TIE, as_float, coord, fmt_interval, fmt_number, model_label
 from gkdcn.report.texts import (
     METRICS,
@@ -97,7 +97,7 @@ def _protocol(
             if t
         ),
         "models": [model_label(str(r.get("model"))) for r in records],
-        "baseline_columns": [str(r.get("model")) in BASELINE_KINDS for r in records],
+        "baseline_columns": [registry.is_baseline(str(r.get("model"))) for r in records],
         "baseline_sentence": baseline_sentence(
             block.get("baseline_check"), in_sample=name == "authors"
         ),

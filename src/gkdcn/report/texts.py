@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gkdcn.compare.layout import curve_figure_name
-from gkdcn.config import BASELINE_KINDS
+from gkdcn.models import registry
 from gkdcn.report.formatting import model_label
 
 
@@ -176,8 +176,8 @@ SAMPLING_ROWS = (
 
 
 def seed_sentence(n_seeds: int, models: Sequence[str]) -> str:
-    networks = [model_label(m) for m in models if m not in BASELINE_KINDS]
-    bases = [m for m in models if m in BASELINE_KINDS]
+    networks = [model_label(m) for m in models if not registry.is_baseline(m)]
+    bases = [m for m in models if registry.is_baseline(m)]
     names = ", ".join(networks) or "no networks"
     if bases:
         names += f" and the baselines {', '.join(bases)}"
@@ -227,22 +227,12 @@ def maps_caption(data: Mapping[str, Any]) -> tuple[str, str]:
     )
 
 
-BASELINE_TEXT = {
-    "knowledge": "the knowledge weight itself as the map (no training)",
-    "element": "the single transformed element layer, either sign, that ranks the fold's "
-    "training deposits best (chosen inside each fold)",
-    "logistic": "logistic regression on each layer's cell value and window mean plus the "
-    "knowledge weight",
-    "random-forest": "a random forest (300 trees, seeded) on the same features",
-}
-
-
 def baselines_intro(models: Sequence[str]) -> str:
     """What the baselines of a run are, in one sentence ("" when it has none)."""
-    bases = [m for m in models if m in BASELINE_KINDS]
+    bases = [registry.model_kind(m) for m in models if registry.is_baseline(m)]
     if not bases:
         return ""
-    parts = "; ".join(f"<b>{m}</b>: {BASELINE_TEXT[m]}" for m in bases)
+    parts = "; ".join(f"<b>{kind.name}</b>: {kind.text}" for kind in bases)
     return (
         "Next to the networks come baselines that a network has to beat to be worth its training, "
         f"fitted on the same folds, windows and seeds and scored on the same cells: {parts}."
