@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from conftest import tiny_comparison_config, write_tiny_study
 from gkdcn.compare import make_plan, run_comparison
 from gkdcn.compare.heldout import area_share
 from gkdcn.compare.jobs import fingerprint
+from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.protocols import protocol_folds
 from gkdcn.compare.selection import (
     SELECTION_BACKGROUND,
@@ -25,6 +27,7 @@ from gkdcn.config import config_from_dict
 from gkdcn.console import format_tables
 from gkdcn.data.samples import Split
 from gkdcn.data.study import build_samples, load_study
+from gkdcn.report.tables import protocol_sections
 from gkdcn.train import SELECTION_SCORE, EpochMonitor, choose_epoch, train_study
 
 RADIUS = 3000.0  # three cells of the tiny study
@@ -196,6 +199,12 @@ def test_compare_records_the_epochs_chosen_inside_the_fold(tmp_path: Path, metho
     assert summary["interval"].str.startswith("bootstrap over held-out deposits").all()
     assert (summary.auc_lo <= summary.auc_mean).all() and (summary.auc_mean <= summary.auc_hi).all()
     assert "95% CI: bootstrap over held-out deposits" in text.replace("\n", " ")
+    layout = RunLayout(tmp_path / "one")
+    assert pd.read_csv(layout.table("lodo", "selection")).folds[0] == len(results)
+    block = json.loads(layout.summary_json.read_text())["protocols"]["lodo"]
+    [section] = protocol_sections({"lodo": block}, ["cnn"], 1)
+    assert f"Epochs chosen inside each fold ({method}" in section["text"]
+    assert f"CNN {np.mean(chosen):.1f} on average ({min(chosen)}-{max(chosen)})" in section["text"]
     assert len(results) == int((study.sites.labels == 1).sum())
     for result in results.values():
         selection = result["selection"]

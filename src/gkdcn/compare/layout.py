@@ -104,7 +104,8 @@ class RunLayout:
         return self.root / "tables"
 
     def table(self, protocol: str, name: str) -> Path:
-        """``tables/<protocol>_<name>.csv`` (name: runs, summary, paired, calibration)."""
+        """``tables/<protocol>_<name>.csv`` (name: runs, summary, paired, calibration,
+        ensemble, selection)."""
         return self.tables_dir / f"{protocol}_{name}.csv"
 
     @property

@@ -64,6 +64,10 @@ def write_outputs(comparison: Comparison, study: Study) -> None:
         if calibration is not None and len(calibration):
             with atomic_path(layout.table(protocol, "calibration"), overwrite=True) as tmp:
                 calibration.to_csv(tmp, index=False)
+        selection = comparison.selection.get(protocol)
+        if selection is not None and len(selection):
+            with atomic_path(layout.table(protocol, "selection"), overwrite=True) as tmp:
+                selection.to_csv(tmp, index=False)
     maps = mean_maps(layout, comparison.plan)
     for model, prob in maps.items():
         write_probability_map(
@@ -92,6 +96,11 @@ def write_outputs(comparison: Comparison, study: Study) -> None:
                 **(
                     {"calibration": comparison.calibration[p].to_dict(orient="records")}
                     if len(comparison.calibration.get(p, ()))
+                    else {}
+                ),
+                **(
+                    {"selection": comparison.selection[p].to_dict(orient="records")}
+                    if len(comparison.selection.get(p, ()))
                     else {}
                 ),
                 **(

@@ -93,6 +93,7 @@ def _protocol(
                 PROTOCOL_TEXT.get(name, ""),
                 folds,
                 f"With one seed, the 95 % intervals are a {resampled}." if resampled else "",
+                selection_sentence(block.get("selection") or []),
             )
             if t
         ),
@@ -106,6 +107,28 @@ def _protocol(
         "rows": rows,
         "paired": paired_rows(block.get("paired") or []),
     }
+
+
+def selection_sentence(records: Sequence[Any]) -> str:
+    """One sentence on the epochs the networks' folds chose inside the fold (``summary.json``'s
+    ``selection`` rows, one per model and seed); empty without them."""
+    rows = [r for r in records if isinstance(r, dict) and r.get("epochs_mean") is not None]
+    if not rows:
+        return ""
+    parts = []
+    for model in dict.fromkeys(str(r.get("model")) for r in rows):
+        mine = [r for r in rows if str(r.get("model")) == model]
+        mean = sum(float(r["epochs_mean"]) for r in mine) / len(mine)
+        low = min(int(r["epochs_min"]) for r in mine)
+        high = max(int(r["epochs_max"]) for r in mine)
+        parts.append(f"{model_label(model)} {mean:.1f} on average ({low}-{high})")
+    first = rows[0]
+    return (
+        f"Epochs chosen inside each fold ({first.get('method')}: by the held-out AUC of inner "
+        f"folds of the fold's training deposits), of {first.get('epochs_configured')}: "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 def _over_deposits(record: Mapping[str, Any]) -> bool:
