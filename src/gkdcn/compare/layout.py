@@ -104,8 +104,10 @@ class RunLayout:
         return self.root / "tables"
 
     def table(self, protocol: str, name: str) -> Path:
-        """``tables/<protocol>_<name>.csv`` (name: runs, summary, paired, calibration,
-        ensemble, selection)."""
+        """``tables/<protocol>_<name>.csv``.
+
+        ``name``: runs, summary, paired, calibration, ensemble, selection.
+        """
         return self.tables_dir / f"{protocol}_{name}.csv"
 
     @property

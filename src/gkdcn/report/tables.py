@@ -110,8 +110,10 @@ def _protocol(
 
 
 def selection_sentence(records: Sequence[Any]) -> str:
-    """One sentence on the epochs the networks' folds chose inside the fold (``summary.json``'s
-    ``selection`` rows, one per model and seed); empty without them."""
+    """One sentence on the epochs the networks' folds chose inside the fold.
+
+    From ``summary.json``'s ``selection`` rows, one per model and seed; empty without them.
+    """
     rows = [r for r in records if isinstance(r, dict) and r.get("epochs_mean") is not None]
     if not rows:
         return ""
