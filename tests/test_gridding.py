@@ -119,22 +119,24 @@ def test_like_lands_exactly_on_the_given_grid(tmp_path: Path) -> None:
 def test_missing_values_sentinels_and_detection_limits(tmp_path: Path) -> None:
     frame = pd.DataFrame(
         {
-            "sample_id": ["a", "b", "c", "d", "e", "f"],
-            "x": [0.0, 1000, 2000, 0, 1000, 2000],
-            "y": [0.0, 0, 0, 1000, 1000, 1000],
-            "Au": ["1.0", "<0.5", "-0.4", "-9999", "3e38", "2.0"],
-            "Rock": ["granite", "shale", "granite", "shale", "granite", "shale"],
+            "sample_id": ["a", "b", "c", "d", "e", "f", "g"],
+            "x": [0.0, 1000, 2000, 0, 1000, 2000, 500],
+            "y": [0.0, 0, 0, 1000, 1000, 1000, 500],
+            "Au": ["1.0", "<0.5", "-0.4", "-9999", "3e38", "2.0", "3.0"],
+            "Rock": ["granite", "shale", "granite", "shale", "granite", "shale", "shale"],
         }
     )
     path = _csv(tmp_path / "s.csv", frame)
     half = read_samples(path, GriddingOptions(crs=CRS, nodata=(-9999,)))
-    np.testing.assert_allclose(half.values["Au"], [1.0, 0.25, 0.2, np.nan, np.nan, 2.0])
+    np.testing.assert_allclose(half.values["Au"], [1.0, 0.25, 0.2, np.nan, np.nan, 2.0, 3.0])
     assert list(half.values) == ["Au"]  # ids and text columns are never gridded
     notes = " | ".join(half.notes)
     assert (
         "--nodata read as no value: Au 1" in notes
         and "1e30" in notes
-        and "Au 2 (<0.4-0.5)" in notes
+        and "below detection limit d: Au 1 (<0.4)" in notes
+        and "text <d read as below detection limit d: Au 1 (<0.5)" in notes
+        and "half their detection limit" in notes
     )
     assert "not numeric" in notes and "Rock" in notes
     dropped = read_samples(

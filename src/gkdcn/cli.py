@@ -769,18 +769,31 @@ def grid(
     below_detection: Annotated[
         str,
         typer.Option(
-            help="Values below detection (negative -d or text <d): half (d/2), nodata, or keep "
-            "(negative numbers kept as they are)."
+            help="Values below detection (-d, <d, BDL, n.d., zeros, below a detection-limit "
+            "column): half (d/2), nodata, or keep (negative numbers and zeros kept as they are)."
         ),
     ] = "half",
+    survey_column: Annotated[
+        str | None,
+        typer.Option(help="Column of survey codes (warns when survey medians differ > 10x)."),
+    ] = None,
+    level: Annotated[
+        str,
+        typer.Option(
+            help="Levelling by survey: none, quantile (each survey matched to the pooled "
+            "distribution) or robust-z (each survey's log median and MAD set to the pooled ones)."
+        ),
+    ] = "none",
     overwrite: Overwrite = False,
 ) -> None:
-    """Grid point geochemistry into one GeoTIFF per element, with a cross-validated error."""
+    """Grid point geochemistry (CSV, Excel or a vector file) into one GeoTIFF per element, with
+    a cross-validated error; every rule applied is stated."""
     from gkdcn.data.gridding import (
         CV_FILE,
         BelowDetection,
         GriddingOptions,
         GridMethod,
+        LevelMethod,
         format_cross_validation,
         grid_file,
         parse_columns,
@@ -792,9 +805,11 @@ def grid(
         method=cast("GridMethod", method),
         max_distance=max_distance, nodata=tuple(nodata or ()),
         below_detection=cast("BelowDetection", below_detection),
+        survey_column=survey_column, level=cast("LevelMethod", level),
     )  # fmt: skip
     say = lambda text: console.print(f"note: {text}", soft_wrap=True)  # noqa: E731
-    result = grid_file(samples, out, options, overwrite=overwrite, log=say)
+    warn = lambda text: _say("warning:", text)  # noqa: E731
+    result = grid_file(samples, out, options, overwrite=overwrite, log=say, warn=warn)
     console.print(format_cross_validation(result.cross_validation))
     console.print(
         f"wrote {len(result.layers)} element grids ({result.grid.height} x {result.grid.width}) "
