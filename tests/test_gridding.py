@@ -468,6 +468,15 @@ def test_coordinate_errors_name_the_flags_and_match_any_case(tmp_path: Path) -> 
     )
     code, out = _cli("grid", str(_csv(tmp_path / "d.csv", degrees)), "--out", str(tmp_path / "el"))
     assert code == 2 and "--crs EPSG:4326" in " ".join(out.split())
+    import geopandas as gpd
+
+    points = gpd.GeoDataFrame(
+        {"Cu": [1.0, 2, 3]}, geometry=gpd.points_from_xy([0, 9, 5], [0, 1, 7])
+    )
+    with pytest.warns(UserWarning):  # pyogrio: "crs was not provided"
+        points.to_file(tmp_path / "p.gpkg")
+    code, out = _cli("grid", str(tmp_path / "p.gpkg"), "--out", str(tmp_path / "el"))
+    assert code == 2 and "p.gpkg: has no CRS: give it with --crs" in " ".join(out.split())
 
 
 def test_excel_needs_openpyxl_or_is_read(tmp_path: Path) -> None:

@@ -334,7 +334,12 @@ def _read_locations(
     """The attribute table (coordinates dropped), the coordinates and their CRS."""
     suffix = path.suffix.lower()
     if suffix not in _TABLE_SUFFIXES + _EXCEL_SUFFIXES:
-        gdf = read_points(path, crs=options.crs)
+        try:
+            gdf = read_points(path, crs=options.crs)
+        except InputError as exc:
+            if exc.problem.startswith("has no CRS"):  # worded for a config; grid has a flag
+                raise InputError(path, "has no CRS: give it with --crs") from None
+            raise
         x = gdf.geometry.x.to_numpy(dtype=float)
         y = gdf.geometry.y.to_numpy(dtype=float)
         frame = pd.DataFrame(gdf.drop(columns=[gdf.geometry.name, "site_id"]))
@@ -836,7 +841,7 @@ def target_grid(samples: SampleTable, options: GriddingOptions) -> tuple[Grid, l
             "choose another with --cell)"
         )
     if not cell > 0 or not math.isfinite(cell):
-        raise GkdcnError(f"--cell must be a positive number, not {cell}")
+        raise InputError(samples.path, f"--cell must be a positive number, not {cell}")
     left = math.floor(samples.x.min() / cell) * cell
     right = math.ceil(samples.x.max() / cell) * cell
     bottom = math.floor(samples.y.min() / cell) * cell
@@ -844,8 +849,9 @@ def target_grid(samples: SampleTable, options: GriddingOptions) -> tuple[Grid, l
     width = max(1, round((right - left) / cell))
     height = max(1, round((top - bottom) / cell))
     if width * height > _MAX_CELLS:
-        raise GkdcnError(
-            f"a grid of {height} x {width} cells of {cell:g} is too large; give a larger --cell"
+        raise InputError(
+            samples.path,
+            f"a grid of {height} x {width} cells of {cell:g} is too large; give a larger --cell",
         )
     grid = Grid(
         crs=samples.crs,
