@@ -1,15 +1,32 @@
 """Point geochemistry (sample tables) to element grids: one single-band GeoTIFF per element.
 
 Survey geochemistry arrives as samples: rows with coordinates and dozens of element columns, with
-codes for "not analysed" and "below detection". :func:`read_samples` reads them the way the study
-config reads points (:func:`gkdcn.io.vectors.read_points`: a CSV with coordinate columns and a
-CRS, or any point vector file), makes every missing-value and detection-limit rule explicit, and
-merges samples that share coordinates. :func:`grid_samples` interpolates each element onto a grid
-(:func:`target_grid`: a cell size snapped to round coordinates, or the grid of an existing
-raster), in log10 space for strictly positive concentrations, and leaves cells farther than
-``max_distance`` from any sample as nodata. A k-fold cross-validated error per element says
-which elements are mapped well. :func:`write_grids` writes a folder that is directly an
-``[elements]`` folder of a study config.
+codes for "not analysed" and "below detection", units in the column names and values compiled
+from several surveys. :func:`read_samples` reads a CSV / TSV, an Excel workbook (through
+``openpyxl``, the optional extra ``gkdcn[excel]``) or any point vector file, and states every rule
+it applies:
+
+- coordinates: the ``x`` / ``y`` columns matched ignoring case, in ``crs``; geographic ones are
+  reprojected to the UTM zone of their centre (or ``to_crs``);
+- columns: identifiers and codes are never gridded, judged by name and by content
+  (:func:`identifier_reason`), nor are detection-limit columns (``Au_DL``, ``DL_Au``, ...),
+  which give the censoring rule each sample's limit;
+- censoring: :mod:`gkdcn.data.censoring` (zeros, negatives, ``<d``, ``BDL`` words, repeated-digit
+  no-value codes such as ``-9999``; half the detection limit by default); a column without a
+  detected value is not gridded;
+- units: :mod:`gkdcn.data.units` converts every column with a unit in its name to ppm and names
+  its layer without the unit; columns measuring the same element (``Fe_ppm``, ``Fe2O3_pct``) give
+  one layer, the one with the most detected values (the element on a tie);
+- surveys: with ``survey_column``, a warning when the survey medians of a column differ by more
+  than 10x, and levelling by ``level`` (:mod:`gkdcn.data.levelling`);
+- samples that share coordinates are merged by averaging.
+
+:func:`grid_samples` interpolates each element onto a grid (:func:`target_grid`: a cell size
+snapped to round coordinates, or the grid of an existing raster), in log10 space for strictly
+positive concentrations, and leaves cells farther than ``max_distance`` from any sample as
+nodata; a grid with no cell near a sample is a one-line error. A k-fold cross-validated error
+per element says which elements are mapped well. :func:`write_grids` writes a folder that is
+directly an ``[elements]`` folder of a study config.
 
 Two interpolators:
 
@@ -583,15 +600,10 @@ def _element_columns(
     for rule, items in per_rule.items():
         if not items:
             continue
-        shown = (
-            items
-            if len(items) <= _LISTED
-            else [*items[:_LISTED], f"and {len(items) - _LISTED} more"]
-        )
-        line = f"{RULE_TEXT[rule]}: {', '.join(shown)}"
+        line = f"{RULE_TEXT[rule]}: {_listed(items)}"
         if rule == "unknown_text":
             words = ", ".join(f"'{t}' x{n}" for t, n in list(unknown.items())[:8])
-            line = f"{RULE_TEXT[rule]} ({words}): {', '.join(items)}"
+            line = f"{RULE_TEXT[rule]} ({words}): {_listed(items)}"
         (warns if rule == "code" else notes).append(line)
     if any(r.censored for r in results.values()):
         notes.append(substitution_text(options.below_detection))
@@ -736,7 +748,7 @@ def _level_surveys(
         advice = (
             "; level them with --level quantile or robust-z"
             if options.level == "none"
-            else f"; levelled below ({options.level})"
+            else f"; levelled (--level {options.level})"
         )
         warns.append(
             f"survey medians ({survey_name}) differ by more than {MEDIAN_SPREAD:g}x in "
@@ -770,9 +782,17 @@ def _level_surveys(
         )
 
 
+def _listed(items: Sequence[str]) -> str:
+    """Items joined by commas, at most :data:`_LISTED` of them (then how many more): a rule's
+    line stays readable; the cross-validation table names every column."""
+    if len(items) <= _LISTED:
+        return ", ".join(items)
+    return ", ".join([*items[:_LISTED], f"and {len(items) - _LISTED} more"])
+
+
 def _range_text(values: np.ndarray) -> str:
-    low, high = float(np.nanmin(values)), float(np.nanmax(values))
-    return f"{low:g}" if low == high else f"{low:g}-{high:g}"
+    low, high = f"{float(np.nanmin(values)):g}", f"{float(np.nanmax(values)):g}"
+    return low if low == high else f"{low}-{high}"
 
 
 def _merge_duplicates(
