@@ -63,6 +63,8 @@ def test_bdl_words_censor_and_do_not_drop_the_column() -> None:
     np.testing.assert_allclose(result.values[1:5], [0.25] * 4)
     assert np.isnan(result.values[7:]).all()
     assert parse_cells(["granite", "shale", "1.0"]) is None  # a text column stays text
+    only_words = _censor(["BDL", "n.d.", None])
+    assert only_words.censored == 2 and only_words.detected == 0
 
 
 def test_detection_limit_column_gives_each_sample_its_limit() -> None:

@@ -167,7 +167,8 @@ class Censored:
     """One column (or layer) after the censoring rule.
 
     ``values`` are float64 with NaN for no value and every below-detection entry substituted
-    by the policy; ``below`` marks the below-detection entries; ``counts[rule]`` how many
+    by the policy (NaN when no limit is known: a column of ``BDL`` words only); ``below`` marks
+    the below-detection entries; ``counts[rule]`` how many
     entries each rule of :data:`RULE_TEXT` touched; ``limits`` the range of detection limits
     used; ``codes`` the no-value codes found by the ``code`` rule.
     """
@@ -304,7 +305,6 @@ def censor(
         # "keep" leaves numbers alone (negatives and zeros never entered ``below``).
         v[below] = SUBSTITUTE_FRACTION * limit[below]
     count("greater", over & np.isfinite(v))
-    below &= ~np.isnan(limit)
     return Censored(
         values=v,
         below=below,

@@ -625,7 +625,7 @@ def _choose_layers(
     results: dict[str, Censored], path: Path, explicit: bool, notes: list[str], warns: list[str]
 ) -> tuple[dict[str, np.ndarray], dict[str, ColumnInfo]]:
     """Drop columns with nothing to grid, convert units to ppm, keep one layer per element."""
-    empty = [n for n, r in results.items() if not np.isfinite(r.values).any()]
+    empty = [n for n, r in results.items() if not np.isfinite(r.values).any() and r.censored == 0]
     all_below = [n for n, r in results.items() if r.detected == 0 and r.censored > 0]
     few = [n for n, r in results.items() if 0 < r.detected < 3 and n not in all_below]
     constant = [
