@@ -511,6 +511,14 @@ def test_like_a_raster_of_another_area_is_a_one_line_error(tmp_path: Path) -> No
     assert code == 2, out
     assert f"error: {like}: no cell of its grid lies within" in " ".join(out.split())
     assert not (tmp_path / "el").exists()
+    degrees = Affine(0.01, 0.0, 87.0, 0.0, -0.01, 42.0)
+    geographic = write_raster(
+        tmp_path / "deg.tif", np.zeros((5, 5), np.float32), crs="EPSG:4326", transform=degrees
+    )
+    code, out = _cli(
+        "grid", str(path), "--out", str(tmp_path / "el"), "--crs", CRS, "--like", str(geographic)
+    )
+    assert code == 2 and f"{geographic}: its grid is in degrees" in " ".join(out.split())
 
 
 GEOCHEMAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "geochemad"

@@ -455,8 +455,8 @@ def evaluate(
     ],
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, curves (CSV) and plots.")],
     data_dir: DataDir = None,
-    x: Annotated[str, typer.Option(help="CSV x column.")] = "x",
-    y: Annotated[str, typer.Option(help="CSV y column.")] = "y",
+    x: Annotated[str, typer.Option(help="x column of a CSV or Excel table (any case).")] = "x",
+    y: Annotated[str, typer.Option(help="y column of a CSV or Excel table (any case).")] = "y",
     crs: Annotated[str | None, typer.Option(help="CRS of CSV coordinates.")] = None,
     value: Annotated[float, typer.Option(help="Marker value in a deposit raster.")] = 1,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the AUC CI.")] = 1000,
@@ -740,8 +740,8 @@ def grid(
         Path, typer.Argument(help="Point samples: CSV with coordinate columns, or a vector file.")
     ],
     out: Annotated[Path, typer.Option(help="Folder for <element>.tif: a study's elements folder.")],
-    x: Annotated[str, typer.Option(help="CSV x column.")] = "x",
-    y: Annotated[str, typer.Option(help="CSV y column.")] = "y",
+    x: Annotated[str, typer.Option(help="x column of a CSV or Excel table (any case).")] = "x",
+    y: Annotated[str, typer.Option(help="y column of a CSV or Excel table (any case).")] = "y",
     crs: Annotated[
         str | None, typer.Option(help="CRS of CSV coordinates, e.g. EPSG:32645.")
     ] = None,

@@ -1226,6 +1226,12 @@ def grid_file(
         )
     if options.like is not None and options.to_crs is None:
         like_crs = grid_of(options.like).crs
+        if like_crs is not None and like_crs.is_geographic:
+            raise InputError(
+                options.like,
+                "its grid is in degrees (a geographic CRS): grids need map units; give a raster "
+                "in a projected CRS, or --to-crs",
+            )
         if like_crs is not None:
             # Samples go onto the given grid: reproject them to its CRS (a no-op when they match).
             options = replace(options, to_crs=like_crs.to_wkt())
