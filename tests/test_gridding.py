@@ -368,6 +368,7 @@ def _lab_table(n: int = 120, seed: int = 7) -> pd.DataFrame:
             "Fe_ppm": fe,
             "Fe2O3_pct": np.where(np.arange(n) < n // 2, fe / 6994.0, -9999),
             "Mo_ppm": ["<0.5"] * n,
+            "Eh_mV": rng.normal(-50.0, 80.0, n),  # a measurement that can be negative
         }
     )
 
@@ -383,7 +384,11 @@ def test_a_lab_table_is_gridded_by_every_stated_rule(tmp_path: Path) -> None:
     names = sorted(p.stem for p in (tmp_path / "el").glob("*.tif"))
     # One layer per element, named without the unit; no identifier, code, limit or
     # all-censored column.
-    assert names == ["Au", "Cu", "Fe"], names
+    assert names == ["Au", "Cu", "Eh_mV", "Fe"], names
+    assert "zeros and negative values are kept as data (add a unit" in text
+    assert "negative numbers -d read as below detection" not in text  # not Eh's -120 mV
+    with rasterio.open(tmp_path / "el" / "Eh_mV.tif") as ds:
+        assert ds.read(1, masked=True).min() < 0
     assert "SAMPLEID (identifier name)" in text
     assert "Fe_ppm (120 detected) kept, Fe2O3_pct (60) dropped" in text
     assert "detection-limit columns (never gridded): Au_ppb_DL for Au_ppb" in text

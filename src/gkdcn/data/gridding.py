@@ -12,8 +12,10 @@ it applies:
   (:func:`identifier_reason`), nor are detection-limit columns (``Au_DL``, ``DL_Au``, ...),
   which give the censoring rule each sample's limit;
 - censoring: :mod:`gkdcn.data.censoring` (zeros, negatives, ``<d``, ``BDL`` words, repeated-digit
-  no-value codes such as ``-9999``; half the detection limit by default); a column without a
-  detected value is not gridded;
+  no-value codes such as ``-9999``; half the detection limit by default); zeros and negative
+  numbers are below-detection codes only in a concentration (an element or oxide name, a unit
+  in the name, or ``<d`` / ``BDL`` cells), elsewhere (``Eh_mV``, ``pH``) data; a column without
+  a detected value is not gridded;
 - units: :mod:`gkdcn.data.units` converts every column with a unit in its name to ppm and names
   its layer without the unit; columns measuring the same element (``Fe_ppm``, ``Fe2O3_pct``) give
   one layer, the one with the most detected values (the element on a tie);
@@ -565,6 +567,7 @@ def _element_columns(
     unknown: dict[str, int] = {}
     results: dict[str, Censored] = {}
     rules: dict[str, list[str]] = {}
+    measured: list[str] = []
     for name in columns:
         cells = _cells(frame[name])
         if cells is None:
@@ -577,10 +580,17 @@ def _element_columns(
             limits = pd.to_numeric(frame[limit_columns[name]], errors="coerce").to_numpy(
                 dtype=float, na_value=np.nan
             )
+        # Zeros and negatives mean "below detection" only in a concentration: an element, an
+        # oxide, a column with a unit, or one whose cells say "<d" / "BDL" themselves.
+        concentration = (
+            is_analyte(name) or bool(cells.less_than.any()) or bool(cells.below_text.any())
+        )
+        if not concentration and bool((cells.values <= 0).any()):
+            measured.append(name)
         result = censor(
             cells.values, less_than=cells.less_than, below_text=cells.below_text,
             greater=cells.greater, limits=limits, nodata=options.nodata,
-            policy=options.below_detection,
+            policy=options.below_detection if concentration else "keep",
         )  # fmt: skip
         if cells.missing_text:
             result.counts["missing_text"] = cells.missing_text
@@ -607,6 +617,11 @@ def _element_columns(
         (warns if rule == "code" else notes).append(line)
     if any(r.censored for r in results.values()):
         notes.append(substitution_text(options.below_detection))
+    if measured:
+        notes.append(
+            "not an element, oxide or unit in the name, so zeros and negative values are kept "
+            f"as data (add a unit such as _ppm to censor them): {_listed(measured)}"
+        )
     if skipped:
         notes.append(f"not numeric, not gridded: {', '.join(skipped)}")
     if not results:
