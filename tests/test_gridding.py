@@ -399,6 +399,9 @@ def test_a_lab_table_is_gridded_by_every_stated_rule(tmp_path: Path) -> None:
     assert "survey medians (REPORT_NO) differ by more than 10x in 1 column(s): Cu" in text
     assert "--level quantile or robust-z" in text
     assert "converted: Au_ppb x 0.001" in text
+    au_row = next(line for line in out.splitlines() if line.startswith("Au "))
+    assert au_row.split()[1:3] == ["Au_ppb", "ppm"]
+    assert au_row.endswith("code+dl_column+zero+text")  # the rules of that column, in order
     with rasterio.open(tmp_path / "el" / "Au.tif") as ds:
         au = ds.read(1, masked=True)
         tags = ds.tags(1)

@@ -810,7 +810,8 @@ def grid(
     say = lambda text: console.print(f"note: {text}", soft_wrap=True)  # noqa: E731
     warn = lambda text: _say("warning:", text)  # noqa: E731
     result = grid_file(samples, out, options, overwrite=overwrite, log=say, warn=warn)
-    console.print(format_cross_validation(result.cross_validation))
+    # soft_wrap: the table's lines stay whole in a log, whatever the terminal width.
+    console.print(format_cross_validation(result.cross_validation), soft_wrap=True)
     console.print(
         f"wrote {len(result.layers)} element grids ({result.grid.height} x {result.grid.width}) "
         f'and {CV_FILE} to {out}; use it as [elements] path = "{out}", or run '

@@ -1269,18 +1269,21 @@ def grid_file(
 def format_cross_validation(table: pd.DataFrame) -> str:
     """The cross-validation table as aligned text (worst-mapped elements last): per element its
     source column, unit, censored values out of the values before merging duplicates, samples
-    (locations) gridded, the space interpolated in and the cross-validated R² and RMSE."""
+    (locations) gridded, the space interpolated in, the cross-validated R² and RMSE, and the
+    censoring rules that touched its column (their counts are in :data:`CV_FILE`)."""
     frame = table.sort_values("cv_r2", ascending=False, na_position="last")
     lines = [
         f"{'element':<10} {'source':<12} {'unit':>11} {'censored':>11} {'samples':>7} "
-        f"{'space':>6} {'cv r2':>7} {'cv rmse':>9}"
+        f"{'space':>6} {'cv r2':>7} {'cv rmse':>9}  rules"
     ]
     for row in frame.itertuples(index=False):
         censored = f"{row.censored}/{row.values}"
+        text = str(row.censoring) if isinstance(row.censoring, str) else ""
+        rules = "+".join(part.split()[0] for part in text.split("; ") if part)
         lines.append(
             f"{row.element:<10} {row.source_column:<12} {row.unit:>11} {censored:>11} "
             f"{row.samples:>7d} {row.space:>6} {row.cv_r2:>7.3f} "
-            f"{row.cv_rmse:>9.4g}"
+            f"{row.cv_rmse:>9.4g}  {rules or '-'}"
         )
     return "\n".join(lines)
 
