@@ -749,3 +749,130 @@ def test_a_failed_model_write_names_the_file_and_leaves_no_folder(
         bundle.save(target)
     assert str(info.value).startswith(str(target))
     assert list(tmp_path.iterdir()) == []  # neither the temporary file nor the new folders
+
+
+# ==== gkdcn grid on point samples (data.gridding): grids with no valid cell, sentinels, censoring
+# (kept in one block: other cases are added above it)
+
+
+# The catalogue's test is parametrized where it is defined, so these cases have their own list
+# and test (the same check).
+GRID_CASES: list[tuple[str, Setup]] = []
+
+
+def grid_case(name: str) -> Callable[[Setup], Setup]:
+    def register(func: Setup) -> Setup:
+        GRID_CASES.append((name, func))
+        return func
+
+    return register
+
+
+def _grid_samples_csv(work: Path, values: list[object] | None = None) -> Path:
+    """A small survey CSV over the district, in its CRS; ``values`` for an ``Au`` column."""
+    from gkdcn.io.rasters import grid_of
+
+    left, bottom, right, top = grid_of(work / "d" / "elements" / "Au.tif").bounds
+    rng = np.random.default_rng(11)
+    n = 60 if values is None else len(values)
+    lines = ["x,y,Au,Cu"]
+    for i in range(n):
+        x, y = rng.uniform(left, right), rng.uniform(bottom, top)
+        au = values[i] if values is not None else f"{rng.lognormal(0, 1):.4g}"
+        lines.append(f"{x:.1f},{y:.1f},{au},{rng.lognormal(3, 0.3):.4g}")
+    path = work / "samples.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@grid_case("grid-max-distance-below-the-cell")
+def _(w: Path) -> tuple[list[str], str, str]:
+    path = _grid_samples_csv(w)
+    argv = ["grid", str(path), "--out", f"{w}/el", "--crs", SPEC_CRS, "--max-distance", "1"]
+    return argv, str(path), "--max-distance 1 is less than half the cell size"
+
+
+@grid_case("grid-cell-too-small-for-the-extent")
+def _(w: Path) -> tuple[list[str], str, str]:
+    path = _grid_samples_csv(w)
+    argv = ["grid", str(path), "--out", f"{w}/el", "--crs", SPEC_CRS, "--cell", "1"]
+    return argv, str(path), "too large; give a larger --cell"
+
+
+@grid_case("grid-like-a-raster-far-from-the-samples")
+def _(w: Path) -> tuple[list[str], str, str]:
+    from affine import Affine
+
+    path = _grid_samples_csv(w)
+    far = w / "far.tif"
+    transform = Affine(1000.0, 0.0, -8_000_000.0, 0.0, -1000.0, 6_000_000.0)
+    with rasterio_open_for_write(far, transform) as ds:
+        ds.write(np.zeros((1, 16, 16), np.float32))
+    argv = ["grid", str(path), "--out", f"{w}/el", "--crs", SPEC_CRS, "--like", str(far)]
+    return argv, str(far), "no cell of its grid lies within"
+
+
+@grid_case("grid-like-raster-inside-the-out-folder")
+def _(w: Path) -> tuple[list[str], str, str]:
+    path = _grid_samples_csv(w)
+    out = f"{w}/d/elements"
+    argv = ["grid", str(path), "--out", out, "--like", f"{out}/Au.tif", "--overwrite"]
+    return [*argv, "--crs", SPEC_CRS], out, "input"
+
+
+@grid_case("grid-only-column-all-below-detection")
+def _(w: Path) -> tuple[list[str], str, str]:
+    path = _grid_samples_csv(w, ["<0.5"] * 30)
+    argv = ["grid", str(path), "--out", f"{w}/el", "--crs", SPEC_CRS, "--columns", "Au"]
+    return argv, str(path), "no column has detected values to grid"
+
+
+@pytest.mark.parametrize(("name", "setup"), GRID_CASES, ids=[name for name, _ in GRID_CASES])
+def test_grid_bad_input_is_one_line_and_changes_nothing(
+    name: str, setup: Setup, base: Base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "w"
+    shutil.copytree(base.root, work)
+    monkeypatch.chdir(tmp_path)
+    _check_refused(tmp_path, *setup(work))
+
+
+def rasterio_open_for_write(path: Path, transform: object):  # type: ignore[no-untyped-def]
+    """A 16 x 16 float32 GeoTIFF in Web Mercator (a CRS and place far from the district)."""
+    import rasterio
+
+    return rasterio.open(
+        path, "w", driver="GTiff", height=16, width=16, count=1, dtype="float32",
+        crs="EPSG:3857", transform=transform,
+    )  # fmt: skip
+
+
+def test_grid_reads_a_repeated_large_negative_as_no_value_with_a_warning(
+    base: Base, tmp_path: Path
+) -> None:
+    import rasterio
+
+    shutil.copytree(base.root / "d", tmp_path / "d")
+    rng = np.random.default_rng(12)
+    values: list[object] = [f"{v:.4g}" for v in rng.lognormal(0, 0.5, 80)]
+    values[::8] = ["-9999"] * len(values[::8])
+    path = _grid_samples_csv(tmp_path, values)
+    result = runner.invoke(
+        app, ["grid", str(path), "--out", f"{tmp_path}/el", "--crs", SPEC_CRS]
+    )  # no --nodata
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "warning:" in text and "Au 10 (-9999)" in text
+    with rasterio.open(tmp_path / "el" / "Au.tif") as ds:
+        au = ds.read(1, masked=True)
+    assert au.max() < 100  # not 4999.5 "below detection limit 9999"
+
+
+def test_grid_notes_an_all_censored_column_beside_others(base: Base, tmp_path: Path) -> None:
+    shutil.copytree(base.root / "d", tmp_path / "d")
+    path = _grid_samples_csv(tmp_path, ["<0.5"] * 40)
+    result = runner.invoke(app, ["grid", str(path), "--out", f"{tmp_path}/el", "--crs", SPEC_CRS])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "warning:" in text and "every value below detection, not gridded" in text
+    assert sorted(p.name for p in (tmp_path / "el").glob("*.tif")) == ["Cu.tif"]

@@ -502,8 +502,8 @@ def evaluate(
     ],
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, curves (CSV) and plots.")],
     data_dir: DataDir = None,
-    x: Annotated[str, typer.Option(help="CSV x column.")] = "x",
-    y: Annotated[str, typer.Option(help="CSV y column.")] = "y",
+    x: Annotated[str, typer.Option(help="x column of a CSV or Excel table (any case).")] = "x",
+    y: Annotated[str, typer.Option(help="y column of a CSV or Excel table (any case).")] = "y",
     crs: Annotated[str | None, typer.Option(help="CRS of CSV coordinates.")] = None,
     value: Annotated[float, typer.Option(help="Marker value in a deposit raster.")] = 1,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the AUC CI.")] = 1000,
@@ -787,8 +787,8 @@ def grid(
         Path, typer.Argument(help="Point samples: CSV with coordinate columns, or a vector file.")
     ],
     out: Annotated[Path, typer.Option(help="Folder for <element>.tif: a study's elements folder.")],
-    x: Annotated[str, typer.Option(help="CSV x column.")] = "x",
-    y: Annotated[str, typer.Option(help="CSV y column.")] = "y",
+    x: Annotated[str, typer.Option(help="x column of a CSV or Excel table (any case).")] = "x",
+    y: Annotated[str, typer.Option(help="y column of a CSV or Excel table (any case).")] = "y",
     crs: Annotated[
         str | None, typer.Option(help="CRS of CSV coordinates, e.g. EPSG:32645.")
     ] = None,
@@ -816,18 +816,33 @@ def grid(
     below_detection: Annotated[
         str,
         typer.Option(
-            help="Values below detection (negative -d or text <d): half (d/2), nodata, or keep "
-            "(negative numbers kept as they are)."
+            help="Values below detection (-d, <d, BDL, n.d., zeros, below a detection-limit "
+            "column): half (d/2), nodata, or keep (negative numbers and zeros kept as they are)."
         ),
     ] = "half",
+    survey_column: Annotated[
+        str | None,
+        typer.Option(help="Column of survey codes (warns when survey medians differ > 10x)."),
+    ] = None,
+    level: Annotated[
+        str,
+        typer.Option(
+            help="Levelling by survey: none, quantile (each survey matched to the pooled "
+            "distribution) or robust-z (each survey's log median and MAD set to the pooled ones)."
+        ),
+    ] = "none",
     overwrite: Overwrite = False,
 ) -> None:
-    """Grid point geochemistry into one GeoTIFF per element, with a cross-validated error."""
+    """Grid point geochemistry (CSV, Excel or a vector file) into one GeoTIFF per element.
+
+    With a cross-validated error; every rule applied is stated.
+    """
     from gkdcn.data.gridding import (
         CV_FILE,
         BelowDetection,
         GriddingOptions,
         GridMethod,
+        LevelMethod,
         format_cross_validation,
         grid_file,
         parse_columns,
@@ -839,10 +854,13 @@ def grid(
         method=cast("GridMethod", method),
         max_distance=max_distance, nodata=tuple(nodata or ()),
         below_detection=cast("BelowDetection", below_detection),
+        survey_column=survey_column, level=cast("LevelMethod", level),
     )  # fmt: skip
     say = lambda text: console.print(f"note: {text}", soft_wrap=True)  # noqa: E731
-    result = grid_file(samples, out, options, overwrite=overwrite, log=say)
-    console.print(format_cross_validation(result.cross_validation))
+    warn = lambda text: _say("warning:", text)  # noqa: E731
+    result = grid_file(samples, out, options, overwrite=overwrite, log=say, warn=warn)
+    # soft_wrap: the table's lines stay whole in a log, whatever the terminal width.
+    console.print(format_cross_validation(result.cross_validation), soft_wrap=True)
     console.print(
         f"wrote {len(result.layers)} element grids ({result.grid.height} x {result.grid.width}) "
         f'and {CV_FILE} to {out}; use it as [elements] path = "{out}", or run '

@@ -1,15 +1,34 @@
 """Point geochemistry (sample tables) to element grids: one single-band GeoTIFF per element.
 
 Survey geochemistry arrives as samples: rows with coordinates and dozens of element columns, with
-codes for "not analysed" and "below detection". :func:`read_samples` reads them the way the study
-config reads points (:func:`gkdcn.io.vectors.read_points`: a CSV with coordinate columns and a
-CRS, or any point vector file), makes every missing-value and detection-limit rule explicit, and
-merges samples that share coordinates. :func:`grid_samples` interpolates each element onto a grid
-(:func:`target_grid`: a cell size snapped to round coordinates, or the grid of an existing
-raster), in log10 space for strictly positive concentrations, and leaves cells farther than
-``max_distance`` from any sample as nodata. A k-fold cross-validated error per element says
-which elements are mapped well. :func:`write_grids` writes a folder that is directly an
-``[elements]`` folder of a study config.
+codes for "not analysed" and "below detection", units in the column names and values compiled
+from several surveys. :func:`read_samples` reads a CSV / TSV, an Excel workbook (through
+``openpyxl``, the optional extra ``gkdcn[excel]``) or any point vector file, and states every rule
+it applies:
+
+- coordinates: the ``x`` / ``y`` columns matched ignoring case, in ``crs``; geographic ones are
+  reprojected to the UTM zone of their centre (or ``to_crs``);
+- columns: identifiers and codes are never gridded, judged by name and by content
+  (:func:`identifier_reason`), nor are detection-limit columns (``Au_DL``, ``DL_Au``, ...),
+  which give the censoring rule each sample's limit;
+- censoring: :mod:`gkdcn.data.censoring` (zeros, negatives, ``<d``, ``BDL`` words, repeated-digit
+  no-value codes such as ``-9999``; half the detection limit by default); zeros and negative
+  numbers are below-detection codes only in a concentration (an element or oxide name, a unit
+  in the name, or ``<d`` / ``BDL`` cells), elsewhere (``Eh_mV``, ``pH``) data; a column without
+  a detected value is not gridded;
+- units: :mod:`gkdcn.data.units` converts every column with a unit in its name to ppm and names
+  its layer without the unit; columns measuring the same element (``Fe_ppm``, ``Fe2O3_pct``) give
+  one layer, the one with the most detected values (the element on a tie);
+- surveys: with ``survey_column``, a warning when the survey medians of a column differ by more
+  than 10x, and levelling by ``level`` (:mod:`gkdcn.data.levelling`);
+- samples that share coordinates are merged by averaging.
+
+:func:`grid_samples` interpolates each element onto a grid (:func:`target_grid`: a cell size
+snapped to round coordinates, or the grid of an existing raster), in log10 space for strictly
+positive concentrations, and leaves cells farther than ``max_distance`` from any sample as
+nodata; a grid with no cell near a sample is a one-line error. A k-fold cross-validated error
+per element says which elements are mapped well. :func:`write_grids` writes a folder that is
+directly an ``[elements]`` folder of a study config.
 
 Two interpolators:
 
@@ -21,12 +40,14 @@ Two interpolators:
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -35,6 +56,25 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from scipy.spatial import cKDTree
 
+from gkdcn.data.censoring import (
+    CENSOR_POLICIES,
+    RULE_TEXT,
+    Censored,
+    CensorPolicy,
+    ParsedCells,
+    censor,
+    parse_cells,
+    substitution_text,
+)
+from gkdcn.data.levelling import (
+    LEVEL_METHODS,
+    MEDIAN_SPREAD,
+    MIN_SURVEY_SAMPLES,
+    LevelMethod,
+    level,
+    median_spread,
+)
+from gkdcn.data.units import is_analyte, parse_column
 from gkdcn.errors import GkdcnError, InputError
 from gkdcn.io.atomic import atomic_dir, check_writable
 from gkdcn.io.grid import Grid
@@ -42,9 +82,9 @@ from gkdcn.io.rasters import grid_of, write_geotiff
 from gkdcn.io.vectors import read_points
 
 GridMethod = Literal["idw", "verde-spline"]
-BelowDetection = Literal["half", "nodata", "keep"]
+BelowDetection = CensorPolicy
 GRID_METHODS: tuple[GridMethod, ...] = ("idw", "verde-spline")
-BELOW_DETECTION: tuple[BelowDetection, ...] = ("half", "nodata", "keep")
+BELOW_DETECTION: tuple[BelowDetection, ...] = CENSOR_POLICIES
 
 #: Nodata of the written grids (float32).
 NODATA = -9999.0
@@ -65,8 +105,19 @@ _ID_NAMES = {
     "name",
     "lab_id",
 }
-_MISSING_TEXT = {"", "na", "n/a", "n.a.", "nan", "nd", "n.d.", "-", "--", "null", "none"}
+_TABLE_SUFFIXES = (".csv", ".txt", ".tsv")
+_EXCEL_SUFFIXES = (".xlsx", ".xlsm", ".xls")
+# Detection-limit columns: "<column>_DL", "DL_<column>", ... (compared in lower case).
+_DL_SUFFIXES = ("_dl", "_lod", "_ldl", "_detlim", "_det_limit", "_detection_limit", " dl", " lod")
+_DL_PREFIXES = ("dl_", "lod_", "ldl_")
+# Coordinate column pairs suggested when --x / --y name no column.
+_COORDINATE_PAIRS = (
+    (("lon", "long", "longitude"), ("lat", "latitude")),
+    (("easting", "east", "e"), ("northing", "north", "n")),
+)
 _MAX_CELLS = 50_000_000
+# A rule's line on screen names at most this many columns (the cross-validation table has all).
+_LISTED = 12
 # verde's spline solves a dense N x N system: beyond this many samples use IDW.
 _SPLINE_MAX_SAMPLES = 2000
 
@@ -75,12 +126,13 @@ _SPLINE_MAX_SAMPLES = 2000
 class GriddingOptions:
     """Everything :func:`grid_file` needs besides the input and output paths.
 
-    ``nodata`` are codes that mean "no value" in the sample table; ``below_detection`` says what
-    happens to values reported below the detection limit (a negative number ``-d`` or a text
-    ``<d``, both meaning "below d"): ``"half"`` replaces them with ``d / 2``, ``"nodata"`` drops
-    them, ``"keep"`` keeps negative numbers as they are (for columns that can be negative) and
-    still halves ``<d``. ``max_distance`` and ``cell`` default to multiples of the median
-    nearest-neighbour spacing of the samples (stated in the notes).
+    ``nodata`` are codes that mean "no value" in the sample table; ``below_detection`` is the
+    censoring policy of :mod:`gkdcn.data.censoring` (``"half"``: below-detection values become
+    half their limit; ``"nodata"``: dropped; ``"keep"``: negative numbers and zeros kept as
+    they are, for columns that can be negative). ``survey_column`` names the column of survey
+    codes and ``level`` the levelling of :mod:`gkdcn.data.levelling`. ``max_distance`` and
+    ``cell`` default to multiples of the median nearest-neighbour spacing of the samples
+    (stated in the notes).
     """
 
     x: str = "x"
@@ -94,6 +146,8 @@ class GriddingOptions:
     max_distance: float | None = None
     nodata: tuple[float, ...] = ()
     below_detection: BelowDetection = "half"
+    survey_column: str | None = None
+    level: LevelMethod = "none"
     power: float = 2.0
     neighbours: int = 12
     folds: int = 5
@@ -101,8 +155,27 @@ class GriddingOptions:
 
 
 @dataclass
+class ColumnInfo:
+    """Where a layer came from: its ``source`` column, ``unit`` (``"ppm"`` or ``"as
+    reported"``), how many samples were ``censored`` (below detection) and ``detected``, which
+    samples were below detection (``below``), the survey levelling applied, and ``rules``: each
+    censoring rule that touched the column with its count (``"negative 16 (<0.001); zero 15"``)."""
+
+    source: str
+    unit: str
+    censored: int
+    detected: int
+    below: np.ndarray
+    levelled: str = "none"
+    rules: str = ""
+
+
+@dataclass
 class SampleTable:
-    """Samples in a projected CRS: coordinates and one float64 column per element (NaN = none)."""
+    """Samples in a projected CRS: coordinates and one float64 column per element (NaN = none).
+
+    ``notes`` state every rule applied, ``warnings`` the guesses to check; ``info`` describes
+    each element column (:class:`ColumnInfo`)."""
 
     path: Path
     crs: CRS | None
@@ -110,6 +183,8 @@ class SampleTable:
     y: np.ndarray
     values: dict[str, np.ndarray]
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    info: dict[str, ColumnInfo] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.x.size)
@@ -138,20 +213,27 @@ class GriddingResult:
 
 
 def read_samples(path: str | Path, options: GriddingOptions = GriddingOptions()) -> SampleTable:
-    """Read a sample table (CSV with ``options.x``/``options.y`` and ``options.crs``, or a point
-    vector file), apply the missing-value and detection-limit rules, reproject geographic
-    coordinates and merge samples that share coordinates. Every rule applied is in ``notes``.
+    """Read a sample table and apply every rule of the module docstring.
+
+    In this order: coordinates (``options.x`` / ``options.y``, matched case-insensitively, in ``options.crs``;
+    or a point vector file), reprojection of geographic coordinates, the columns to grid (by
+    name and by content: identifiers, codes and detection-limit columns are never gridded),
+    censoring (:mod:`gkdcn.data.censoring`), units to ppm and one layer per element
+    (:mod:`gkdcn.data.units`), survey levelling (:mod:`gkdcn.data.levelling`) and the merging of
+    samples that share coordinates. Every rule applied is a line of ``notes``; guesses the user
+    should check are lines of ``warnings``.
     """
     path = Path(path)
-    gdf = read_points(path, x=options.x, y=options.y, crs=options.crs)
-    if gdf.crs is None:
-        raise InputError(
-            path, "no CRS for the sample coordinates: give it with --crs (e.g. --crs EPSG:32645)"
-        )
     notes: list[str] = []
-    crs = CRS.from_user_input(gdf.crs.to_wkt())
+    warns: list[str] = []
+    frame, x, y, crs = _read_locations(path, options)
+    places = len(np.unique(np.column_stack([x, y]), axis=0))
+    if places < 3:
+        if places == 1 and len(frame) > 1:
+            raise InputError(path, f"all {len(frame)} samples lie at one location: nothing to grid")
+        raise InputError(path, f"{places} sample location(s): gridding needs at least 3")
     if options.to_crs is not None or crs.is_geographic:
-        target = options.to_crs or _utm_of(gdf)
+        target = options.to_crs or _utm_of(x, y)
         try:
             target_crs = CRS.from_user_input(target)
         except CRSError as exc:
@@ -163,146 +245,569 @@ def read_samples(path: str | Path, options: GriddingOptions = GriddingOptions())
                 f"samples are in geographic coordinates: gridded in {target} (the UTM zone of "
                 "their centre; choose another with --to-crs)"
             )
-        gdf = gdf.to_crs(target_crs.to_wkt())
+        x, y = _project(x, y, crs, target_crs, options.like or path)
         crs = target_crs
-    x = gdf.geometry.x.to_numpy(dtype=float)
-    y = gdf.geometry.y.to_numpy(dtype=float)
-    frame = pd.DataFrame(gdf.drop(columns=[gdf.geometry.name, "site_id"]))
-    values = _element_columns(frame, path, options, notes)
+    surveys, survey_name = _survey_codes(frame, path, options)
+    columns, limit_columns = _columns_to_grid(frame, path, options, survey_name, notes)
+    values, info = _element_columns(frame, columns, limit_columns, path, options, notes, warns)
+    if surveys is not None and survey_name is not None:
+        _level_surveys(values, info, surveys, survey_name, options, notes, warns)
     x, y, values = _merge_duplicates(x, y, values, notes)
-    if len(x) < 3:
-        if len(np.unique(np.column_stack([x, y]), axis=0)) == 1 and len(gdf) > 1:
-            raise InputError(path, f"all {len(gdf)} samples lie at one location: nothing to grid")
-        raise InputError(path, f"{len(x)} sample location(s): gridding needs at least 3")
-    return SampleTable(path=path, crs=crs, x=x, y=y, values=values, notes=notes)
+    return SampleTable(
+        path=path, crs=crs, x=x, y=y, values=values, notes=notes, warnings=warns, info=info
+    )
 
 
-def _utm_of(gdf: object) -> str:
+def _utm_of(x: np.ndarray, y: np.ndarray) -> str:
     """EPSG code of the UTM zone holding the centre of geographic points."""
-    bounds = gdf.total_bounds  # type: ignore[attr-defined]
-    lon = (bounds[0] + bounds[2]) / 2
-    lat = (bounds[1] + bounds[3]) / 2
+    lon = (float(np.min(x)) + float(np.max(x))) / 2
+    lat = (float(np.min(y)) + float(np.max(y))) / 2
     zone = math.floor((lon + 180.0) / 6.0) % 60 + 1
     return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
 
 
-def _is_id_column(name: str, coords: set[str]) -> bool:
-    low = name.strip().lower()
-    return name in coords or low in _ID_NAMES or low.endswith("_id") or low in ("x", "y")
+def _project(
+    x: np.ndarray, y: np.ndarray, source: CRS, target: CRS, named: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates in ``target``; samples that do not project (outside its area) are an error
+    naming ``named`` (the ``--like`` raster whose CRS it is, or the samples)."""
+    from pyproj import Transformer
+
+    transformer = Transformer.from_crs(source.to_wkt(), target.to_wkt(), always_xy=True)
+    px, py = (np.asarray(a, dtype=float) for a in transformer.transform(x, y))
+    bad = ~(np.isfinite(px) & np.isfinite(py))
+    if bad.any():
+        raise InputError(
+            named,
+            f"{int(bad.sum())} of {bad.size} samples cannot be projected to "
+            f"{target.to_string()} (they lie outside its area of use: is it the right CRS?)",
+        )
+    return px, py
 
 
-def _parse(series: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
-    """(values, below-limit mask) of a column, or None when it is not numeric.
+# --------------------------------------------------------------------------------------------
+# the table and its coordinates
 
-    Numbers stay numbers; a text ``<d`` is "below detection limit d" (value d, mask true); empty
-    cells and common "no value" words are NaN. Any other text makes the column non-numeric.
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV / TSV / TXT (delimiter sniffed, Excel's UTF-8 byte-order mark dropped) or an Excel
+    workbook (first sheet; needs ``openpyxl``, the optional extra ``gkdcn[excel]``)."""
+    if not path.exists():
+        raise InputError(path, "file not found")
+    suffix = path.suffix.lower()
+    if suffix in _EXCEL_SUFFIXES:
+        engine = "xlrd" if suffix == ".xls" else "openpyxl"
+        if importlib.util.find_spec(engine) is None:
+            raise InputError(
+                path,
+                f"reading {suffix} workbooks needs the package {engine} (pip install {engine}"
+                + (", or gkdcn[excel]" if engine == "openpyxl" else "")
+                + "), or save the sheet as CSV",
+            )
+        try:
+            frame = pd.read_excel(path, sheet_name=0, engine=cast("Any", engine))
+        except Exception as exc:  # openpyxl / zipfile raise many types; all mean "cannot read"
+            text = str(exc).strip().splitlines()
+            raise InputError(
+                path, f"cannot read as a workbook ({text[0] if text else exc})"
+            ) from None
+    else:
+        sep = "\t" if suffix == ".tsv" else None
+        try:
+            frame = pd.read_csv(path, sep=sep, engine="python", encoding="utf-8-sig")
+        except (pd.errors.EmptyDataError, csv.Error):
+            if path.stat().st_size == 0 or not path.read_bytes().strip():
+                raise InputError(path, "no samples in the file (it is empty)") from None
+            raise InputError(path, "cannot read as CSV (no delimiter found)") from None
+        except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+            text = str(exc).strip().splitlines()
+            raise InputError(path, f"cannot read as CSV ({text[0] if text else exc})") from None
+    frame.columns = [str(c) for c in frame.columns]
+    if len(frame) == 0:
+        raise InputError(path, "no samples in the file (header only)")
+    return frame
+
+
+def find_column(columns: Sequence[str], name: str) -> str | None:
+    """The column called ``name``: exactly, else the one column equal to it ignoring case and
+    surrounding spaces; None when there is none (or several that differ only in case)."""
+    if name in columns:
+        return name
+    matches = [c for c in columns if c.strip().lower() == name.strip().lower()]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _coordinate_hint(columns: Sequence[str]) -> str:
+    lows = {c.strip().lower(): c for c in columns}
+    for xs, ys in _COORDINATE_PAIRS:
+        cx = next((lows[n] for n in xs if n in lows), None)
+        cy = next((lows[n] for n in ys if n in lows), None)
+        if cx is not None and cy is not None:
+            return f" (perhaps --x {cx} --y {cy})"
+    return ""
+
+
+def _read_locations(
+    path: Path, options: GriddingOptions
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, CRS]:
+    """The attribute table (coordinates dropped), the coordinates and their CRS."""
+    suffix = path.suffix.lower()
+    if suffix not in _TABLE_SUFFIXES + _EXCEL_SUFFIXES:
+        try:
+            gdf = read_points(path, crs=options.crs)
+        except InputError as exc:
+            if exc.problem.startswith("has no CRS"):  # worded for a config; grid has a flag
+                raise InputError(path, "has no CRS: give it with --crs") from None
+            raise
+        x = gdf.geometry.x.to_numpy(dtype=float)
+        y = gdf.geometry.y.to_numpy(dtype=float)
+        frame = pd.DataFrame(gdf.drop(columns=[gdf.geometry.name, "site_id"]))
+        frame.columns = [str(c) for c in frame.columns]
+        return frame, x, y, CRS.from_user_input(gdf.crs.to_wkt())
+    frame = read_table(path)
+    names = list(frame.columns)
+    found = {flag: find_column(names, name) for flag, name in (("x", options.x), ("y", options.y))}
+    missing = [f"'{getattr(options, flag)}'" for flag, col in found.items() if col is None]
+    if missing:
+        raise InputError(
+            path,
+            f"coordinate column(s) {', '.join(missing)} not found (columns: {', '.join(names)}); "
+            f"name them with --x and --y{_coordinate_hint(names)}",
+        )
+    xcol, ycol = str(found["x"]), str(found["y"])
+    coords = []
+    for col in (xcol, ycol):
+        values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            rows = ", ".join(str(i + 2) for i in np.flatnonzero(bad)[:5])
+            raise InputError(path, f"column '{col}' is not a number in line(s) {rows}")
+        coords.append(values)
+    x, y = coords
+    if options.crs is None:
+        degrees = np.abs(x).max() <= 360 and np.abs(y).max() <= 90
+        hint = (
+            "the values look like longitude/latitude in degrees: --crs EPSG:4326"
+            if degrees
+            else "e.g. --crs EPSG:32750 for UTM zone 50 south"
+        )
+        raise InputError(path, f"no CRS for the sample coordinates: give it with --crs ({hint})")
+    try:
+        crs = CRS.from_user_input(options.crs)
+    except CRSError as exc:
+        raise InputError(path, f"bad --crs {options.crs!r} ({exc})") from None
+    if crs.is_geographic:
+        if np.abs(y).max() > 90:
+            swapped = " (are --x and --y swapped?)" if np.abs(x).max() <= 90 else ""
+            raise InputError(
+                path, f"column '{ycol}' holds values beyond ±90, not latitudes{swapped}"
+            )
+        if np.abs(x).max() > 360:
+            raise InputError(path, f"column '{xcol}' holds values beyond ±360, not longitudes")
+    return frame.drop(columns=[xcol, ycol]), x, y, crs
+
+
+def _survey_codes(
+    frame: pd.DataFrame, path: Path, options: GriddingOptions
+) -> tuple[np.ndarray | None, str | None]:
+    if options.level not in LEVEL_METHODS:
+        raise GkdcnError(
+            f"--level must be one of {', '.join(LEVEL_METHODS)}, not {options.level!r}"
+        )
+    if options.survey_column is None:
+        if options.level != "none":
+            raise GkdcnError(f"--level {options.level} needs --survey-column")
+        return None, None
+    name = find_column(list(frame.columns), options.survey_column)
+    if name is None:
+        raise InputError(
+            path,
+            f"--survey-column '{options.survey_column}' not found "
+            f"(columns: {', '.join(frame.columns)})",
+        )
+    codes = frame[name].astype(object).where(frame[name].notna(), "(none)")
+    return np.asarray([str(c) for c in codes], dtype=object), name
+
+
+# --------------------------------------------------------------------------------------------
+# which columns: by name and by content
+
+
+def _limit_columns(columns: Sequence[str]) -> dict[str, str]:
+    """Detection-limit columns (``Au_DL``, ``Au_ppm_LOD``, ``DL_Au``) by the column they serve."""
+    out: dict[str, str] = {}
+    lows = {c.strip().lower(): c for c in columns}
+    labels = {parse_column(c).label.lower(): c for c in columns}
+    for col in columns:
+        low = col.strip().lower()
+        stem = None
+        for suffix in _DL_SUFFIXES:
+            if low.endswith(suffix) and len(low) > len(suffix):
+                stem = low[: -len(suffix)].rstrip(" _-")
+        for prefix in _DL_PREFIXES:
+            if low.startswith(prefix) and len(low) > len(prefix):
+                stem = low[len(prefix) :].lstrip(" _-")
+        if stem is None:
+            continue
+        served = lows.get(stem) or labels.get(stem) or labels.get(parse_column(stem).label.lower())
+        if served is not None and served != col:
+            out[served] = col
+    return out
+
+
+def identifier_reason(name: str, series: pd.Series) -> str | None:
+    """Why a column is an identifier or code, never an element (None when it may be one).
+
+    By name: the usual identifier names (``id``, ``sample_id``, ``objectid``, ``*_id``, ...). By
+    content, for a column whose name is not an element, oxide or concentration unit (those are
+    always measurements): integers that are unique or nearly so (>= 90 % distinct: sample or
+    object numbers), integers in increasing or decreasing order (row numbers), or few distinct
+    integers (at most 20, and at most a fifth of the samples: survey, report or batch codes).
     """
+    low = name.strip().lower()
+    if low in _ID_NAMES or low.endswith("_id") or low.rstrip("_xy") in _ID_NAMES:
+        return "identifier name"
+    if is_analyte(name):
+        return None
+    numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    finite = numbers[np.isfinite(numbers)]
+    if finite.size < 5 or finite.size < 0.5 * len(series):
+        return None
+    if not (finite == np.round(finite)).all():
+        return None
+    distinct = np.unique(finite).size
+    if distinct < 2:
+        return None
+    if distinct >= 0.9 * finite.size:
+        return "unique integers"
+    steps = np.diff(finite)
+    if (steps > 0).all() or (steps < 0).all():
+        return "monotonic integers"
+    if distinct <= 20 and distinct <= 0.2 * finite.size:
+        return f"{distinct} distinct integers, a code"
+    return None
+
+
+def _columns_to_grid(
+    frame: pd.DataFrame,
+    path: Path,
+    options: GriddingOptions,
+    survey: str | None,
+    notes: list[str],
+) -> tuple[list[str], dict[str, str]]:
+    names = list(frame.columns)
+    limits = _limit_columns(names)
+    if options.columns:
+        chosen = {c: find_column(names, c) for c in options.columns}
+        missing = [c for c, found in chosen.items() if found is None]
+        if missing:
+            raise InputError(
+                path, f"column(s) not found: {', '.join(missing)} (columns: {', '.join(names)})"
+            )
+        return [str(found) for found in chosen.values()], limits
+    skipped: dict[str, str] = {}
+    wanted: list[str] = []
+    for name in names:
+        if name == survey:
+            continue
+        if name in limits.values():
+            skipped[name] = "detection limits"
+            continue
+        reason = identifier_reason(name, frame[name])
+        if reason is not None:
+            skipped[name] = reason
+            continue
+        wanted.append(name)
+    if limits:
+        pairs = ", ".join(f"{dl} for {col}" for col, dl in limits.items())
+        notes.append(f"detection-limit columns (never gridded): {pairs}")
+    ids = {n: r for n, r in skipped.items() if r != "detection limits"}
+    if ids:
+        notes.append(
+            "identifier and code columns, not gridded (judged by name or content; grid one "
+            "anyway with --columns): " + ", ".join(f"{n} ({r})" for n, r in ids.items())
+        )
+    if survey is None:
+        codes = [n for n, r in ids.items() if r.endswith("a code")]
+        if codes:
+            notes.append(
+                f"{codes[0]} looks like a survey code: level values by survey with "
+                f"--survey-column {codes[0]} --level quantile (or robust-z)"
+            )
+    return wanted, limits
+
+
+# --------------------------------------------------------------------------------------------
+# values: censoring, units, one layer per element
+
+
+def _cells(series: pd.Series) -> ParsedCells | None:
     if pd.api.types.is_bool_dtype(series):
         return None
     if pd.api.types.is_numeric_dtype(series):
-        return series.to_numpy(dtype=float, na_value=np.nan), np.zeros(len(series), dtype=bool)
-    values = np.full(len(series), np.nan)
-    below = np.zeros(len(series), dtype=bool)
-    for i, item in enumerate(series.tolist()):
-        if item is None or (isinstance(item, float) and math.isnan(item)):
-            continue
-        text = str(item).strip()
-        if text.lower() in _MISSING_TEXT:
-            continue
-        if text.startswith("<"):
-            text = text[1:].strip()
-            below[i] = True
-        try:
-            values[i] = float(text)
-        except ValueError:
-            return None
-    if not np.isfinite(values).any():
-        return None
-    return values, below
+        values = series.to_numpy(dtype=float, na_value=np.nan)
+        none = np.zeros(values.size, dtype=bool)
+        return ParsedCells(values, none, none, none)
+    return parse_cells(series.tolist())
 
 
 def _element_columns(
-    frame: pd.DataFrame, path: Path, options: GriddingOptions, notes: list[str]
-) -> dict[str, np.ndarray]:
-    coords = {options.x, options.y}
-    if options.columns:
-        missing = [c for c in options.columns if c not in frame.columns]
-        if missing:
-            raise InputError(
-                path,
-                f"column(s) not found: {', '.join(missing)} "
-                f"(columns: {', '.join(map(str, frame.columns))})",
-            )
-        wanted = list(options.columns)
-    else:
-        wanted = [str(c) for c in frame.columns if not _is_id_column(str(c), coords)]
-    values: dict[str, np.ndarray] = {}
+    frame: pd.DataFrame,
+    columns: list[str],
+    limit_columns: dict[str, str],
+    path: Path,
+    options: GriddingOptions,
+    notes: list[str],
+    warns: list[str],
+) -> tuple[dict[str, np.ndarray], dict[str, ColumnInfo]]:
+    """Censor, convert and choose the element columns; ``(values, info)`` by layer name."""
+    explicit = bool(options.columns)
+    per_rule: dict[str, list[str]] = {rule: [] for rule in RULE_TEXT}
     skipped: list[str] = []
-    counts: dict[str, list[str]] = {rule: [] for rule in _RULE_TEXT}
-    for name in wanted:
-        parsed = _parse(frame[name])
-        if parsed is None:
-            if options.columns:
+    unknown: dict[str, int] = {}
+    results: dict[str, Censored] = {}
+    rules: dict[str, list[str]] = {}
+    measured: list[str] = []
+    for name in columns:
+        cells = _cells(frame[name])
+        if cells is None:
+            if explicit:
                 raise InputError(path, f"column '{name}' is not numeric")
             skipped.append(name)
             continue
-        values[name] = _apply_rules(name, *parsed, options, counts)
-    how = {"half": "set to half the limit", "nodata": "dropped", "keep": "set to half the limit"}
-    for rule, items in counts.items():
-        if items:
-            extra = f", {how[options.below_detection]}" if rule == "below" else ""
-            notes.append(f"{_RULE_TEXT[rule]}{extra}: {', '.join(items)}")
+        limits = None
+        if name in limit_columns:
+            limits = pd.to_numeric(frame[limit_columns[name]], errors="coerce").to_numpy(
+                dtype=float, na_value=np.nan
+            )
+        # Zeros and negatives mean "below detection" only in a concentration: an element, an
+        # oxide, a column with a unit, or one whose cells say "<d" / "BDL" themselves.
+        concentration = (
+            is_analyte(name) or bool(cells.less_than.any()) or bool(cells.below_text.any())
+        )
+        if not concentration and bool((cells.values <= 0).any()):
+            measured.append(name)
+        result = censor(
+            cells.values, less_than=cells.less_than, below_text=cells.below_text,
+            greater=cells.greater, limits=limits, nodata=options.nodata,
+            policy=options.below_detection if concentration else "keep",
+        )  # fmt: skip
+        if cells.missing_text:
+            result.counts["missing_text"] = cells.missing_text
+        if cells.unknown_text:
+            result.counts["unknown_text"] = sum(cells.unknown_text.values())
+            for text, n in cells.unknown_text.items():
+                unknown[text] = unknown.get(text, 0) + n
+        results[name] = result
+        for rule, n in result.counts.items():
+            item = f"{n}"
+            if rule in result.rule_limits:
+                item += f" (<{_range_text(np.array(result.rule_limits[rule]))})"
+            if rule == "code":
+                item += f" ({', '.join(f'{c:g}' for c in result.codes)})"
+            per_rule[rule].append(f"{name} {item}")
+            rules.setdefault(name, []).append(f"{rule} {item}")
+    for rule, items in per_rule.items():
+        if not items:
+            continue
+        line = f"{RULE_TEXT[rule]}: {_listed(items)}"
+        if rule == "unknown_text":
+            words = ", ".join(f"'{t}' x{n}" for t, n in list(unknown.items())[:8])
+            line = f"{RULE_TEXT[rule]} ({words}): {_listed(items)}"
+        (warns if rule == "code" else notes).append(line)
+    if any(r.censored for r in results.values()):
+        notes.append(substitution_text(options.below_detection))
+    if measured:
+        notes.append(
+            "not an element, oxide or unit in the name, so zeros and negative values are kept "
+            f"as data (add a unit such as _ppm to censor them): {_listed(measured)}"
+        )
     if skipped:
         notes.append(f"not numeric, not gridded: {', '.join(skipped)}")
-    if not values:
+    if not results:
         raise InputError(
             path,
             "no numeric element columns to grid "
             f"(columns: {', '.join(map(str, frame.columns))}); name them with --columns",
         )
-    return values
+    values, info = _choose_layers(results, path, explicit, notes, warns)
+    for about in info.values():
+        about.rules = "; ".join(rules.get(about.source, []))
+    return values, info
 
 
-def _apply_rules(
-    name: str,
-    raw: np.ndarray,
-    below_text: np.ndarray,
+def _choose_layers(
+    results: dict[str, Censored], path: Path, explicit: bool, notes: list[str], warns: list[str]
+) -> tuple[dict[str, np.ndarray], dict[str, ColumnInfo]]:
+    """Drop columns with nothing to grid, convert units to ppm, keep one layer per element."""
+    empty = [n for n, r in results.items() if not np.isfinite(r.values).any() and r.censored == 0]
+    all_below = [n for n, r in results.items() if r.detected == 0 and r.censored > 0]
+    few = [n for n, r in results.items() if 0 < r.detected < 3 and n not in all_below]
+    constant = [
+        n
+        for n, r in results.items()
+        if r.detected >= 3 and np.unique(r.values[np.isfinite(r.values)]).size == 1
+    ]
+    if empty:
+        notes.append(f"no value in any sample, not gridded: {', '.join(empty)}")
+    if all_below:
+        items = [
+            f"{n} ({results[n].censored}"
+            + (f", <{_range_text(np.array(results[n].limits))}" if results[n].limits else "")
+            + ")"
+            for n in all_below
+        ]
+        warns.append(
+            "every value below detection, not gridded (a constant layer carries nothing): "
+            + ", ".join(items)
+        )
+    if few:
+        notes.append(f"fewer than 3 detected values, not gridded: {', '.join(few)}")
+    if constant:
+        notes.append(f"one value in every sample, not gridded: {', '.join(constant)}")
+    dropped = set(empty) | set(all_below) | set(few) | set(constant)
+    kept = {n: r for n, r in results.items() if n not in dropped}
+    if not kept:
+        raise InputError(
+            path,
+            "no column has detected values to grid"
+            + (f" (every value below detection: {', '.join(all_below)})" if all_below else "")
+            + ("" if explicit else "; name the element columns with --columns"),
+        )
+    analytes = {n: parse_column(n) for n in kept}
+    groups: dict[str, list[str]] = {}
+    for n, a in analytes.items():
+        groups.setdefault(a.group, []).append(n)
+    duplicates: list[str] = []
+    for group, members in groups.items():
+        if len(members) < 2:
+            continue
+        # Most detected values first; on a tie the element itself, then the column order.
+        ranked = sorted(members, key=lambda n: (-kept[n].detected, analytes[n].oxide))
+        if explicit:
+            duplicates.append(f"{group}: {', '.join(members)} all kept (named in --columns)")
+            continue
+        duplicates.append(
+            f"{group}: {ranked[0]} ({kept[ranked[0]].detected} detected) kept, "
+            + ", ".join(f"{n} ({kept[n].detected})" for n in ranked[1:])
+            + " dropped"
+        )
+        for n in ranked[1:]:
+            del kept[n]
+    if duplicates:
+        notes.append(
+            "columns measuring the same element (element, oxides, other units), one layer each: "
+            "the one with the most detected values, the element on a tie: " + "; ".join(duplicates)
+        )
+    values: dict[str, np.ndarray] = {}
+    info: dict[str, ColumnInfo] = {}
+    converted: list[str] = []
+    as_reported: list[str] = []
+    for n, result in kept.items():
+        a = analytes[n]
+        layer = n
+        data = result.values
+        if a.factor is not None:
+            layer = a.element if a.element is not None and not a.oxide else a.label
+            data = data * a.factor
+            if a.factor != 1.0:
+                converted.append(f"{n} x {a.factor:g}")
+        else:
+            as_reported.append(n)
+        if layer in values:  # a label taken by another column (no unit): keep the name
+            layer = n
+        values[layer] = data
+        info[layer] = ColumnInfo(
+            source=n,
+            unit="ppm" if a.factor is not None else "as reported",
+            censored=result.censored,
+            detected=result.detected,
+            below=result.below.copy(),
+        )
+    renamed = [f"{i.source} -> {layer}" for layer, i in info.items() if layer != i.source]
+    if renamed or converted:
+        text = "units from the column names, every layer in ppm"
+        if converted:
+            text += f" (converted: {', '.join(converted)})"
+        if renamed:
+            text += f"; layers named without the unit: {', '.join(renamed)}"
+        notes.append(text)
+        if any(str(analytes[i.source].unit).lower() == "ppt" for i in info.values()):
+            notes.append("ppt read as parts per trillion (x 1e-6 to ppm)")
+    if as_reported and (renamed or converted):
+        notes.append(f"no unit in the column name, values as reported: {', '.join(as_reported)}")
+    return values, info
+
+
+def _level_surveys(
+    values: dict[str, np.ndarray],
+    info: dict[str, ColumnInfo],
+    surveys: np.ndarray,
+    survey_name: str,
     options: GriddingOptions,
-    counts: dict[str, list[str]],
-) -> np.ndarray:
-    """Apply the missing-value and detection-limit rules to one column; ``counts[rule]``
-    collects ``"<name> <count>"`` per rule for one summary line each."""
-    values = raw.astype(float, copy=True)
-    declared = np.zeros(values.shape, dtype=bool)
-    for code in options.nodata:
-        declared |= np.isclose(values, code, rtol=1e-7, atol=0) & ~below_text
-    if declared.any():
-        counts["nodata"].append(f"{name} {int(declared.sum())}")
-    values[declared] = np.nan
-    sentinel = np.abs(values) >= SENTINEL
-    if sentinel.any():
-        counts["sentinel"].append(f"{name} {int(sentinel.sum())}")
-    values[sentinel] = np.nan
-    below = below_text.copy()
-    if options.below_detection != "keep":
-        below |= values < 0
-    if below.any():
-        limits = np.abs(values[below])
-        values[below] = np.nan if options.below_detection == "nodata" else limits / 2
-        counts["below"].append(f"{name} {int(below.sum())} (<{_range_text(limits)})")
-    return values
+    notes: list[str],
+    warns: list[str],
+) -> None:
+    """Warn about survey medians more than 10x apart, and level every column (in place)."""
+    spread: list[str] = []
+    for layer, column in values.items():
+        detected = np.where(info[layer].below, np.nan, column)
+        found = median_spread(detected, surveys)
+        if found is not None and found.ratio > MEDIAN_SPREAD:
+            spread.append(
+                f"{layer} {found.ratio:.0f}x ({found.low[0]}: {found.low[1]:.3g}, "
+                f"{found.high[0]}: {found.high[1]:.3g})"
+            )
+    n_surveys = len(set(surveys.tolist()))
+    if spread:
+        advice = (
+            "; level them with --level quantile or robust-z"
+            if options.level == "none"
+            else f"; levelled (--level {options.level})"
+        )
+        warns.append(
+            f"survey medians ({survey_name}) differ by more than {MEDIAN_SPREAD:g}x in "
+            f"{len(spread)} column(s): {', '.join(spread)}{advice}"
+        )
+    if options.level == "none":
+        notes.append(f"surveys ({survey_name}, {n_surveys} codes) not levelled (--level none)")
+        return
+    small: set[str] = set()
+    flat: set[str] = set()
+    for layer, column in values.items():
+        result = level(column, surveys, options.level)
+        values[layer] = result.values
+        info[layer].levelled = options.level
+        small.update(result.too_small)
+        flat.update(f"{layer} {code}" for code in result.shift_only)
+    how = (
+        "quantile matching to the pooled distribution of all surveys"
+        if options.level == "quantile"
+        else "robust z-score (log10 median and MAD) put back on the pooled median and MAD"
+    )
+    notes.append(f"levelled by survey ({survey_name}, {n_surveys} codes): {how}")
+    if small:
+        notes.append(
+            f"surveys with fewer than {MIN_SURVEY_SAMPLES} values of a column kept as they are: "
+            + ", ".join(sorted(small))
+        )
+    if flat:
+        notes.append(
+            f"MAD 0 (mostly one value): only shifted to the pooled median: {', '.join(sorted(flat))}"
+        )
 
 
-_RULE_TEXT = {
-    "nodata": "values equal to --nodata read as no value",
-    "sentinel": "values with |value| >= 1e30 (float sentinels) read as no value",
-    "below": "values below detection",
-}
+def _listed(items: Sequence[str]) -> str:
+    """Items joined by commas, at most :data:`_LISTED` of them (then how many more): a rule's
+    line stays readable; the cross-validation table names every column."""
+    if len(items) <= _LISTED:
+        return ", ".join(items)
+    return ", ".join([*items[:_LISTED], f"and {len(items) - _LISTED} more"])
 
 
 def _range_text(values: np.ndarray) -> str:
-    low, high = float(np.nanmin(values)), float(np.nanmax(values))
-    return f"{low:g}" if low == high else f"{low:g}-{high:g}"
+    low, high = f"{float(np.nanmin(values)):g}", f"{float(np.nanmax(values)):g}"
+    return low if low == high else f"{low}-{high}"
 
 
 def _merge_duplicates(
@@ -371,7 +876,7 @@ def target_grid(samples: SampleTable, options: GriddingOptions) -> tuple[Grid, l
             "choose another with --cell)"
         )
     if not cell > 0 or not math.isfinite(cell):
-        raise GkdcnError(f"--cell must be a positive number, not {cell}")
+        raise InputError(samples.path, f"--cell must be a positive number, not {cell}")
     left = math.floor(samples.x.min() / cell) * cell
     right = math.ceil(samples.x.max() / cell) * cell
     bottom = math.floor(samples.y.min() / cell) * cell
@@ -379,8 +884,9 @@ def target_grid(samples: SampleTable, options: GriddingOptions) -> tuple[Grid, l
     width = max(1, round((right - left) / cell))
     height = max(1, round((top - bottom) / cell))
     if width * height > _MAX_CELLS:
-        raise GkdcnError(
-            f"a grid of {height} x {width} cells of {cell:g} is too large; give a larger --cell"
+        raise InputError(
+            samples.path,
+            f"a grid of {height} x {width} cells of {cell:g} is too large; give a larger --cell",
         )
     grid = Grid(
         crs=samples.crs,
@@ -538,9 +1044,17 @@ def grid_samples(
         )
     elif not max_distance > 0:
         raise GkdcnError(f"--max-distance must be positive, not {max_distance}")
+    elif max_distance < 0.5 * min(grid.cell_size):
+        raise InputError(
+            samples.path,
+            f"--max-distance {max_distance:g} is less than half the cell size "
+            f"{min(grid.cell_size):g}: most cells holding a sample would be nodata (the median "
+            f"sample spacing is {spacing:.6g}; give at least {0.5 * min(grid.cell_size):g})",
+        )
     interpolate = _interpolator(options, max_distance)
     rows, cols = np.indices(grid.shape)
     qx, qy = grid.xy(rows.ravel(), cols.ravel())
+    _check_coverage(samples, grid, qx, qy, max_distance, options)
     layers: dict[str, np.ndarray] = {}
     records: list[dict[str, object]] = []
     for name, column in samples.values.items():
@@ -569,11 +1083,21 @@ def grid_samples(
         if log:
             with np.errstate(over="ignore"):
                 est = 10.0**est
+        if not np.isfinite(est).any():
+            notes.append(f"{name}: no cell within the max distance of its samples; not gridded")
+            continue
         layers[name] = est.astype(np.float32)
         cv = cross_validate(xs, ys, space, interpolate, options.folds, options.seed)
+        about = samples.info.get(name)
         records.append(
             {
                 "element": name,
+                "source_column": about.source if about else name,
+                "unit": about.unit if about else "as reported",
+                "values": about.censored + about.detected if about else int(v.size),
+                "censored": about.censored if about else 0,
+                "censoring": about.rules if about else "",
+                "levelled": about.levelled if about else "none",
                 "samples": int(v.size),
                 "space": "log10" if log else "linear",
                 "cv_rmse": cv["rmse"],
@@ -594,6 +1118,38 @@ def grid_samples(
         max_distance=float(max_distance),
         method=options.method,
         notes=notes,
+    )
+
+
+def _check_coverage(
+    samples: SampleTable,
+    grid: Grid,
+    qx: np.ndarray,
+    qy: np.ndarray,
+    max_distance: float,
+    options: GriddingOptions,
+) -> None:
+    """A one-line error when no cell of ``grid`` lies within ``max_distance`` of a sample (a
+    ``--like`` raster of another area, or a distance far below the spacing)."""
+    tree = cKDTree(np.column_stack([samples.x, samples.y]))
+    d, _ = tree.query(np.column_stack([qx, qy]), k=1, distance_upper_bound=max_distance)
+    if np.isfinite(d).any():
+        return
+    left, bottom, right, top = grid.bounds
+    span = (
+        f"the samples span x {samples.x.min():.6g}..{samples.x.max():.6g}, "
+        f"y {samples.y.min():.6g}..{samples.y.max():.6g}; the grid x {left:.6g}..{right:.6g}, "
+        f"y {bottom:.6g}..{top:.6g}"
+    )
+    if options.like is not None:
+        raise InputError(
+            options.like,
+            f"no cell of its grid lies within {max_distance:.6g} map units of a sample ({span}): "
+            "is it a raster of another area, or in another CRS?",
+        )
+    raise InputError(
+        samples.path,
+        f"no grid cell lies within --max-distance {max_distance:.6g} of a sample ({span})",
     )
 
 
@@ -629,9 +1185,11 @@ def write_grids(
         else "verde.Spline"
     )
     written: list[Path] = []
-    space = dict(
-        zip(result.cross_validation["element"], result.cross_validation["space"], strict=True)
-    )
+    rows = result.cross_validation.set_index("element")
+    space = rows["space"].to_dict()
+    empty = [name for name, band in result.layers.items() if not np.isfinite(band).any()]
+    if empty:
+        raise GkdcnError(f"{out_dir}: no valid cell in layer(s) {', '.join(empty)}; not written")
     with atomic_dir(out_dir, overwrite=overwrite, command="grid") as tmp:
         for name, band in result.layers.items():
             write_geotiff(
@@ -642,7 +1200,10 @@ def write_grids(
                 descriptions=[stems[name]],
                 tags=[
                     {
-                        "source_column": name,
+                        "source_column": str(rows["source_column"].get(name, name)),
+                        "unit": str(rows["unit"].get(name, "as reported")),
+                        "censored_samples": str(rows["censored"].get(name, 0)),
+                        "levelled": str(rows["levelled"].get(name, "none")),
                         "gridding": f"{how}, in {space[name]} space, "
                         f"max distance {result.max_distance:.6g}",
                     }
@@ -661,10 +1222,13 @@ def grid_file(
     *,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> GriddingResult:
-    """Read, grid and write in one call (what ``gkdcn grid`` runs); notes go to ``log``."""
+    """Read, grid and write in one call (what ``gkdcn grid`` runs); notes go to ``log``,
+    guesses to check (a no-value code found, surveys far apart) to ``warn`` (default ``log``)."""
     say = log or (lambda _text: None)
-    inputs = [samples_path, *([options.like] if options.like is not None else [])]
+    caution = warn or say
+    inputs = [Path(samples_path)] + ([Path(options.like)] if options.like is not None else [])
     check_writable(Path(out_dir), overwrite, inputs=inputs, folder=True)
     if options.method not in GRID_METHODS:
         raise GkdcnError(
@@ -677,6 +1241,12 @@ def grid_file(
         )
     if options.like is not None and options.to_crs is None:
         like_crs = grid_of(options.like).crs
+        if like_crs is not None and like_crs.is_geographic:
+            raise InputError(
+                options.like,
+                "its grid is in degrees (a geographic CRS): grids need map units; give a raster "
+                "in a projected CRS, or --to-crs",
+            )
         if like_crs is not None:
             # Samples go onto the given grid: reproject them to its CRS (a no-op when they match).
             options = replace(options, to_crs=like_crs.to_wkt())
@@ -684,6 +1254,8 @@ def grid_file(
     say(f"{len(samples)} sample locations, {len(samples.values)} element column(s)")
     for note in samples.notes:
         say(note)
+    for text in samples.warnings:
+        caution(f"{samples.path}: {text}")
     grid, notes = target_grid(samples, options)
     for note in notes:
         say(note)
@@ -695,13 +1267,23 @@ def grid_file(
 
 
 def format_cross_validation(table: pd.DataFrame) -> str:
-    """The cross-validation table as aligned text (worst-mapped elements last)."""
+    """The cross-validation table as aligned text (worst-mapped elements last): per element its
+    source column, unit, censored values out of the values before merging duplicates, samples
+    (locations) gridded, the space interpolated in, the cross-validated R² and RMSE, and the
+    censoring rules that touched its column (their counts are in :data:`CV_FILE`)."""
     frame = table.sort_values("cv_r2", ascending=False, na_position="last")
-    lines = [f"{'element':<10} {'samples':>7} {'space':>6} {'cv r2':>7} {'cv rmse':>9}"]
+    lines = [
+        f"{'element':<10} {'source':<12} {'unit':>11} {'censored':>11} {'samples':>7} "
+        f"{'space':>6} {'cv r2':>7} {'cv rmse':>9}  rules"
+    ]
     for row in frame.itertuples(index=False):
+        censored = f"{row.censored}/{row.values}"
+        text = str(row.censoring) if isinstance(row.censoring, str) else ""
+        rules = "+".join(part.split()[0] for part in text.split("; ") if part)
         lines.append(
-            f"{row.element:<10} {row.samples:>7d} {row.space:>6} {row.cv_r2:>7.3f} "
-            f"{row.cv_rmse:>9.4g}"
+            f"{row.element:<10} {row.source_column:<12} {row.unit:>11} {censored:>11} "
+            f"{row.samples:>7d} {row.space:>6} {row.cv_r2:>7.3f} "
+            f"{row.cv_rmse:>9.4g}  {rules or '-'}"
         )
     return "\n".join(lines)
 
