@@ -142,6 +142,9 @@ def test_runs_that_drew_the_background_per_seed_are_not_resumed(tmp_path: Path) 
     meta = json.loads((out / "run.json").read_text())
     meta["fingerprint"], meta["plan"] = old, old_plan
     (out / "run.json").write_text(json.dumps(meta))
+    finished = out / "lodo" / "cnn" / "seed0" / "D1" / "result.json"  # a job the old run finished
+    finished.parent.mkdir(parents=True)
+    finished.write_text("{}")
     with pytest.raises(GkdcnError, match="other settings"):
         claim_run_dir(RunLayout(out), study, plan, overwrite=False)
 
