@@ -40,7 +40,7 @@ from gkdcn.explain.offsets import (
     sampling_summary,
 )
 from gkdcn.explain.run import explain_model, select_sites
-from gkdcn.io.atomic import MARKER
+from gkdcn.io.atomic import MARKER, mark_output, write_text
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.models.deform import DeformConv2d
 from gkdcn.models.nets import AnomalyNet, ModelSpec, build_network
@@ -574,8 +574,8 @@ def test_explain_model_refuses_to_overwrite(
 def test_explain_cnn_without_maps(study: Study, tmp_path: Path) -> None:
     out = tmp_path / "cnn"
     out.mkdir()
-    (out / MARKER).write_text("written by gkdcn explain\n")  # an earlier explanation ...
-    (out / "old.txt").write_text("x")
+    mark_output(out, "explain")  # an earlier explanation, whose file gkdcn wrote ...
+    write_text(out / "old.txt", "x")
     index = explain_model(
         study_bundle(study, "cnn"),
         study,

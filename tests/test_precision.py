@@ -350,12 +350,12 @@ def test_runs_from_before_the_setting_resume_and_other_arithmetic_is_named(
     run = tmp_path / "run"
     run_comparison(study, run, plan)
     # The run as a gkdcn without the setting wrote it: no precision anywhere (nor the later
-    # select_* settings), and its fingerprint (the old rule: a hash of config and plan) over
+    # select_* and pretrain* settings), and its fingerprint (the old rule: a hash of config and plan) over
     # the rest.
     meta = json.loads((run / "run.json").read_text())
     del meta["config"]["train"]["precision"], meta["plan"]["train"]["precision"]
     for train in (meta["config"]["train"], meta["plan"]["train"]):
-        for key in [k for k in train if k.startswith("select_")]:
+        for key in [k for k in train if k.startswith(("select_", "pretrain"))]:
             del train[key]
     blob = json.dumps({"config": meta["config"], "plan": meta["plan"]}, sort_keys=True)
     meta["fingerprint"] = hashlib.sha256(blob.encode()).hexdigest()[:16]
