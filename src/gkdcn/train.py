@@ -45,7 +45,7 @@ from gkdcn.data.transforms import ChannelTransform, cells_in_windows
 from gkdcn.errors import GkdcnError
 from gkdcn.figures import save_figure
 from gkdcn.io.atomic import atomic_path, check_writable
-from gkdcn.models.bundle import ModelBundle, now_iso, package_versions
+from gkdcn.models.bundle import ModelBundle, grid_record, now_iso, package_versions
 from gkdcn.models.losses import (
     BCELoss,
     GKLoss,
@@ -834,6 +834,7 @@ def train_study(
         label=label,
     )
     result.bundle.info.update({"study": study.config.name, "split": split.name})
+    result.bundle.info.update(grid_record(study.grid))
     return result
 
 
@@ -863,6 +864,7 @@ def train_study_seeds(
     results = fit_networks(kind, data, cfg, seeds, device=device, progress=progress, label=label)
     for result, split in zip(results, splits, strict=True):
         result.bundle.info.update({"study": study.config.name, "split": split.name})
+        result.bundle.info.update(grid_record(study.grid))
     return results
 
 

@@ -111,6 +111,22 @@ def aug_codes(rotations: bool, flips: bool) -> np.ndarray:
     return np.asarray(codes, dtype=np.int8)
 
 
+def _check_one_label_per_cell(
+    rows: np.ndarray, cols: np.ndarray, labels: np.ndarray, width: int, shift: int
+) -> None:
+    """No cell may be the window centre of a deposit and of a non-deposit at once (the same
+    window would be taught as both)."""
+    cells = rows * width + cols
+    both = np.intersect1d(cells[labels == 1], cells[labels == 0])
+    if both.size:
+        row, col = divmod(int(both[0]), width)
+        raise GkdcnError(
+            f"key 'samples.shift': with {shift} x {shift} neighbourhoods {both.size} cell(s) "
+            f"are window centres of a deposit and of a non-deposit at once (first: row {row}, "
+            f"col {col}); lower samples.shift or keep non-deposits farther from deposits"
+        )
+
+
 def make_samples(
     sites: SiteTable,
     shape: tuple[int, int],
@@ -140,6 +156,11 @@ def make_samples(
     offsets = np.arange(-half, half + 1, dtype=np.int64)
     codes = aug_codes(rotations, flips)
     n_sites, n_off, n_aug = rows.size, offsets.size, codes.size
+    if n_sites * n_off * n_off > height * width:
+        raise GkdcnError(
+            f"key 'samples.shift': {shift} gives {n_sites * n_off * n_off} window centres "
+            f"({n_sites} sites x {shift} x {shift}), more than the grid's {height * width} cells"
+        )
     # Broadcast to (site, dr, dc, aug) and flatten in C order: exactly the documented order.
     full = (n_sites, n_off, n_off, n_aug)
     r = np.broadcast_to(rows[:, None, None, None] + offsets[None, :, None, None], full).ravel()
@@ -147,6 +168,7 @@ def make_samples(
     site = np.broadcast_to(np.arange(n_sites, dtype=np.int64)[:, None, None, None], full).ravel()
     aug = np.broadcast_to(codes[None, None, None, :], full).ravel()
     keep = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+    _check_one_label_per_cell(r[keep], c[keep], labels[site[keep]], width, shift)
     return SampleSet(
         rows=r[keep],
         cols=c[keep],
@@ -286,9 +308,10 @@ def _check_fraction(validation_fraction: float) -> None:
 def _n_val(n: int, fraction: float, what: str) -> int:
     """Validation count for one class: round(fraction * n), at least 1 there and 1 in training."""
     if n == 1:
+        # Leave-one-deposit-out needs a second deposit to train on, so it helps only there.
+        lodo = "" if what.startswith("deposit") else " or use leave-one-deposit-out"
         raise GkdcnError(
-            f"cannot split a single {what} between training and validation; "
-            "add more sites or use leave-one-deposit-out"
+            f"cannot split a single {what} between training and validation; add more sites{lodo}"
         )
     return min(max(round(fraction * n), 1), n - 1)
 
