@@ -525,10 +525,11 @@ def predict(
 ) -> None:
     """Map the anomaly probability of every valid cell onto the element grid (GeoTIFF)."""
     from gkdcn.io.atomic import check_writable
-    from gkdcn.predict import MAX_MC_DROPOUT, predict_to_file
+    from gkdcn.predict import MAX_MC_DROPOUT, check_output_names, predict_to_file
 
     if not 0 <= mc_dropout <= MAX_MC_DROPOUT:
         raise GkdcnError(f"--mc-dropout must be between 0 and {MAX_MC_DROPOUT}, not {mc_dropout}")
+    check_output_names(out, csv)
 
     with contextlib.ExitStack() as stack:
         engine = None
@@ -793,6 +794,9 @@ def explain(
             "explain shows the first",
         )
     study = _study(config, data_dir)
+    from gkdcn.predict import check_model_grid
+
+    check_model_grid([bundle], study.grid, config)
     # A plain str on the command line (so a wrong one gets explain's one-line error, not
     # Typer's usage box); explain_model refuses anything but "deposits" and "all".
     choice = cast("SiteChoice", sites)

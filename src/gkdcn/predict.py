@@ -157,15 +157,19 @@ CELL_SIZE_TOLERANCE = 0.01  # relative: a model's window covers the area it was 
 def check_model_grid(bundles: Sequence[ModelBundle], grid: Grid, where: str | Path) -> None:
     """Refuse a grid the models were not trained for: one without georeferencing (unless they
     were trained on one too), or one of another cell size, on which every window covers another
-    area than in training. Model files that do not record their training grid are not checked."""
+    area than in training. Model files that do not record their training grid only get a
+    warning for a grid without georeferencing."""
     for bundle in bundles:
         georeferenced = bundle.georeferenced
         if georeferenced is not False and not is_georeferenced(grid):
-            raise InputError(
-                where,
+            problem = (
                 "the layers have no georeferencing (no CRS and no geotransform): the map would "
-                "have none either; give the layers their CRS and transform",
+                "have none either; give the layers their CRS and transform"
             )
+            if georeferenced is None:  # a model file that does not say what it was trained on
+                warnings.warn(f"{where}: {problem}", UserWarning, stacklevel=2)
+                continue
+            raise InputError(where, problem)
         trained = bundle.cell_size
         if trained is None or georeferenced is False:
             continue

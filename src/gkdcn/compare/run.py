@@ -24,7 +24,7 @@ from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.outputs import write_outputs
 from gkdcn.compare.plan import Plan
 from gkdcn.compare.results import Comparison, collect
-from gkdcn.data.samples import SampleSet, make_samples
+from gkdcn.data.samples import SampleSet, check_centres, make_samples
 from gkdcn.data.study import Study
 from gkdcn.errors import GkdcnError
 from gkdcn.runner import check_workers, resolve_workers, run_jobs
@@ -33,6 +33,7 @@ from gkdcn.runner import check_workers, resolve_workers, run_jobs
 def study_samples(study: Study) -> SampleSet:
     """All windows of the study's sites (each protocol splits them its own way)."""
     cfg = study.config.samples
+    check_centres(study.sites, study.grid.shape, cfg.shift)
     return make_samples(study.sites, study.grid.shape, cfg.shift, cfg.rotations, cfg.flips)
 
 

@@ -111,13 +111,21 @@ def aug_codes(rotations: bool, flips: bool) -> np.ndarray:
     return np.asarray(codes, dtype=np.int8)
 
 
-def _check_one_label_per_cell(
-    rows: np.ndarray, cols: np.ndarray, labels: np.ndarray, width: int, shift: int
-) -> None:
-    """No cell may be the window centre of a deposit and of a non-deposit at once (the same
-    window would be taught as both)."""
-    cells = rows * width + cols
-    both = np.intersect1d(cells[labels == 1], cells[labels == 0])
+def check_centres(sites: SiteTable, shape: tuple[int, int], shift: int) -> None:
+    """Refuse a ``shift`` that makes a study's samples nonsense, before they are made: more
+    window centres than the grid has cells, or a cell that is the window centre of a deposit
+    and of a non-deposit at once (the same window taught as both). A one-line
+    :class:`GkdcnError` naming the key ``samples.shift``."""
+    height, width = (int(s) for s in shape)
+    n_centres = len(sites) * shift * shift
+    if n_centres > height * width:
+        raise GkdcnError(
+            f"key 'samples.shift': {shift} gives {n_centres} window centres ({len(sites)} "
+            f"sites x {shift} x {shift}), more than the grid's {height * width} cells"
+        )
+    samples = make_samples(sites, (height, width), shift)
+    cells = samples.rows * width + samples.cols
+    both = np.intersect1d(cells[samples.labels == 1], cells[samples.labels == 0])
     if both.size:
         row, col = divmod(int(both[0]), width)
         raise GkdcnError(
@@ -156,11 +164,6 @@ def make_samples(
     offsets = np.arange(-half, half + 1, dtype=np.int64)
     codes = aug_codes(rotations, flips)
     n_sites, n_off, n_aug = rows.size, offsets.size, codes.size
-    if n_sites * n_off * n_off > height * width:
-        raise GkdcnError(
-            f"key 'samples.shift': {shift} gives {n_sites * n_off * n_off} window centres "
-            f"({n_sites} sites x {shift} x {shift}), more than the grid's {height * width} cells"
-        )
     # Broadcast to (site, dr, dc, aug) and flatten in C order: exactly the documented order.
     full = (n_sites, n_off, n_off, n_aug)
     r = np.broadcast_to(rows[:, None, None, None] + offsets[None, :, None, None], full).ravel()
@@ -168,7 +171,6 @@ def make_samples(
     site = np.broadcast_to(np.arange(n_sites, dtype=np.int64)[:, None, None, None], full).ravel()
     aug = np.broadcast_to(codes[None, None, None, :], full).ravel()
     keep = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-    _check_one_label_per_cell(r[keep], c[keep], labels[site[keep]], width, shift)
     return SampleSet(
         rows=r[keep],
         cols=c[keep],

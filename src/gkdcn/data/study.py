@@ -32,7 +32,7 @@ from gkdcn.config import (
     config_from_dict,
 )
 from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL, knowledge_channel, load_knowledge_weight
-from gkdcn.data.samples import SampleSet, Split, make_samples, make_splits
+from gkdcn.data.samples import SampleSet, Split, check_centres, make_samples, make_splits
 from gkdcn.data.sites import (
     DEPOSIT,
     NON_DEPOSIT,
@@ -110,14 +110,15 @@ def _check_auxiliary(config: StudyConfig, names: list[str]) -> None:
     if config.transform.method == "clr" and len(parts) < 2:
         # Blame what took the layers away: the auxiliary list, or the layers read at all.
         cause = [n for n in names if n in aux]
+        key = "elements.auxiliary" if cause else "elements.layers"
         if cause:
-            where = f"elements.auxiliary' leaves {len(parts)} ({', '.join(cause)} only scaled)"
+            left = f"{len(parts)} left ({', '.join(cause)} only scaled)"
         else:
-            where = f"elements.layers' (or 'exclude') leaves {len(parts)}: {_shorten(names)}"
+            left = f"{len(parts)} read: {_shorten(names)}"
         raise InputError(
             source,
-            f"key 'transform.method': the centred log-ratio needs at least 2 compositional "
-            f'layers, and key \'{where}; read more layers or set method = "log"',
+            f"key '{key}': the centred log-ratio (transform.method = \"clr\") needs at least 2 "
+            f'compositional layers, {left}; read more layers or set method = "log"',
         )
 
 
@@ -361,6 +362,7 @@ def build_samples(study: Study) -> tuple[SampleSet, list[Split]]:
     """
     cfg = study.config.samples
     with _naming_the_config(study.config):
+        check_centres(study.sites, study.grid.shape, cfg.shift)
         samples = make_samples(study.sites, study.grid.shape, cfg.shift, cfg.rotations, cfg.flips)
         splits = make_splits(samples, study.sites, study.grid, study.config.split)
         for split in splits:
