@@ -135,6 +135,17 @@ def check_centres(sites: SiteTable, shape: tuple[int, int], shift: int) -> None:
         )
 
 
+def check_trains_on_deposits(samples: SampleSet, split: Split, sites: SiteTable) -> None:
+    """Refuse a split whose training side holds no deposit window (leave-one-deposit-out of a
+    single deposit, a block fold holding every deposit): it would train on non-deposits only."""
+    if not (samples.labels[split.train] == 1).any():
+        deposits = int((np.asarray(sites.labels) == 1).sum())
+        raise GkdcnError(
+            f"the {split.name} split leaves no deposit window to train on ({deposits} "
+            "deposit(s) in all): add deposits or use another split"
+        )
+
+
 def make_samples(
     sites: SiteTable,
     shape: tuple[int, int],

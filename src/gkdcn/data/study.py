@@ -32,7 +32,14 @@ from gkdcn.config import (
     config_from_dict,
 )
 from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL, knowledge_channel, load_knowledge_weight
-from gkdcn.data.samples import SampleSet, Split, check_centres, make_samples, make_splits
+from gkdcn.data.samples import (
+    SampleSet,
+    Split,
+    check_centres,
+    check_trains_on_deposits,
+    make_samples,
+    make_splits,
+)
 from gkdcn.data.sites import (
     DEPOSIT,
     NON_DEPOSIT,
@@ -366,13 +373,7 @@ def build_samples(study: Study) -> tuple[SampleSet, list[Split]]:
         samples = make_samples(study.sites, study.grid.shape, cfg.shift, cfg.rotations, cfg.flips)
         splits = make_splits(samples, study.sites, study.grid, study.config.split)
         for split in splits:
-            if not (samples.labels[split.train] == 1).any():
-                raise GkdcnError(
-                    f"the {split.name} split leaves no deposit window to train on (split.method "
-                    f"'{study.config.split.method}' with "
-                    f"{int((study.sites.labels == DEPOSIT).sum())} deposit(s)): add deposits or "
-                    "use another split"
-                )
+            check_trains_on_deposits(samples, split, study.sites)
     return samples, splits
 
 
