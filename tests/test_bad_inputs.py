@@ -522,6 +522,20 @@ def _(w: Path) -> tuple[list[str], str, str]:
     return argv, f"{w}/d/study.toml", "cannot split a single deposit site"
 
 
+@case("compare-lodo-with-one-deposit")
+def _(w: Path) -> tuple[list[str], str, str]:
+    _one_deposit(w)
+    argv = ["compare", f"{w}/d/study.toml", "--out", f"{w}/r", "--models", "cnn"]
+    return [*argv, "--protocols", "lodo"], f"{w}/d/study.toml", "no deposit window to train on"
+
+
+@case("compare-shift-makes-a-cell-both-labels")
+def _(w: Path) -> tuple[list[str], str, str]:
+    _edit_toml(w / "d" / "study.toml", "shift = 3", "shift = 9")
+    argv = ["compare", f"{w}/d/study.toml", "--out", f"{w}/r", "--models", "cnn"]
+    return argv, f"{w}/d/study.toml", "a deposit and of a non-deposit"
+
+
 @case("prepare-shift-makes-a-cell-both-labels")
 def _(w: Path) -> tuple[list[str], str, str]:
     _edit_toml(w / "d" / "study.toml", "shift = 3", "shift = 9")

@@ -25,7 +25,7 @@ from gkdcn.compare.outputs import write_outputs
 from gkdcn.compare.plan import Plan
 from gkdcn.compare.results import Comparison, collect
 from gkdcn.data.samples import SampleSet, check_centres, make_samples
-from gkdcn.data.study import Study
+from gkdcn.data.study import Study, naming_the_config
 from gkdcn.errors import GkdcnError
 from gkdcn.runner import check_workers, resolve_workers, run_jobs
 
@@ -100,9 +100,10 @@ def _run(
     inputs: Sequence[str | Path],
     stack_seeds: bool = False,
 ) -> Comparison:
+    with naming_the_config(study.config):  # the folds are checked before the folder is made
+        samples = study_samples(study)
+        jobs = list(make_jobs(study, samples, plan))
     claim_run_dir(layout, study, plan, overwrite, inputs)
-    samples = study_samples(study)
-    jobs = list(make_jobs(study, samples, plan))
     todo = group_jobs([job for job in jobs if not job.done(layout)], stack=stack_seeds)
     n_workers = resolve_workers(workers, len(todo), device)
     task = None

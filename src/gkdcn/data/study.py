@@ -275,7 +275,7 @@ def load_study(config: StudyConfig) -> Study:
         else:
             cfg = config.sites.negatives
             count = cfg.count if cfg.count is not None else len(deposits)
-            with _naming_the_config(config):
+            with naming_the_config(config):
                 negatives = sample_negatives(
                     deposits, valid, grid, count, cfg.min_distance, cfg.seed
                 )
@@ -346,9 +346,9 @@ def check_window(study: Study, source: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def _naming_the_config(config: StudyConfig) -> Any:
-    """A problem of the config's settings (the split, the samples, the negatives) names the
-    config file, as every other error of it does."""
+def naming_the_config(config: StudyConfig) -> Any:
+    """Context: a problem of the config's settings (the split, the samples, the negatives)
+    raised inside names the config file, as every other error of it does."""
     try:
         yield
     except InputError as exc:
@@ -368,7 +368,7 @@ def build_samples(study: Study) -> tuple[SampleSet, list[Split]]:
     cells, and a split that leaves no deposit window to train on.
     """
     cfg = study.config.samples
-    with _naming_the_config(study.config):
+    with naming_the_config(study.config):
         check_centres(study.sites, study.grid.shape, cfg.shift)
         samples = make_samples(study.sites, study.grid.shape, cfg.shift, cfg.rotations, cfg.flips)
         splits = make_splits(samples, study.sites, study.grid, study.config.split)
