@@ -470,6 +470,334 @@ def _(w: Path) -> tuple[list[str], str, str]:
     return argv, f"{w}/d/elements/Au.tif", "probability"
 
 
+# ---- round two (issue 30): nonsense that exited 0, tracebacks, unbounded work, misleading words
+
+
+def _blank_rows(layer: Path, keep: str) -> None:
+    """Make a layer nodata outside its top or bottom half (``keep``)."""
+    import rasterio
+
+    with rasterio.open(layer, "r+") as ds:
+        data = ds.read(1)
+        half = data.shape[0] // 2
+        data[half:] = ds.nodata if keep == "top" else data[half:]
+        data[:half] = ds.nodata if keep == "bottom" else data[:half]
+        ds.write(data, 1)
+
+
+def _disjoint_layers(w: Path) -> None:
+    _blank_rows(w / "d" / "elements" / "Au.tif", "top")
+    _blank_rows(w / "d" / "elements" / "Cu.tif", "bottom")
+
+
+@case("predict-layers-without-a-common-valid-cell")
+def _(w: Path) -> tuple[list[str], str, str]:
+    _disjoint_layers(w)
+    argv = ["predict", f"{w}/model.pt", f"{w}/d/study.toml", "--out", f"{w}/m.tif"]
+    return argv, f"{w}/d/elements", "do not overlap"
+
+
+@case("prepare-layers-without-a-common-valid-cell")
+def _(w: Path) -> tuple[list[str], str, str]:
+    _disjoint_layers(w)
+    return ["prepare", f"{w}/d/study.toml"], f"{w}/d/elements", "do not overlap"
+
+
+def _one_deposit(w: Path) -> None:
+    lines = (w / "d" / "deposits.csv").read_text().splitlines()
+    (w / "d" / "deposits.csv").write_text("\n".join(lines[:2]) + "\n")
+
+
+@case("train-lodo-with-one-deposit")
+def _(w: Path) -> tuple[list[str], str, str]:
+    _one_deposit(w)
+    argv = ["train", f"{w}/d/study.toml", "-m", "cnn", "--out", f"{w}/t", "--split", "lodo"]
+    return argv, f"{w}/d/study.toml", "no deposit window to train on"
+
+
+@case("train-site-split-with-one-deposit")
+def _(w: Path) -> tuple[list[str], str, str]:
+    _one_deposit(w)
+    argv = ["train", f"{w}/d/study.toml", "-m", "cnn", "--out", f"{w}/t"]
+    return argv, f"{w}/d/study.toml", "cannot split a single deposit site"
+
+
+@case("compare-lodo-with-one-deposit")
+def _(w: Path) -> tuple[list[str], str, str]:
+    _one_deposit(w)
+    argv = ["compare", f"{w}/d/study.toml", "--out", f"{w}/r", "--models", "cnn"]
+    return [*argv, "--protocols", "lodo"], f"{w}/d/study.toml", "no deposit window to train on"
+
+
+@case("compare-shift-makes-a-cell-both-labels")
+def _(w: Path) -> tuple[list[str], str, str]:
+    _edit_toml(w / "d" / "study.toml", "shift = 3", "shift = 9")
+    argv = ["compare", f"{w}/d/study.toml", "--out", f"{w}/r", "--models", "cnn"]
+    return argv, f"{w}/d/study.toml", "a deposit and of a non-deposit"
+
+
+@case("prepare-shift-makes-a-cell-both-labels")
+def _(w: Path) -> tuple[list[str], str, str]:
+    _edit_toml(w / "d" / "study.toml", "shift = 3", "shift = 9")
+    return ["prepare", f"{w}/d/study.toml"], f"{w}/d/study.toml", "a deposit and of a non-deposit"
+
+
+@case("prepare-shift-more-windows-than-cells")
+def _(w: Path) -> tuple[list[str], str, str]:
+    _edit_toml(w / "d" / "study.toml", "shift = 3", "shift = 13")
+    return ["prepare", f"{w}/d/study.toml"], f"{w}/d/study.toml", "more than the grid's 1024 cells"
+
+
+@case("prepare-shift-401")
+def _(w: Path) -> tuple[list[str], str, str]:
+    _edit_toml(w / "d" / "study.toml", "shift = 3", "shift = 401")
+    return ["prepare", f"{w}/d/study.toml"], f"{w}/d/study.toml", "samples.shift"
+
+
+def _recorded_grid(w: Path, cell: float, georeferenced: bool = True) -> Path:
+    """The session's model, as if trained on a grid of ``cell`` map units."""
+    bundle = ModelBundle.load(w / "model.pt")
+    info = {**bundle.info, "cell_size": [cell, cell], "georeferenced": georeferenced}
+    _save_model(bundle, w / "g.pt", info=info)
+    return w / "g.pt"
+
+
+@case("predict-grid-of-another-cell-size")
+def _(w: Path) -> tuple[list[str], str, str]:
+    model = _recorded_grid(w, 2000.0)
+    argv = ["predict", str(model), f"{w}/d/study.toml", "--out", f"{w}/m.tif"]
+    return argv, f"{w}/d/elements", "trained on cells of 2000 x 2000"
+
+
+def _ungeoreferenced_copy(folder: Path, to: Path) -> None:
+    """The layers of ``folder`` as plain TIFFs: no CRS, no geotransform."""
+    import warnings
+
+    import rasterio
+
+    to.mkdir()
+    for layer in sorted(folder.glob("*.tif")):
+        with rasterio.open(layer) as ds:
+            data, nodata = ds.read(1), ds.nodata
+        profile = {"driver": "GTiff", "height": data.shape[0], "width": data.shape[1]}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(
+                to / layer.name, "w", count=1, dtype=data.dtype, nodata=nodata, **profile
+            ) as dst:
+                dst.write(data, 1)
+
+
+@case("predict-ungeoreferenced-layers")
+def _(w: Path) -> tuple[list[str], str, str]:
+    _ungeoreferenced_copy(w / "d" / "elements", w / "plain")
+    model = _recorded_grid(w, 1000.0)
+    argv = ["predict", str(model), f"{w}/plain", "--out", f"{w}/m.tif"]
+    return argv, f"{w}/plain", "no georeferencing"
+
+
+@case("explain-grid-of-another-cell-size")
+def _(w: Path) -> tuple[list[str], str, str]:
+    model = _recorded_grid(w, 500.0)
+    argv = ["explain", str(model), f"{w}/d/study.toml", "--out", f"{w}/x"]
+    return argv, f"{w}/d/study.toml", "trained on cells of 500 x 500"
+
+
+@case("predict-out-is-a-style-file")
+def _(w: Path) -> tuple[list[str], str, str]:
+    argv = ["predict", f"{w}/model.pt", f"{w}/d/study.toml", "--out", f"{w}/m.qml"]
+    return argv, f"{w}/m.qml", "cannot be a .qml file"
+
+
+@case("predict-csv-is-the-style-file")
+def _(w: Path) -> tuple[list[str], str, str]:
+    argv = ["predict", f"{w}/model.pt", f"{w}/d/study.toml", "--out", f"{w}/m.tif"]
+    return [*argv, "--csv", f"{w}/m.qml"], f"{w}/m.qml", "QGIS style"
+
+
+def _edited_spec(w: Path, **changes: object) -> Path:
+    bundle = ModelBundle.load(w / "model.pt")
+    _save_model(bundle, w / "s.pt", spec={**bundle.spec.to_dict(), **changes})
+    return w / "s.pt"
+
+
+@case("predict-spec-in-channels-disagrees")
+def _(w: Path) -> tuple[list[str], str, str]:
+    model = _edited_spec(w, in_channels=4)
+    argv = ["predict", str(model), f"{w}/d/study.toml", "--out", f"{w}/m.tif"]
+    return argv, str(model), "spec.in_channels is 4 but the file lists 5 channels"
+
+
+@case("predict-spec-width-6000")
+def _(w: Path) -> tuple[list[str], str, str]:
+    model = _edited_spec(w, width=6000)
+    argv = ["predict", str(model), f"{w}/d/study.toml", "--out", f"{w}/m.tif"]
+    return argv, str(model), "width 6000"
+
+
+@case("predict-spec-width-disagrees-with-the-weights")
+def _(w: Path) -> tuple[list[str], str, str]:
+    model = _edited_spec(w, width=8)
+    argv = ["predict", str(model), f"{w}/d/study.toml", "--out", f"{w}/m.tif"]
+    return argv, str(model), "weight conv1.weight has shape (4, 5, 3, 3)"
+
+
+@case("predict-weights-of-another-shape")
+def _(w: Path) -> tuple[list[str], str, str]:
+    bundle = ModelBundle.load(w / "model.pt")
+    bundle.state["conv1.weight"] = torch.zeros(4, 6, 3, 3)  # once a truncated state_dict reason
+    _save_model(bundle, w / "s.pt")
+    argv = ["predict", f"{w}/s.pt", f"{w}/d/study.toml", "--out", f"{w}/m.tif"]
+    return argv, f"{w}/s.pt", "needs (4, 5, 3, 3)"
+
+
+@case("predict-model-lists-a-channel-twice")
+def _(w: Path) -> tuple[list[str], str, str]:
+    bundle = ModelBundle.load(w / "model.pt")
+    _save_model(bundle, w / "s.pt", channels=[*bundle.channels[:-1], bundle.channels[0]])
+    argv = ["predict", f"{w}/s.pt", f"{w}/d/study.toml", "--out", f"{w}/m.tif"]
+    return argv, f"{w}/s.pt", "listed twice"
+
+
+@case("predict-knowledge-channel-model-on-an-element-folder")
+def _(w: Path) -> tuple[list[str], str, str]:
+    bundle = ModelBundle.load(w / "model.pt")
+    channels = [*bundle.channels[:-1], "fault_proximity"]
+    _save_model(bundle, w / "k.pt", channels=channels)
+    argv = ["predict", f"{w}/k.pt", f"{w}/d/elements", "--out", f"{w}/m.tif"]
+    return argv, f"{w}/d/elements", "predict from the study config"
+
+
+for _key, _edit in (
+    ("train.background_ratio", ("[train]\n", "[train]\nbackground_ratio = 1000000.0\n")),
+    ("train.epochs", ("epochs = 40", "epochs = 100000000")),
+    ("train.batch_size", ("batch_size = 32", "batch_size = 10000000")),
+    ("train.width", ("[train]\n", "[train]\nwidth = 6000\n")),
+    ("train.seed", ("patience = 10\nseed = 5", "patience = 10\nseed = -1")),
+    ("sites.negatives.count", ("count = 4", "count = 100000000")),
+    ("split.folds", ("[split]\n", "[split]\nfolds = 100000\n")),
+    ("compare.bootstrap", ("[train]\n", "[compare]\nbootstrap = 100000000\n\n[train]\n")),
+    ("predict.batch_size", ("[train]\n", "[predict]\nbatch_size = 100000000\n\n[train]\n")),
+):
+
+    @case(f"prepare-{_key}-beyond-its-bound")
+    def _(w: Path, key: str = _key, edit: tuple[str, str] = _edit) -> tuple[list[str], str, str]:
+        toml = w / "d" / "study.toml"
+        _edit_toml(toml, *edit)
+        return ["prepare", str(toml)], str(toml), key
+
+
+@case("prepare-negatives-more-than-the-valid-cells")
+def _(w: Path) -> tuple[list[str], str, str]:
+    _edit_toml(w / "d" / "study.toml", "count = 4", "count = 5000")
+    return ["prepare", f"{w}/d/study.toml"], f"{w}/d/study.toml: key 'sites.negatives'", "only"
+
+
+@case("evaluate-bootstrap-100000000")
+def _(w: Path) -> tuple[list[str], str, str]:
+    argv = ["evaluate", f"{w}/map.tif", f"{w}/d/study.toml", "--out", f"{w}/e"]
+    return [*argv, "--bootstrap", "100000000"], "--bootstrap", "100000"
+
+
+@case("prepare-one-layer-for-a-log-ratio")
+def _(w: Path) -> tuple[list[str], str, str]:
+    _edit_toml(w / "d" / "study.toml", 'path = "elements"', 'path = "elements"\nlayers = ["Au"]')
+    return ["prepare", f"{w}/d/study.toml"], f"{w}/d/study.toml", "key 'elements.layers'"
+
+
+@case("evaluate-raster-without-the-marker-value")
+def _(w: Path) -> tuple[list[str], str, str]:
+    argv = ["evaluate", f"{w}/map.tif", f"{w}/d/truth.tif", "--out", f"{w}/e", "--value", "7"]
+    return argv, f"{w}/d/truth.tif", "no cell equals 7, the value that marks a deposit (--value)"
+
+
+@case("evaluate-raster-of-another-grid")
+def _(w: Path) -> tuple[list[str], str, str]:
+    import rasterio
+    from affine import Affine
+
+    with rasterio.open(w / "d" / "truth.tif", "r+") as ds:
+        t = ds.transform
+        ds.transform = Affine(t.a, 0, t.c + 5 * t.a, 0, t.e, t.f)
+    argv = ["evaluate", f"{w}/map.tif", f"{w}/d/truth.tif", "--out", f"{w}/e"]
+    return argv, f"{w}/d/truth.tif", "give the deposits as points, or a study config"
+
+
+@case("evaluate-config-with-value")
+def _(w: Path) -> tuple[list[str], str, str]:
+    argv = ["evaluate", f"{w}/map.tif", f"{w}/d/study.toml", "--out", f"{w}/e", "--value", "0"]
+    return argv, f"{w}/d/study.toml", "--value does not apply to a study config"
+
+
+@case("evaluate-points-with-value")
+def _(w: Path) -> tuple[list[str], str, str]:
+    argv = ["evaluate", f"{w}/map.tif", f"{w}/d/deposits.csv", "--out", f"{w}/e", "--value", "0"]
+    return argv, f"{w}/d/deposits.csv", "--value does not apply to deposit points"
+
+
+@case("compare-models-empty")
+def _(w: Path) -> tuple[list[str], str, str]:
+    return (
+        ["compare", f"{w}/d/study.toml", "--out", f"{w}/r", "--models", ""],
+        "--models",
+        "nothing",
+    )
+
+
+@case("compare-protocols-comma")
+def _(w: Path) -> tuple[list[str], str, str]:
+    argv = ["compare", f"{w}/d/study.toml", "--out", f"{w}/r", "--protocols", ","]
+    return argv, "--protocols", "names nothing"
+
+
+@case("ablation-variants-comma")
+def _(w: Path) -> tuple[list[str], str, str]:
+    argv = ["ablation", f"{w}/d/study.toml", "--out", f"{w}/a", "--variants", ","]
+    return argv, "--variants", "names nothing"
+
+
+# Every option's bad value is one error: line naming the option (Typer's usage errors included).
+for _argv, _option in (
+    (["--threads", "0", "prepare", "{w}/d/study.toml"], "--threads"),
+    (["train", "{w}/d/study.toml", "-m", "cnn", "--out", "{w}/t", "--epochs", "abc"], "--epochs"),
+    (["train", "{w}/d/study.toml", "-m", "cnn", "--out", "{w}/t", "--seed", "-1"], "--seed"),
+    (["train", "{w}/d/study.toml", "-m", "cnn", "--out", "{w}/t", "--seeds", "1000"], "--seeds"),
+    (
+        ["train", "{w}/d/study.toml", "-m", "cnn", "--out", "{w}/t", "--epochs", "10000000"],
+        "epochs",
+    ),
+    (["train", "{w}/d/study.toml", "--out", "{w}/t"], "--model"),
+    (
+        ["predict", "{w}/model.pt", "{w}/d/study.toml", "--out", "{w}/m.tif", "--batch-size", "0"],
+        "--batch-size",
+    ),
+    (
+        ["predict", "{w}/model.pt", "{w}/d/study.toml", "--out", "{w}/m.tif", "--block-rows", "x"],
+        "--block-rows",
+    ),
+    (
+        ["predict", "{w}/model.pt", "{w}/d/study.toml", "--out", "{w}/m.tif", "--no-such"],
+        "--no-such",
+    ),
+    (["compare", "{w}/d/study.toml", "--out", "{w}/r", "--jobs", "0"], "--jobs"),
+    (["compare", "{w}/d/study.toml", "--out", "{w}/r", "--seeds", "100000"], "--seeds"),
+    (
+        ["ablation", "{w}/d/study.toml", "--out", "{w}/a", "--background", "100000000"],
+        "--background",
+    ),
+    (
+        ["explain", "{w}/model.pt", "{w}/d/study.toml", "--out", "{w}/x", "--map-ig-steps", "0"],
+        "--map-ig-steps",
+    ),
+    (["synth", "{w}/new", "--samples", "1000000000"], "--samples"),
+    (["demo", "--out", "{w}/demo", "--seed", "-5"], "--seed"),
+):
+
+    @case(f"option-{_argv[0]}-{_option.strip('-')}-{_argv[-1]}")
+    def _(w: Path, argv: list[str] = _argv, option: str = _option) -> tuple[list[str], str, str]:
+        return [a.format(w=w) for a in argv], option, ""
+
+
 @pytest.mark.parametrize(("name", "setup"), CASES, ids=[name for name, _ in CASES])
 def test_bad_input_is_one_line_and_changes_nothing(
     name: str, setup: Setup, base: Base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -749,6 +1077,131 @@ def test_a_failed_model_write_names_the_file_and_leaves_no_folder(
         bundle.save(target)
     assert str(info.value).startswith(str(target))
     assert list(tmp_path.iterdir()) == []  # neither the temporary file nor the new folders
+
+
+# ---- the rules behind the round-two cases, checked on every field and option
+
+
+def _int_fields(model: type, prefix: str = "") -> list[tuple[str, object]]:
+    """``(key, FieldInfo)`` of every integer field of a config section, nested sections too."""
+    import typing
+
+    from pydantic import BaseModel
+
+    found: list[tuple[str, object]] = []
+    for name, info in model.model_fields.items():  # type: ignore[attr-defined]
+        args = typing.get_args(info.annotation) or (info.annotation,)
+        for arg in args:
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                found += _int_fields(arg, f"{prefix}{name}.")
+        if int in args and bool not in args:
+            found.append((f"{prefix}{name}", info))
+    return found
+
+
+def test_every_integer_the_config_sets_has_an_upper_bound() -> None:
+    import annotated_types
+
+    from gkdcn.config import StudyConfig
+
+    fields = _int_fields(StudyConfig)
+    assert "train.epochs" in dict(fields) and "samples.shift" in dict(fields)
+    unbounded = [
+        key
+        for key, info in fields
+        if not any(
+            isinstance(m, annotated_types.Le | annotated_types.Lt)
+            for m in info.metadata  # type: ignore[attr-defined]
+        )
+    ]
+    assert unbounded == []
+
+
+# Integer options whose value is checked by the config schema or the synthetic spec instead.
+_SCHEMA_CHECKED = {
+    ("synth", "height"), ("synth", "width"), ("synth", "layers"), ("synth", "deposits"),
+    ("synth", "systems"), ("train", "epochs"), ("compare", "epochs"), ("ablation", "epochs"),
+    ("ablation", "width"), ("ablation", "background"), ("predict", "mc_dropout"),
+    ("evaluate", "bootstrap"),
+}  # fmt: skip
+
+
+def test_every_integer_option_has_an_upper_bound() -> None:
+    import typing
+
+    import typer.main
+
+    group = typer.main.get_command(app)
+    commands = {"": group, **group.commands}  # type: ignore[attr-defined]
+    unbounded = []
+    for name, command in commands.items():
+        for param in command.params:
+            annotation = param.type_descriptor.annotation
+            if int not in (annotation, *typing.get_args(annotation)):
+                continue
+            if (name, param.name) not in _SCHEMA_CHECKED and param.max is None:
+                unbounded.append(f"{name} --{param.name}")
+    assert ("train", "seeds") not in _SCHEMA_CHECKED and unbounded == []
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o027])
+def test_synth_and_prepare_vector_outputs_follow_the_umask(
+    umask: int, base: Base, tmp_path: Path
+) -> None:
+    old = os.umask(umask)
+    try:
+        _ok("synth", f"{tmp_path}/s", "--height", "32", "--width", "32", "--deposits", "2")
+        _ok("prepare", f"{base.root}/d/study.toml", "--out", f"{tmp_path}/p")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "s" / "faults.gpkg", tmp_path / "p" / "faults.gpkg"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_a_trained_model_records_its_grid_and_old_files_still_map(
+    base: Base, tmp_path: Path
+) -> None:
+    _ok("train", f"{base.root}/d/study.toml", "-m", "cnn", "--epochs", "1", "--out",
+        f"{tmp_path}/t")  # fmt: skip
+    bundle = ModelBundle.load(tmp_path / "t" / "model.pt")
+    assert bundle.cell_size == (1000.0, 1000.0) and bundle.georeferenced is True
+    _ok("predict", f"{tmp_path}/t/model.pt", f"{base.root}/d/study.toml", "--out",
+        f"{tmp_path}/new.tif")  # fmt: skip
+    old = ModelBundle.load(base.root / "model.pt")  # written without the record
+    assert old.cell_size is None and old.georeferenced is None
+    _ok("predict", f"{base.root}/model.pt", f"{base.root}/d/study.toml", "--out",
+        f"{tmp_path}/old.tif")  # fmt: skip
+
+
+def test_an_old_model_file_on_ungeoreferenced_layers_maps_with_a_warning(
+    base: Base, tmp_path: Path
+) -> None:
+    _ungeoreferenced_copy(base.root / "d" / "elements", tmp_path / "plain")
+    out = _ok("predict", f"{base.root}/model.pt", f"{tmp_path}/plain", "--out", f"{tmp_path}/m.tif")
+    assert f"warning: {tmp_path}/plain: the layers have no georeferencing" in out
+    assert (tmp_path / "m.tif").is_file()
+
+
+def test_no_raster_of_nodata_only_is_written(base: Base, tmp_path: Path) -> None:
+    from gkdcn.errors import InputError
+    from gkdcn.io.grid import Grid
+    from gkdcn.io.rasters import grid_of, write_probability_map
+
+    grid: Grid = grid_of(base.root / "map.tif")
+    empty = np.full(grid.shape, np.nan, np.float32)
+    with pytest.raises(InputError, match="no valid cell") as info:
+        write_probability_map(tmp_path / "m.tif", empty, grid)
+    assert str(info.value).startswith(str(tmp_path / "m.tif"))
+    assert list(tmp_path.iterdir()) == []
+    empty[3, 4] = 0.5  # one cell is a map
+    write_probability_map(tmp_path / "m.tif", empty, grid)
+
+
+def test_usage_help_still_shows() -> None:
+    result = runner.invoke(app, [])
+    assert "Usage" in result.output and "error:" not in result.output
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0 and "--epochs" in result.output
 
 
 # ==== gkdcn grid on point samples (data.gridding): grids with no valid cell, sentinels, censoring

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -25,18 +26,60 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+from typer._click import Context as ClickContext  # Typer's own copy of click parses options
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from gkdcn.compare.variants import DEFAULT_VARIANTS as ABLATION_DEFAULTS
 from gkdcn.compare.variants import VARIANTS as ABLATION_VARIANTS
-from gkdcn.config import StudyConfig, load_config
-from gkdcn.errors import GkdcnError, Note, Terminated
+from gkdcn.config import (
+    MAX_BATCH,
+    MAX_BOOTSTRAP,
+    MAX_SEED,
+    MAX_SEEDS,
+    StudyConfig,
+    load_config,
+)
+from gkdcn.errors import GkdcnError, InputError, Note, Terminated
 from gkdcn.explain import defaults as explain_defaults
 from gkdcn.models import registry
 
 if TYPE_CHECKING:  # a study is loaded inside the commands that need one
     from gkdcn.data.study import Study
 
+
+class _Commands(typer.core.TyperGroup):
+    """The command group, whose usage errors are one ``error:`` line.
+
+    A bad option value, an unknown option or a missing argument of any command is one line
+    naming the option (exit 2), like every other user error, not Typer's usage box.
+    """
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: ClickContext | None = None,
+        **extra: Any,
+    ) -> ClickContext:  # fmt: skip
+        with _usage_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        with _usage_errors():  # the command's own options are parsed here
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _usage_errors() -> Any:
+    try:
+        yield
+    except NoArgsIsHelpError:
+        raise  # `gkdcn` alone shows the help
+    except UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "gkdcn"
+        _say("error:", f"{exc.format_message()} (see {command} --help)")
+        raise typer.Exit(2) from None
+
+
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     help="gkdcn: geochemical anomaly patterns with geology-guided deformable convolutions.",
@@ -67,6 +110,12 @@ DataDir = Annotated[
     Path | None,
     typer.Option("--data-dir", help="Folder that relative paths in the config resolve against."),
 ]
+# Bounds of the options that are no config key (those are bounded in gkdcn.config): checked by
+# Typer before any work, a value outside is one ``error:`` line naming the option.
+MAX_THREADS = 1024
+MAX_JOBS = 256
+MAX_SURVEY_SAMPLES = 1_000_000
+Seed = Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Random seed.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
 Precision = Annotated[
@@ -81,6 +130,8 @@ Jobs = Annotated[
     int | None,
     typer.Option(
         "--jobs",
+        min=1,
+        max=MAX_JOBS,
         help="Trainings run at once, each on one CPU thread (default: the cores, at most 4). "
         "Results do not depend on it.",
     ),
@@ -101,6 +152,7 @@ def _main(
         int | None,
         typer.Option(
             "--threads",
+            max=MAX_THREADS,
             help="CPU threads for PyTorch (default: all cores). On a busy shared machine, "
             "1 avoids threads waiting on each other.",
         ),
@@ -182,6 +234,32 @@ def _workers(jobs: int | None) -> int:
     return default_workers() if jobs is None else jobs
 
 
+def _names(option: str, text: str | None) -> list[str] | None:
+    """A comma-separated option as its names (None when not given).
+
+    Given but naming nothing (``--models ""``, ``--variants ","``) is an error, never the
+    defaults.
+    """
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise GkdcnError(f"{option} names nothing ({text!r}); leave it out for the defaults")
+    return names
+
+
+def _validated(section: Any, updates: dict[str, Any], option: str) -> Any:
+    """A config section with a command-line option's value, checked as the config key is."""
+    from pydantic import ValidationError
+
+    from gkdcn.errors import validation_message
+
+    try:
+        return type(section).model_validate({**section.model_dump(), **updates})
+    except ValidationError as exc:
+        raise GkdcnError(f"{option}: {validation_message(exc)}") from None
+
+
 def _config(path: Path, data_dir: Path | None) -> StudyConfig:
     return load_config(path, data_dir=data_dir)
 
@@ -206,7 +284,7 @@ def _study(config_or_prepared: Path, data_dir: Path | None) -> Study:
 @_friendly
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Folder to create for the synthetic district.")],
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Seed = 0,
     height: Annotated[int, typer.Option(help="Rows of the grid.")] = 96,
     width: Annotated[int, typer.Option(help="Columns of the grid.")] = 128,
     layers: Annotated[int, typer.Option(help="Number of element layers.")] = 12,
@@ -223,7 +301,11 @@ def synth(
         typer.Option(help="With systems: share of mineralised bodies without a known deposit."),
     ] = None,
     samples: Annotated[
-        int, typer.Option(help="Also write samples.csv: a survey of this many point samples.")
+        int,
+        typer.Option(
+            max=MAX_SURVEY_SAMPLES,
+            help="Also write samples.csv: a survey of this many point samples.",
+        ),
     ] = 0,
     cell_size: Annotated[float, typer.Option(help="Cell size of the true layers (map units).")] = (
         1000.0
@@ -331,12 +413,15 @@ def train(
         Path, typer.Option(help="Folder for model.pt, history.csv, training_curve.png.")
     ],
     data_dir: DataDir = None,
-    seed: Annotated[int | None, typer.Option(help="Seed (default: the config's).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, max=MAX_SEED, help="Seed (default: the config's).")
+    ] = None,
     seeds: Annotated[
         int,
         typer.Option(
+            max=MAX_SEEDS,
             help="Train this many seeds (seed, seed + 1, ...) into ONE model file whose members "
-            "predict averages (a seed ensemble)."
+            "predict averages (a seed ensemble).",
         ),
     ] = 1,
     epochs: Annotated[int | None, typer.Option(help="Override the number of epochs.")] = None,
@@ -429,6 +514,25 @@ def train(
         console.print(f"wrote {kind}: {path}")
 
 
+def _check_site_options(sites: Path, given: dict[str, object]) -> None:
+    """Refuse evaluate's site options that the kind of ``sites`` would ignore.
+
+    A study config says where its deposits are, a raster has no columns, points have no marker
+    value.
+    """
+    suffix = sites.suffix.lower()
+    applies: tuple[str, ...]
+    if suffix == ".toml":
+        kind, applies = "a study config (its [sites.deposits] says where they are)", ()
+    elif suffix in (".tif", ".tiff"):
+        kind, applies = "a deposit raster", ("--value",)
+    else:
+        kind, applies = "deposit points", ("--x", "--y", "--crs")
+    ignored = [name for name, value in given.items() if value is not None and name not in applies]
+    if ignored:
+        raise InputError(sites, f"{', '.join(ignored)} does not apply to {kind}")
+
+
 def _device(name: str) -> str:
     from gkdcn.predict import resolve_device
 
@@ -456,11 +560,16 @@ def predict(
         int, typer.Option(help="Monte-Carlo dropout passes (adds a std band).")
     ] = 0,
     batch_size: Annotated[
-        int | None, typer.Option(help="Windows per batch (default: the config's \\[predict]).")
+        int | None,
+        typer.Option(
+            min=1, max=MAX_BATCH, help="Windows per batch (default: the config's \\[predict])."
+        ),
     ] = None,
     block_rows: Annotated[
         int | None,
-        typer.Option(help="Rows per streamed block (default: the config's \\[predict])."),
+        typer.Option(
+            min=1, max=65_536, help="Rows per streamed block (default: the config's \\[predict])."
+        ),
     ] = None,
     device: Device = "auto",
     cog: Annotated[bool, typer.Option(help="Write a Cloud-Optimized GeoTIFF.")] = False,
@@ -469,10 +578,11 @@ def predict(
 ) -> None:
     """Map the anomaly probability of every valid cell onto the element grid (GeoTIFF)."""
     from gkdcn.io.atomic import check_writable
-    from gkdcn.predict import MAX_MC_DROPOUT, predict_to_file
+    from gkdcn.predict import MAX_MC_DROPOUT, check_output_names, predict_to_file
 
     if not 0 <= mc_dropout <= MAX_MC_DROPOUT:
         raise GkdcnError(f"--mc-dropout must be between 0 and {MAX_MC_DROPOUT}, not {mc_dropout}")
+    check_output_names(out, csv)
 
     with contextlib.ExitStack() as stack:
         engine = None
@@ -502,12 +612,18 @@ def evaluate(
     ],
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, curves (CSV) and plots.")],
     data_dir: DataDir = None,
-    x: Annotated[str, typer.Option(help="x column of a CSV or Excel table (any case).")] = "x",
-    y: Annotated[str, typer.Option(help="y column of a CSV or Excel table (any case).")] = "y",
+    x: Annotated[
+        str | None, typer.Option(help="x column of a CSV or Excel table (any case; default x).")
+    ] = None,
+    y: Annotated[
+        str | None, typer.Option(help="y column of a CSV or Excel table (any case; default y).")
+    ] = None,
     crs: Annotated[str | None, typer.Option(help="CRS of CSV coordinates.")] = None,
-    value: Annotated[float, typer.Option(help="Marker value in a deposit raster.")] = 1,
+    value: Annotated[
+        float | None, typer.Option(help="Marker value in a deposit raster (default 1).")
+    ] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the AUC CI.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Bootstrap seed.")] = 0,
     overwrite: Overwrite = False,
 ) -> None:
     """Score a probability map against deposits: metrics, ROC/PR, success-rate, P-A, CIs."""
@@ -515,14 +631,18 @@ def evaluate(
     from gkdcn.evaluate import check_evaluation_outputs, evaluate_map, write_evaluation
     from gkdcn.io.rasters import read_probability_map
 
-    if bootstrap < 0:
-        raise GkdcnError(f"--bootstrap must be 0 (no CI) or more, not {bootstrap}")
+    if not 0 <= bootstrap <= MAX_BOOTSTRAP:
+        raise GkdcnError(
+            f"--bootstrap must be between 0 (no CI) and {MAX_BOOTSTRAP}, not {bootstrap}"
+        )
+    _check_site_options(sites, {"--x": x, "--y": y, "--crs": crs, "--value": value})
     inputs = [map_path, *_inputs(sites, data_dir)]
     check_evaluation_outputs(out, overwrite, inputs=inputs)
     prob, valid, grid = read_probability_map(map_path)
     rows, cols, notes = deposit_cells(
-        sites, grid, valid, data_dir=data_dir, x=x, y=y, crs=crs, value=value
-    )
+        sites, grid, valid, data_dir=data_dir, x=x or "x", y=y or "y", crs=crs,
+        value=1 if value is None else value,
+    )  # fmt: skip
     for note in notes:
         _say("note:", note)
     ev = evaluate_map(prob, valid, rows, cols, n_boot=bootstrap, seed=seed)
@@ -545,7 +665,7 @@ def compare(
     out: Annotated[Path, typer.Option(help="Run folder (resumable).")] = Path("runs/compare"),
     data_dir: DataDir = None,
     quick: Annotated[bool, typer.Option(help="Small version: 2 seeds, short training.")] = False,
-    seeds: Annotated[int | None, typer.Option(help="Number of seeds.")] = None,
+    seeds: Annotated[int | None, typer.Option(max=MAX_SEEDS, help="Number of seeds.")] = None,
     models: Annotated[
         str | None,
         typer.Option(
@@ -578,8 +698,7 @@ def compare(
     cfg = _config(config, data_dir)
     plan = make_plan(
         cfg, quick=quick, seeds=seeds, epochs=epochs, precision=precision,
-        models=models.split(",") if models else None,
-        protocols=protocols.split(",") if protocols else None,
+        models=_names("--models", models), protocols=_names("--protocols", protocols),
     )  # fmt: skip
     study = load_study(cfg)
     if scheduler is not None and jobs is not None:
@@ -633,7 +752,7 @@ def ablation(
             "the baselines, on the same folds (default: the config's \\[compare] models)."
         ),
     ] = None,
-    seeds: Annotated[int | None, typer.Option(help="Number of seeds.")] = None,
+    seeds: Annotated[int | None, typer.Option(max=MAX_SEEDS, help="Number of seeds.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override epochs.")] = None,
     protocol: Annotated[str, typer.Option(help="Held-out protocol: lodo or blocks.")] = "lodo",
     width: Annotated[
@@ -669,16 +788,15 @@ def ablation(
     if background is not None:
         if background < 0:
             raise GkdcnError(f"--background must be 0 (all cells) or more, not {background}")
-        compare_cfg = cfg.compare.model_copy(update={"heldout_background": background})
+        compare_cfg = _validated(cfg.compare, {"heldout_background": background}, "--background")
         cfg = cfg.model_copy(update={"compare": compare_cfg})
     if knowledge_channel is not None:
         knowledge = cfg.knowledge.model_copy(update={"as_channel": knowledge_channel})
         cfg = cfg.model_copy(update={"knowledge": knowledge})
     runs = plan_ablation(
         cfg, out, seeds=seeds, epochs=epochs, protocol=protocol,
-        variants=[v.strip() for v in variants.split(",") if v.strip()] if variants else None,
-        models=[m.strip() for m in models.split(",") if m.strip()],
-        reference_models=reference_models.split(",") if reference_models else None,
+        variants=_names("--variants", variants), models=_names("--models", models) or [],
+        reference_models=_names("--reference-models", reference_models),
     )  # fmt: skip
     study = load_study(cfg)
     say = lambda text: console.print(text, soft_wrap=True)  # noqa: E731
@@ -708,11 +826,14 @@ def explain(
     ] = None,
     sites: Annotated[str, typer.Option(help="deposits or all.")] = explain_defaults.SITES,
     top_k: Annotated[
-        int, typer.Option(help="Attribution maps for the top-k elements.")
+        int, typer.Option(min=1, max=1000, help="Attribution maps for the top-k elements.")
     ] = explain_defaults.TOP_K,
     maps: Annotated[bool, typer.Option(help="Write full-map GeoTIFFs.")] = True,
     map_ig_steps: Annotated[
-        int, typer.Option(help="Integrated-gradient steps per cell for the attribution maps.")
+        int,
+        typer.Option(
+            min=1, max=1000, help="Integrated-gradient steps per cell for the attribution maps."
+        ),
     ] = explain_defaults.MAP_IG_STEPS,
     overwrite: Overwrite = False,
 ) -> None:
@@ -730,6 +851,9 @@ def explain(
             "explain shows the first",
         )
     study = _study(config, data_dir)
+    from gkdcn.predict import check_model_grid
+
+    check_model_grid([bundle], study.grid, config)
     # A plain str on the command line (so a wrong one gets explain's one-line error, not
     # Typer's usage box); explain_model refuses anything but "deposits" and "all".
     choice = cast("SiteChoice", sites)
@@ -765,7 +889,9 @@ def demo(
         "gkdcn-demo"
     ),
     overwrite: Overwrite = False,
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic district.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=MAX_SEED, help="Seed of the synthetic district.")
+    ] = 0,
     jobs: Jobs = None,
 ) -> None:
     """Run the whole pipeline on a generated district and write DIR/report.html."""

@@ -16,6 +16,18 @@ from gkdcn.errors import InputError, validation_message
 from gkdcn.models import registry
 
 Align = Literal["strict", "resample", "index"]
+# Upper bounds of the sizes a user sets (config keys and command-line options alike): each is
+# far beyond any sensible study, and checked before any work, so a typo (an extra zero or
+# three) is one line naming the key instead of hours of work or memory exhausted.
+MAX_SEED = 2**32 - 1  # numpy and torch take every seed up to here
+MAX_SEEDS = 100  # seeds of a comparison or members of an ensemble
+MAX_BOOTSTRAP = 100_000  # bootstrap replicates: more do not sharpen a 95 % interval
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536  # windows per batch (training and prediction)
+MAX_WIDTH = 1024  # channels of the first layers (the paper: 64)
+MAX_WINDOW = 255  # cells
+MAX_SHIFT = 25  # cells: a site's shift x shift neighbourhood of window centres
+MAX_SITES = 1_000_000
 
 
 class _Section(BaseModel):
@@ -82,9 +94,9 @@ SiteSource = RasterSitesConfig | PointSitesConfig
 class NegativeSamplingConfig(_Section):
     """How to draw non-deposit sites when none are given."""
 
-    count: int | None = Field(None, ge=1, description="default: as many as deposits")
+    count: int | None = Field(None, ge=1, le=MAX_SITES, description="default: as many as deposits")
     min_distance: float = Field(5000.0, ge=0, description="map units from any deposit")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 class SitesConfig(_Section):
@@ -98,7 +110,9 @@ class DecayConfig(_Section):
 
     kind: Literal["rings", "exponential"] = "rings"
     ring_width: float = Field(2000.0, gt=0, description="rings: width of each ring in map units")
-    rings: int = Field(12, ge=2, description="rings: ring index at which the weight reaches 0")
+    rings: int = Field(
+        12, ge=2, le=100_000, description="rings: ring index at which the weight reaches 0"
+    )
     exponent: float = Field(0.46, gt=0, description="rings: power-law exponent")
     scale: float = Field(5000.0, gt=0, description="exponential: e-folding distance in map units")
 
@@ -126,9 +140,11 @@ class TransformConfig(_Section):
 
 
 class SamplesConfig(_Section):
-    window: int = Field(9, ge=3, description="odd window size in cells")
+    window: int = Field(9, ge=3, le=MAX_WINDOW, description="odd window size in cells")
     padding: Literal["zero", "reflect"] = "zero"
-    shift: int = Field(3, ge=1, description="k: each site contributes its k x k neighbourhood")
+    shift: int = Field(
+        3, ge=1, le=MAX_SHIFT, description="k: each site contributes its k x k neighbourhood"
+    )
     rotations: bool = False
     flips: bool = False
 
@@ -145,37 +161,40 @@ class SplitConfig(_Section):
 
     method: Literal["site", "window", "lodo", "blocks"] = "site"
     validation_fraction: float = Field(0.2, gt=0, lt=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     exclusion_radius: float = Field(
         0.0,
         ge=0,
         description="lodo: also drop training windows centred this close to the held-out deposit",
     )
     block_size: float = Field(20000.0, gt=0, description="blocks: block edge in map units")
-    folds: int = Field(5, ge=2, description="blocks: number of folds")
+    folds: int = Field(5, ge=2, le=100, description="blocks: number of folds")
 
 
 class TrainConfig(_Section):
     """Optimisation. Defaults are ours; ``preset = "authors"`` applies the authors' settings."""
 
     preset: Literal["default", "authors"] = "default"
-    epochs: int = Field(60, ge=1)
+    epochs: int = Field(60, ge=1, le=MAX_EPOCHS)
     lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     weight_decay: float = Field(1e-4, ge=0)
     patience: int | None = Field(
-        15, ge=1, description="early stopping on validation loss; none = off"
+        15, ge=1, le=MAX_EPOCHS, description="early stopping on validation loss; none = off"
     )
     head: Literal["gap", "flatten"] = "gap"
     gk_loss: Literal["sigmoid-mse", "weighted-abs"] = "sigmoid-mse"
     gk_lambda: float = Field(0.1, ge=0)
     dropout: float = Field(0.5, ge=0, lt=1)
-    width: int = Field(64, ge=4, description="channels of the first layers (the paper: 64)")
-    seed: int = 0
+    width: int = Field(
+        64, ge=4, le=MAX_WIDTH, description="channels of the first layers (the paper: 64)"
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     # The recipe for held-out performance (``preset = "authors"`` switches all of it off).
     background_ratio: float = Field(
         2.0,
         ge=0,
+        le=100,
         description="unlabelled background windows per labelled training window, redrawn each "
         "epoch from the valid area away from every deposit of the split; 0 = off",
     )
@@ -306,8 +325,8 @@ AUTHORS_TRAINING: dict[str, Any] = {
 
 
 class PredictConfig(_Section):
-    batch_size: int = Field(1024, ge=1)
-    block_rows: int = Field(64, ge=1)
+    batch_size: int = Field(1024, ge=1, le=MAX_BATCH)
+    block_rows: int = Field(64, ge=1, le=65_536)
 
 
 ProtocolName = Literal["authors", "lodo", "blocks"]
@@ -315,17 +334,18 @@ DEFAULT_PROTOCOLS: tuple[ProtocolName, ...] = ("authors", "lodo")
 
 
 class CompareConfig(_Section):
-    seeds: int = Field(5, ge=1)
+    seeds: int = Field(5, ge=1, le=MAX_SEEDS)
     models: list[str] = Field(
         default_factory=lambda: list(registry.names()),
         description="networks and baselines to compare (default: every kind of "
         "gkdcn.models.registry, the four networks and the four baselines)",
     )
     protocols: list[ProtocolName] = Field(default_factory=lambda: list(DEFAULT_PROTOCOLS))
-    bootstrap: int = Field(1000, ge=0)
+    bootstrap: int = Field(1000, ge=0, le=MAX_BOOTSTRAP)
     heldout_background: int = Field(
         5000,
         ge=0,
+        le=10_000_000,
         description="held-out protocols rank each deposit among this many background cells, "
         "drawn once (with the first seed) and shared by all seeds and models, from the valid cells "
         "that are no site's "

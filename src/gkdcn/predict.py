@@ -48,8 +48,11 @@ from gkdcn.io.atomic import atomic_path, check_writable
 from gkdcn.io.grid import Grid
 from gkdcn.io.qml import qml_path
 from gkdcn.io.rasters import (
+    NO_COMMON_CELL,
     PROBABILITY_NODATA,
     ElementSource,
+    check_valid_cells,
+    is_georeferenced,
     layer_names,
     open_elements,
     write_probability_map,
@@ -146,6 +149,41 @@ def _check_grid(grid: Grid, window: int) -> None:
             f"the element grid ({grid.height} x {grid.width} cells) is smaller than the model's "
             f"{window} x {window} window"
         )
+
+
+CELL_SIZE_TOLERANCE = 0.01  # relative: a model's window covers the area it was trained on
+
+
+def check_model_grid(bundles: Sequence[ModelBundle], grid: Grid, where: str | Path) -> None:
+    """Refuse a grid the models were not trained for: one without georeferencing (unless they
+    were trained on one too), or one of another cell size, on which every window covers another
+    area than in training. Model files that do not record their training grid only get a
+    warning for a grid without georeferencing."""
+    for bundle in bundles:
+        georeferenced = bundle.georeferenced
+        if georeferenced is not False and not is_georeferenced(grid):
+            problem = (
+                "the layers have no georeferencing (no CRS and no geotransform): the map would "
+                "have none either; give the layers their CRS and transform"
+            )
+            if georeferenced is None:  # a model file that does not say what it was trained on
+                warnings.warn(f"{where}: {problem}", UserWarning, stacklevel=2)
+                continue
+            raise InputError(where, problem)
+        trained = bundle.cell_size
+        if trained is None or georeferenced is False:
+            continue
+        if any(
+            abs(a - b) > CELL_SIZE_TOLERANCE * abs(b)
+            for a, b in zip(grid.cell_size, trained, strict=True)
+        ):
+            raise InputError(
+                where,
+                f"cells of {grid.cell_size[0]:g} x {grid.cell_size[1]:g} map units, but the model "
+                f"was trained on cells of {trained[0]:g} x {trained[1]:g}: its "
+                f"{bundle.window} x {bundle.window} window would cover another area; resample "
+                "the layers to the training cell size",
+            )
 
 
 def _source_label(source: ElementSource) -> str | Path:
@@ -569,11 +607,10 @@ def write_prediction(
     if the CSV fails, the new GeoTIFF is removed again.
     """
     out_path = Path(out_path)
+    check_output_names(out_path, csv_path)
     check_writable(out_path, overwrite)
     if csv_path is not None:
         csv_path = Path(csv_path)
-        if csv_path.resolve() == out_path.resolve():
-            raise GkdcnError(f"{csv_path}: the CSV and the GeoTIFF must be different files")
         check_writable(csv_path, overwrite)
     bands = [result.mean]
     names = ["probability"]
@@ -593,6 +630,22 @@ def write_prediction(
             qml_path(out_path).unlink(missing_ok=True)
             raise
     return out_path
+
+
+def check_output_names(out: str | Path, csv_path: str | Path | None) -> None:
+    """The map, its QGIS style (``<map>.qml``, written beside it) and the CSV must be three
+    different files: checked before any work, so none overwrites another."""
+    out, style = Path(out), qml_path(out)
+    if out.resolve() == style.resolve():
+        raise InputError(
+            out, "the map cannot be a .qml file: its QGIS style is written beside it as <map>.qml"
+        )
+    if csv_path is None:
+        return
+    if Path(csv_path).resolve() == out.resolve():
+        raise InputError(csv_path, "the CSV and the GeoTIFF must be different files")
+    if Path(csv_path).resolve() == style.resolve():
+        raise InputError(csv_path, f"the CSV cannot be {style.name}, the map's QGIS style")
 
 
 def write_prediction_csv(
@@ -634,6 +687,13 @@ def open_prediction_source(
 
     path = Path(data)
     if path.suffix.lower() != ".toml":
+        if KNOWLEDGE_CHANNEL in channels and KNOWLEDGE_CHANNEL not in layer_names(path):
+            raise InputError(
+                path,
+                f"the model takes the knowledge weight '{KNOWLEDGE_CHANNEL}' as a channel, "
+                "which element layers alone do not give: predict from the study config (its "
+                "[knowledge] faults or weights make the channel), not from the element data",
+            )
         source = open_elements(path, layers=list(channels), align=align or "strict")
         _note_unused(path, channels)
         return source, None
@@ -738,23 +798,28 @@ def predict_to_file(
     if not items:
         raise GkdcnError("no model file given")
     inputs = _input_paths(items, source, data_dir)
+    check_output_names(out, csv_path)
     check_writable(out, overwrite, inputs=inputs)
     check_writable(qml_path(out), overwrite, inputs=inputs)
     if csv_path is not None:
         check_writable(csv_path, overwrite, inputs=inputs)
-        if Path(csv_path).resolve() == Path(out).resolve():
-            raise GkdcnError(f"{csv_path}: the CSV and the GeoTIFF must be different files")
     bundles = [m if isinstance(m, ModelBundle) else ModelBundle.load(m) for m in items]
     check_compatible(bundles)
     settings: PredictConfig | None = None
     opened: ElementSource | None = None
     if not isinstance(source, ElementSource):
-        opened, settings = open_prediction_source(
-            source, bundles[0].channels, align=align, data_dir=data_dir
-        )
+        with warnings.catch_warnings():
+            # check_model_grid says it in one line, naming the layers
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            opened, settings = open_prediction_source(
+                source, bundles[0].channels, align=align, data_dir=data_dir
+            )
         source = opened
     defaults = settings or PredictConfig()
     try:
+        where = _source_label(source)
+        check_model_grid(bundles, source.grid, where)
+        check_valid_cells(source, where, f"{NO_COMMON_CELL[:-1]}: the map would be all nodata)")
         _warn_far_outside(bundles[0], source)
         result = (engine or predict_map)(
             bundles,

@@ -47,7 +47,7 @@ from gkdcn.errors import GkdcnError
 from gkdcn.figures import save_figure
 from gkdcn.io.atomic import atomic_path, check_writable
 from gkdcn.models import registry
-from gkdcn.models.bundle import ModelBundle, now_iso, package_versions
+from gkdcn.models.bundle import ModelBundle, grid_record, now_iso, package_versions
 from gkdcn.models.losses import (
     BCELoss,
     GKLoss,
@@ -1021,6 +1021,7 @@ def train_study(
         trunk=pretrained.trunk if pretrained is not None else None,
     )
     result.bundle.info.update({"study": study.config.name, "split": split.name})
+    result.bundle.info.update(grid_record(study.grid))
     if pretrained is not None:
         result.bundle.info["pretrain"] = {
             "method": cfg.pretrain,
@@ -1057,6 +1058,7 @@ def train_study_seeds(
     results = fit_networks(kind, data, cfg, seeds, device=device, progress=progress, label=label)
     for result, split in zip(results, splits, strict=True):
         result.bundle.info.update({"study": study.config.name, "split": split.name})
+        result.bundle.info.update(grid_record(study.grid))
     return results
 
 

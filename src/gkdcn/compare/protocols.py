@@ -16,6 +16,7 @@ import numpy as np
 from gkdcn.data.samples import (
     SampleSet,
     Split,
+    check_trains_on_deposits,
     deposit_folds,
     spatial_blocks,
     split_by_window,
@@ -56,6 +57,8 @@ def protocol_folds(
         raise ValueError(
             f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOL_TITLES)})"
         )
+    for fold in folds:  # a held-out fold trains on the remaining deposits: there must be one
+        check_trains_on_deposits(samples, fold, study.sites)
     return [(fold.name, fold_split(fold)) for fold in folds]
 
 

@@ -24,8 +24,8 @@ from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.outputs import write_outputs
 from gkdcn.compare.plan import Plan
 from gkdcn.compare.results import Comparison, collect
-from gkdcn.data.samples import SampleSet, make_samples
-from gkdcn.data.study import Study
+from gkdcn.data.samples import SampleSet, check_centres, make_samples
+from gkdcn.data.study import Study, naming_the_config
 from gkdcn.errors import GkdcnError
 from gkdcn.models import registry
 from gkdcn.pretrain import PretrainResult, pretrain_for_training, trunk_key
@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the cluster extra may be absent
 def study_samples(study: Study) -> SampleSet:
     """All windows of the study's sites (each protocol splits them its own way)."""
     cfg = study.config.samples
+    check_centres(study.sites, study.grid.shape, cfg.shift)
     return make_samples(study.sites, study.grid.shape, cfg.shift, cfg.rotations, cfg.flips)
 
 
@@ -104,9 +105,10 @@ def _run(
     inputs: Sequence[str | Path],
     stack_seeds: bool = False,
 ) -> Comparison:
+    with naming_the_config(study.config):  # the folds are checked before the folder is made
+        samples = study_samples(study)
+        jobs = list(make_jobs(study, samples, plan))
     claim_run_dir(layout, study, plan, overwrite, inputs)
-    samples = study_samples(study)
-    jobs = list(make_jobs(study, samples, plan))
     todo = group_jobs([job for job in jobs if not job.done(layout)], stack=stack_seeds)
     n_workers = resolve_workers(workers, len(todo), device)
     task = None

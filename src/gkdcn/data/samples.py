@@ -111,6 +111,41 @@ def aug_codes(rotations: bool, flips: bool) -> np.ndarray:
     return np.asarray(codes, dtype=np.int8)
 
 
+def check_centres(sites: SiteTable, shape: tuple[int, int], shift: int) -> None:
+    """Refuse a ``shift`` that makes a study's samples nonsense, before they are made: more
+    window centres than the grid has cells, or a cell that is the window centre of a deposit
+    and of a non-deposit at once (the same window taught as both). A one-line
+    :class:`GkdcnError` naming the key ``samples.shift``."""
+    height, width = (int(s) for s in shape)
+    n_centres = len(sites) * shift * shift
+    if n_centres > height * width:
+        raise GkdcnError(
+            f"key 'samples.shift': {shift} gives {n_centres} window centres ({len(sites)} "
+            f"sites x {shift} x {shift}), more than the grid's {height * width} cells"
+        )
+    samples = make_samples(sites, (height, width), shift)
+    cells = samples.rows * width + samples.cols
+    both = np.intersect1d(cells[samples.labels == 1], cells[samples.labels == 0])
+    if both.size:
+        row, col = divmod(int(both[0]), width)
+        raise GkdcnError(
+            f"key 'samples.shift': with {shift} x {shift} neighbourhoods {both.size} cell(s) "
+            f"are window centres of a deposit and of a non-deposit at once (first: row {row}, "
+            f"col {col}); lower samples.shift or keep non-deposits farther from deposits"
+        )
+
+
+def check_trains_on_deposits(samples: SampleSet, split: Split, sites: SiteTable) -> None:
+    """Refuse a split whose training side holds no deposit window (leave-one-deposit-out of a
+    single deposit, a block fold holding every deposit): it would train on non-deposits only."""
+    if not (samples.labels[split.train] == 1).any():
+        deposits = int((np.asarray(sites.labels) == 1).sum())
+        raise GkdcnError(
+            f"the {split.name} split leaves no deposit window to train on ({deposits} "
+            "deposit(s) in all): add deposits or use another split"
+        )
+
+
 def make_samples(
     sites: SiteTable,
     shape: tuple[int, int],
@@ -286,9 +321,10 @@ def _check_fraction(validation_fraction: float) -> None:
 def _n_val(n: int, fraction: float, what: str) -> int:
     """Validation count for one class: round(fraction * n), at least 1 there and 1 in training."""
     if n == 1:
+        # Leave-one-deposit-out needs a second deposit to train on, so it helps only there.
+        lodo = "" if what.startswith("deposit") else " or use leave-one-deposit-out"
         raise GkdcnError(
-            f"cannot split a single {what} between training and validation; "
-            "add more sites or use leave-one-deposit-out"
+            f"cannot split a single {what} between training and validation; add more sites{lodo}"
         )
     return min(max(round(fraction * n), 1), n - 1)
 

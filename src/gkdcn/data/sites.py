@@ -18,7 +18,7 @@ from scipy.ndimage import distance_transform_edt
 from gkdcn.config import Align
 from gkdcn.errors import GkdcnError, InputError
 from gkdcn.io.grid import Grid
-from gkdcn.io.rasters import read_layer_on_grid
+from gkdcn.io.rasters import ALIGN_HINT, read_layer_on_grid
 
 DEPOSIT = 1
 NON_DEPOSIT = 0
@@ -316,7 +316,28 @@ def deposit_cells(
     else:
         source = PointSitesConfig(points=sites, x=x, y=y, crs=crs)
     if isinstance(source, RasterSitesConfig):
-        table = sites_from_raster(resolve(source.raster), grid, align, source.value, 1, "D")
+        raster = resolve(source.raster)
+        try:
+            table = sites_from_raster(raster, grid, align, source.value, 1, "D")
+        except InputError as exc:
+            if raster != sites or ALIGN_HINT not in exc.problem:
+                raise
+            # A bare raster has no `align` setting to change: say what does work.
+            hint = (
+                "a deposit raster must be on the map's grid; give the deposits as points, or a "
+                "study config whose align setting brings the raster onto the map's grid"
+            )
+            problem = exc.problem.replace(ALIGN_HINT, hint)
+            raise InputError(
+                exc.path, problem.replace("the element grid", "the map's grid")
+            ) from None
+        if len(table) == 0:
+            setting = "--value" if raster == sites else f"[sites.deposits] value in {sites}"
+            raise InputError(
+                raster,
+                f"no cell equals {source.value:g}, the value that marks a deposit ({setting}): "
+                "no deposits",
+            )
         return table.rows, table.cols, []
     gdf = read_points(
         resolve(source.points), x=source.x, y=source.y, crs=source.crs, id=source.id,

@@ -32,7 +32,14 @@ from gkdcn.config import (
     config_from_dict,
 )
 from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL, knowledge_channel, load_knowledge_weight
-from gkdcn.data.samples import SampleSet, Split, make_samples, make_splits
+from gkdcn.data.samples import (
+    SampleSet,
+    Split,
+    check_centres,
+    check_trains_on_deposits,
+    make_samples,
+    make_splits,
+)
 from gkdcn.data.sites import (
     DEPOSIT,
     NON_DEPOSIT,
@@ -43,11 +50,17 @@ from gkdcn.data.sites import (
     sites_from_points,
     sites_from_raster,
 )
-from gkdcn.errors import InputError
+from gkdcn.errors import GkdcnError, InputError
 from gkdcn.io.atomic import atomic_dir
 from gkdcn.io.grid import Grid
-from gkdcn.io.rasters import AlignmentWarning, NodataWarning, open_elements, write_geotiff
-from gkdcn.io.vectors import read_points
+from gkdcn.io.rasters import (
+    AlignmentWarning,
+    NodataWarning,
+    check_valid_cells,
+    open_elements,
+    write_geotiff,
+)
+from gkdcn.io.vectors import read_points, write_vector
 
 PREPARED_FORMAT = 1
 
@@ -102,10 +115,17 @@ def _check_auxiliary(config: StudyConfig, names: list[str]) -> None:
         )
     parts = [n for n in names if n not in aux]
     if config.transform.method == "clr" and len(parts) < 2:
+        # Blame what took the layers away: the auxiliary list, or the layers read at all.
+        cause = [n for n in names if n in aux]
+        key = "elements.auxiliary" if cause else "elements.layers"
+        if cause:
+            left = f"{len(parts)} left ({', '.join(cause)} only scaled)"
+        else:
+            left = f"{len(parts)} read: {_shorten(names)}"
         raise InputError(
             source,
-            f"key 'elements.auxiliary': the centred log-ratio needs at least 2 compositional "
-            f"layers, {len(parts)} left",
+            f"key '{key}': the centred log-ratio (transform.method = \"clr\") needs at least 2 "
+            f'compositional layers, {left}; read more layers or set method = "log"',
         )
 
 
@@ -221,8 +241,7 @@ def load_study(config: StudyConfig) -> Study:
             grid = source.grid
             raw = source.read()
         valid = np.isfinite(raw).all(axis=0)
-        if not valid.any():
-            raise InputError(elements_path, "no cell has a value in every layer")
+        check_valid_cells(valid, elements_path)
         _check_auxiliary(config, names)
         if KNOWLEDGE_CHANNEL in names and config.knowledge.as_channel:
             raise InputError(
@@ -256,7 +275,10 @@ def load_study(config: StudyConfig) -> Study:
         else:
             cfg = config.sites.negatives
             count = cfg.count if cfg.count is not None else len(deposits)
-            negatives = sample_negatives(deposits, valid, grid, count, cfg.min_distance, cfg.seed)
+            with naming_the_config(config):
+                negatives = sample_negatives(
+                    deposits, valid, grid, count, cfg.min_distance, cfg.seed
+                )
             notes.append(
                 f"sampled {count} non-deposit cells at least {cfg.min_distance:g} map units from "
                 f"any deposit (seed {cfg.seed})"
@@ -323,11 +345,35 @@ def check_window(study: Study, source: str | Path) -> None:
         )
 
 
+@contextlib.contextmanager
+def naming_the_config(config: StudyConfig) -> Any:
+    """Context: a problem of the config's settings (the split, the samples, the negatives)
+    raised inside names the config file, as every other error of it does."""
+    try:
+        yield
+    except InputError as exc:
+        if exc.path is None or Path(exc.path).exists():
+            raise
+        # a config key ("sites.negatives"), not a file: the file is the config
+        raise InputError(config.source or "config", f"key '{exc.path}': {exc.problem}") from None
+    except GkdcnError as exc:
+        raise InputError(config.source or "config", str(exc)) from None
+
+
 def build_samples(study: Study) -> tuple[SampleSet, list[Split]]:
-    """Window centres for the study's sites (``config.samples``) and its splits (``config.split``)."""
+    """Window centres for the study's sites (``config.samples``) and its splits (``config.split``).
+
+    Errors name the config file: a ``samples.shift`` whose neighbourhoods put a window centre
+    on a deposit and a non-deposit at once, or that asks for more windows than the grid has
+    cells, and a split that leaves no deposit window to train on.
+    """
     cfg = study.config.samples
-    samples = make_samples(study.sites, study.grid.shape, cfg.shift, cfg.rotations, cfg.flips)
-    splits = make_splits(samples, study.sites, study.grid, study.config.split)
+    with naming_the_config(study.config):
+        check_centres(study.sites, study.grid.shape, cfg.shift)
+        samples = make_samples(study.sites, study.grid.shape, cfg.shift, cfg.rotations, cfg.flips)
+        splits = make_splits(samples, study.sites, study.grid, study.config.split)
+        for split in splits:
+            check_trains_on_deposits(samples, split, study.sites)
     return samples, splits
 
 
@@ -450,7 +496,7 @@ def save_prepared(
                 descriptions=[KNOWLEDGE_CHANNEL],
             )
         if study.faults is not None:
-            study.faults.to_file(tmp / "faults.gpkg", driver="GPKG")
+            write_vector(study.faults, tmp / "faults.gpkg", driver="GPKG")
         study.sites.to_frame(study.grid).to_csv(tmp / "sites.csv", index=False)
         frame = pd.DataFrame(
             {

@@ -50,6 +50,7 @@ from gkdcn.io.atomic import atomic_dir, check_writable
 from gkdcn.io.grid import Grid
 from gkdcn.io.rasters import write_geotiff
 from gkdcn.io.toml import to_toml
+from gkdcn.io.vectors import write_vector
 
 NODATA = -9999.0
 TRUTH_BACKGROUND = 0
@@ -424,7 +425,7 @@ def generate_district(
         )
         (tmp / "deposits.csv").write_text(_deposits_csv(district), encoding="utf-8")
         district.bodies.to_csv(tmp / "bodies.csv", index=False, float_format="%.1f")
-        district.faults.to_file(tmp / "faults.gpkg", layer="faults", driver="GPKG")
+        write_vector(district.faults, tmp / "faults.gpkg", layer="faults", driver="GPKG")
         text = _study_toml(spec, config)
         _validate_study(text, tmp)
         (tmp / "study.toml").write_text(text, encoding="utf-8")

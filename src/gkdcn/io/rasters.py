@@ -32,6 +32,7 @@ from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
 from rasterio.shutil import copy as rio_copy
+from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
@@ -45,7 +46,8 @@ from gkdcn.io.qml import QmlStyle, area_class_style, qml_path, write_qml
 ResamplingName = Literal["nearest", "bilinear"]
 
 _TIF_SUFFIXES = (".tif", ".tiff")
-_ALIGN_HINT = (
+#: How a study config brings a raster of another grid onto the element grid (its `align`).
+ALIGN_HINT = (
     'set align = "resample" to warp it onto the element grid (footprints must overlap) '
     'or align = "index" to line it up by array index from the top-left cell'
 )
@@ -168,7 +170,7 @@ class _FileReader:
             elif align == "strict":
                 raise InputError(
                     self.path,
-                    f"grid differs from the element grid ({'; '.join(differences)}); {_ALIGN_HINT}",
+                    f"grid differs from the element grid ({'; '.join(differences)}); {ALIGN_HINT}",
                 )
             elif align == "index":
                 self.mode = "index"
@@ -562,6 +564,47 @@ def _order(available: list[str], layers: list[str], exclude: list[str], where: P
     return order
 
 
+#: What :func:`check_valid_cells` says by default: the study's layers share no valid cell.
+NO_COMMON_CELL = "no cell has a value in every layer (their valid areas do not overlap)"
+
+
+def check_valid_cells(
+    data: np.ndarray | ElementSource,
+    where: str | Path,
+    problem: str = NO_COMMON_CELL,
+    *,
+    block_rows: int = 256,
+) -> None:
+    """The one rule of every stack gkdcn maps and every raster it writes: some cell is valid.
+
+    ``data`` is a ``(H, W)`` bool mask of valid cells, a ``(C, H, W)`` array (a cell is valid
+    where every band is finite) or an :class:`ElementSource`, read ``block_rows`` rows at a
+    time until the first valid cell (one pass over the layers when there is none). Raises
+    :class:`InputError` ``where: problem`` when no cell is valid, e.g. layers whose valid
+    areas do not overlap, which would otherwise give an all-nodata map.
+    """
+    if isinstance(data, ElementSource):
+        grid = data.grid
+        for r0 in range(0, grid.height, block_rows):
+            rows = min(block_rows, grid.height - r0)
+            if data.valid(Window(0, r0, grid.width, rows)).any():
+                return
+    else:
+        array = np.asarray(data)
+        valid = array if array.dtype == bool else np.isfinite(array)
+        if valid.ndim == 3:
+            valid = valid.all(axis=0)
+        if valid.any():
+            return
+    raise InputError(where, problem)
+
+
+def is_georeferenced(grid: Grid) -> bool:
+    """Whether a grid has a CRS or a geotransform (rasterio gives a plain TIFF without either
+    the identity transform: cells of 1 x 1 "units" from (0, 0))."""
+    return grid.crs is not None or grid.transform != Affine.identity()
+
+
 def _check_not_empty(reader: _FileReader, band: int, name: str, grid: Grid) -> None:
     """Refuse a layer with no valid cell on the element grid; cheap when the layer has data."""
     step = 256
@@ -790,6 +833,14 @@ def write_geotiff(
                 raise ValueError(f"{path}: NaN cells but no nodata value for {dtype}")
             if nodata is not None and not math.isnan(nodata):
                 data = np.where(missing, nodata, data)
+    # A raster of nodata only is no result: refuse it rather than write an empty map.
+    floating = np.issubdtype(data.dtype, np.floating)
+    written = np.isfinite(data) if floating else np.ones(data.shape, dtype=bool)
+    if nodata is not None and not math.isnan(nodata):
+        written &= data != nodata
+    check_valid_cells(
+        np.asarray(written.any(axis=0)), path, "would hold no valid cell (every cell nodata)"
+    )
     profile: dict[str, object] = {
         "driver": "GTiff",
         "height": grid.height,

@@ -13,6 +13,7 @@ import pandas as pd
 from pyproj.exceptions import CRSError
 
 from gkdcn.errors import InputError
+from gkdcn.io.atomic import file_mode
 
 CrsLike = Any  # anything geopandas accepts as a CRS: "EPSG:32645", a rasterio/pyproj CRS, WKT
 
@@ -175,3 +176,14 @@ def read_lines(path: str | Path, target_crs: CrsLike | None = None) -> gpd.GeoDa
             path, "has no CRS: assign one (e.g. in QGIS, Layer > Set CRS) and save it again"
         )
     return _to_crs(gdf, target_crs, path)
+
+
+def write_vector(frame: gpd.GeoDataFrame, path: str | Path, **kwargs: Any) -> Path:
+    """``frame.to_file(path, **kwargs)`` with the mode ``open()`` would give under the umask.
+
+    GDAL's SQLite-based formats such as GeoPackage create their files 0644 whatever it is.
+    """
+    path = Path(path)
+    frame.to_file(path, **kwargs)
+    path.chmod(file_mode())
+    return path

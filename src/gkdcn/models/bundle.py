@@ -25,10 +25,13 @@ from typing import Any, cast, get_args
 import numpy as np
 import torch
 
+from gkdcn.config import MAX_WIDTH, MAX_WINDOW
 from gkdcn.data.samples import Padding
 from gkdcn.data.transforms import ChannelTransform
 from gkdcn.errors import GkdcnError, InputError, Note
 from gkdcn.io.atomic import atomic_path
+from gkdcn.io.grid import Grid
+from gkdcn.io.rasters import is_georeferenced
 from gkdcn.models.nets import AnomalyNet, ModelSpec, build_network
 
 FORMAT = "gkdcn-model"
@@ -116,6 +119,21 @@ class ModelBundle:
     @property
     def kind(self) -> str:
         return self.spec.kind
+
+    @property
+    def cell_size(self) -> tuple[float, float] | None:
+        """Cell width and height of the grid the model was trained on (map units), or None for
+        a model file that does not record it (written before gkdcn recorded it)."""
+        size = self.info.get("cell_size")
+        if not isinstance(size, list | tuple) or len(size) != 2:
+            return None
+        return float(size[0]), float(size[1])
+
+    @property
+    def georeferenced(self) -> bool | None:
+        """Whether the training grid had a CRS or a geotransform (None: not recorded)."""
+        value = self.info.get("georeferenced")
+        return value if isinstance(value, bool) else None
 
     @property
     def channel_kinds(self) -> dict[str, str]:
@@ -252,9 +270,10 @@ class ModelBundle:
                         f"its transform has {member.transform.n_channels} channels, "
                         f"its channel list {len(member.channels)}"
                     )
+                check_weights(member.spec, member.channels, member.state)
                 build_network(member.spec).load_state_dict(member.state)
         except (KeyError, TypeError, ValueError, RuntimeError, GkdcnError) as exc:
-            reason = str(exc).splitlines()[0][:120]
+            reason = _first_reason(exc)
             raise InputError(path, f"model file is incomplete or inconsistent ({reason})") from None
         bad = [
             name
@@ -268,6 +287,56 @@ class ModelBundle:
                 f"model weights hold NaN or infinite values ({len(bad)} tensors, e.g. {bad[0]})",
             )
         return bundle
+
+
+def grid_record(grid: Grid) -> dict[str, Any]:
+    """What a model file's ``info`` records of its training grid, for ``predict`` to check the
+    grid it maps: the cell size and whether the grid was georeferenced."""
+    return {"cell_size": list(grid.cell_size), "georeferenced": is_georeferenced(grid)}
+
+
+def check_weights(spec: ModelSpec, channels: list[str], state: dict[str, torch.Tensor]) -> None:
+    """Refuse (``ValueError``) a spec that disagrees with the channel list or with the weights,
+    before any network is built: the expected shapes come from the network built on torch's
+    ``meta`` device, which allocates nothing, so an edited ``width = 6000`` costs no memory."""
+    if len(set(channels)) != len(channels):
+        twice = next(c for c in channels if channels.count(c) > 1)
+        raise ValueError(f"channel {twice!r} is listed twice")
+    if spec.in_channels != len(channels):
+        raise ValueError(
+            f"spec.in_channels is {spec.in_channels} but the file lists {len(channels)} channels"
+        )
+    if not 1 <= spec.width <= MAX_WIDTH or spec.window > MAX_WINDOW:
+        raise ValueError(
+            f"spec width {spec.width} / window {spec.window} beyond what gkdcn trains "
+            f"(width 1-{MAX_WIDTH}, window up to {MAX_WINDOW})"
+        )
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_network(spec).state_dict().items()}
+    fields = f"kind {spec.kind}, in_channels {spec.in_channels}, width {spec.width}"
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise ValueError(f"the weights lack {missing[0]}, which the spec ({fields}) needs")
+    extra = [k for k in state if k not in expected]
+    if extra:
+        raise ValueError(f"the weights hold {extra[0]}, which the spec ({fields}) has no use for")
+    for name, shape in expected.items():
+        value = state[name]
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"weight {name} is not a tensor")
+        if tuple(value.shape) != shape:
+            raise ValueError(
+                f"weight {name} has shape {tuple(value.shape)}, the spec ({fields}) needs {shape}"
+            )
+
+
+def _first_reason(exc: BaseException) -> str:
+    """The first line of an exception's message that says something, shortened to one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__
+    if reason.endswith(":") and len(lines) > 1:  # "Error(s) in loading state_dict for ...:"
+        reason = lines[1]
+    return reason if len(reason) <= 160 else reason[:157] + "..."
 
 
 def _cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
