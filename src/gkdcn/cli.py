@@ -312,7 +312,9 @@ def synth(
     ),
     barren: Annotated[
         int | None,
-        typer.Option(help="Barren anomalies (default: 3, or 2 per anomaly system)."),
+        typer.Option(
+            min=0, max=100, help="Barren anomalies (default: 3, or 2 per anomaly system)."
+        ),
     ] = None,
     signature_spread: Annotated[
         float,
