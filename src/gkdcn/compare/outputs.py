@@ -108,6 +108,11 @@ def write_outputs(comparison: Comparison, study: Study) -> None:
                     if len(comparison.ensemble.get(p, ()))
                     else {}
                 ),
+                **(
+                    {"chosen_layers": comparison.chosen_layers[p]}
+                    if comparison.chosen_layers.get(p)
+                    else {}
+                ),
             }
             for p in comparison.plan.protocols
         },

@@ -25,8 +25,7 @@ from gkdcn.data.study import Study
 
 PROTOCOL_TITLES = {
     "authors": "Authors' protocol: random split by window, whole map scored (in-sample)",
-    "lodo": "Leave-one-deposit-out (grouped for many deposits): each deposit scored by a model "
-    "that never saw it",
+    "lodo": "Leave-one-deposit-out: each held-out deposit scored by a model that never saw it",
     "blocks": "Spatial-block cross-validation: held-out blocks scored by models that never saw them",
 }
 #: Protocols scored on the whole map against every deposit (the others hold deposits out).

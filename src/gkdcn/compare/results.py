@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ class Comparison:
     # held-out protocol -> per model and seed, the epochs chosen inside the folds
     # (:func:`selection_table`; empty unless [train] select_epochs is on)
     selection: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # Per protocol, the layer each one-layer baseline chose: model -> layer -> jobs that chose it
+    chosen_layers: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -117,7 +120,33 @@ def collect(layout: RunLayout | Path, plan: Plan) -> Comparison:
             comparison.calibration[protocol] = calibration_table(layout, protocol, plan)
             comparison.ensemble[protocol] = ensemble_table(layout, protocol, plan)
             comparison.selection[protocol] = selection_table(layout, protocol, plan)
+        comparison.chosen_layers[protocol] = chosen_layers(layout, protocol, plan)
     return comparison
+
+
+def chosen_layers(layout: RunLayout, protocol: str, plan: Plan) -> dict[str, dict[str, int]]:
+    """Per baseline that picks one layer: how many of its jobs (folds x seeds) chose each.
+
+    A baseline picks one layer when its ``result.json`` records a ``layer`` (as the ``element``
+    baseline's does); the layers most often chosen come first, other baselines are left out.
+    """
+    out: dict[str, dict[str, int]] = {}
+    for model in plan.models:
+        if not registry.is_baseline(model):
+            continue
+        counts: dict[str, int] = {}
+        for seed in plan.seeds:
+            paths = layout.fold_results(protocol, model, seed) or [
+                layout.result(protocol, model, seed)
+            ]
+            for path in paths:
+                with contextlib.suppress(OSError, ValueError):
+                    layer = json.loads(path.read_text()).get("layer")
+                    if layer:
+                        counts[str(layer)] = counts.get(str(layer), 0) + 1
+        if counts:
+            out[model] = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+    return out
 
 
 def selection_table(layout: RunLayout, protocol: str, plan: Plan) -> pd.DataFrame:

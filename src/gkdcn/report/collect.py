@@ -57,6 +57,7 @@ class Report:
     commands: list[str]
     problems: list[str] = field(default_factory=list)
     baselines_intro: str = ""  # what the run's baselines are (HTML, "" without baselines)
+    layers_intro: str = "the study's layers"  # what the grid holds, in a few words
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
@@ -107,6 +108,7 @@ def collect_report(run_dir: Path, out: Path) -> Report:
         run_dir=relative_path(run_dir, report_dir),
         run_name=run_dir.resolve().name,
         intro_seeds=seed_sentence(len(seeds), models),
+        layers_intro=_layers_intro([str(x) for x in data.get("layers") or []]),
         baselines_intro=baselines_intro(models),
         data=data_rows(data, config, layout),
         splits=list(data.get("splits") or []),
@@ -126,6 +128,14 @@ def collect_report(run_dir: Path, out: Path) -> Report:
     )
 
 
+def _layers_intro(layers: Sequence[str], shown: int = 6) -> str:
+    """E.g. ``39 layers: Ag, Al2O3, As, Au, B, Ba, ...``."""
+    if not layers:
+        return "the study's layers"
+    more = ", ..." if len(layers) > shown else ""
+    return f"{len(layers)} layers: {', '.join(layers[:shown])}{more}"
+
+
 def _geotiffs(layout: RunLayout, report_dir: Path, models: Sequence[str]) -> list[tuple[str, str]]:
     rank = {m: i for i, m in enumerate(models)}
     found = sorted(
@@ -138,8 +148,25 @@ def _geotiffs(layout: RunLayout, report_dir: Path, models: Sequence[str]) -> lis
         what = (
             f"{model_label(model)} probability, mean over seeds" if model is not None else path.stem
         )
-        out.append((relative_path(path, report_dir), what))
+        out.append((relative_path(path, report_dir), what + _class_text(path)))
     return out
+
+
+def _class_text(path: Path) -> str:
+    """The area classes the map opens in (its ``.qml``), as thresholds; empty if unreadable."""
+    from gkdcn.errors import GkdcnError
+    from gkdcn.io.qml import area_classes
+    from gkdcn.io.rasters import read_probability_map
+
+    try:
+        prob, _valid, _grid = read_probability_map(path)
+    except (GkdcnError, OSError, ValueError):
+        return ""
+    classes = area_classes(prob)
+    if not classes:
+        return ""
+    shown = ", ".join(f"{c.label} >= {c.threshold:.3g}" for c in classes)
+    return f"; opens in QGIS in area classes ({shown})"
 
 
 def _curves(layout: RunLayout, problems: list[str]) -> list[Image]:

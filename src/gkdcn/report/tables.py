@@ -94,6 +94,7 @@ def _protocol(
                 folds,
                 f"With one seed, the 95 % intervals are a {resampled}." if resampled else "",
                 selection_sentence(block.get("selection") or []),
+                layers_sentence(block.get("chosen_layers") or {}),
             )
             if t
         ),
@@ -107,6 +108,26 @@ def _protocol(
         "rows": rows,
         "paired": paired_rows(block.get("paired") or []),
     }
+
+
+def layers_sentence(chosen: Mapping[str, Any]) -> str:
+    """Which layer each one-layer baseline chose (``summary.json``'s ``chosen_layers``)."""
+    parts = []
+    for model, layers in chosen.items():
+        if not isinstance(layers, Mapping):
+            continue
+        counts = {str(k): int(v) for k, v in layers.items() if isinstance(v, int | float)}
+        total = sum(counts.values())
+        if not total:
+            continue
+        if len(counts) == 1:
+            parts.append(f"{model_label(str(model))} chose {next(iter(counts))} in every fit")
+        else:
+            shown = ", ".join(f"{layer} ({n} of {total} fits)" for layer, n in counts.items())
+            parts.append(f"{model_label(str(model))} chose {shown}")
+    if not parts:
+        return ""
+    return "Layers chosen on each fold's training deposits: " + "; ".join(parts) + "."
 
 
 def selection_sentence(records: Sequence[Any]) -> str:
