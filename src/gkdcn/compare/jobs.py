@@ -3,7 +3,8 @@
 A job runs anywhere (this process, a local worker, a Dask worker on another host): it writes
 into a scratch run folder of its own and returns those files as data (:func:`fit_job`); the
 process that runs the comparison writes them into the real run folder (:func:`write_job`,
-``result.json`` last), so workers need no shared filesystem and resuming works as before.
+``result.json`` last), so workers need no shared filesystem and a resumed run finds every
+finished job where it expects it.
 
 :func:`make_jobs` lists them from the plan, :func:`claim_run_dir` creates or resumes the run
 folder, and :func:`run_job` fits one model on one fold (through the single seam
@@ -146,7 +147,7 @@ def group_jobs(jobs: Sequence[Job], stack: bool = True, most: int | None = None)
     ``most`` members, in the order of their first job; baselines and lone jobs stay single.
 
     The grouping depends on the jobs alone (never on the number of workers), so results do
-    not depend on ``--jobs``. ``stack=False``: every job alone, as before.
+    not depend on ``--jobs``. ``stack=False``: every job alone.
     """
     if not stack:
         return list(jobs)

@@ -654,7 +654,7 @@ def _points_section(
 _HEADER = """\
 # Study config written by `gkdcn init` from the files in this folder.
 # Every guess is stated beside its setting: check them, then run `gkdcn prepare {name}`.
-# Paths are relative to this file's folder. Full schema: gkdcn.config (README: "The study config").
+# Paths are relative to this file's folder. Every setting: docs/config.md (gkdcn.config).
 # Settings not written here take their defaults (window 9, site split, 60 epochs, ...).
 """
 

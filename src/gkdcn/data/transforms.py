@@ -38,10 +38,10 @@ SCALINGS: tuple[str, ...] = get_args(Scaling)
 
 # IQR of a standard normal distribution: IQR / 1.349 estimates the standard deviation.
 _IQR_TO_STD = 1.349
-# Version 1: every channel compositional (files written before non-compositional channels
-# existed). Version 2 adds the "compositional" mask; it is written only when some channel is not
-# compositional, so a transform without such channels saves exactly as before and an older gkdcn
-# refuses (instead of misreading) one with them.
+# Version 1: every channel compositional. Version 2 adds the "compositional" mask; it is written
+# only when some channel is not compositional, so a transform without such channels is written in
+# version 1 (which every gkdcn reads), and a reader that knows only version 1 refuses (instead of
+# misreading) one with them.
 _FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
 
@@ -204,8 +204,8 @@ class ChannelTransform:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-safe dict (lists of Python floats); ``from_dict`` restores it exactly.
 
-        A transform whose channels are all compositional is written in version 1 (exactly the
-        format from before non-compositional channels), otherwise version 2 with the mask.
+        A transform whose channels are all compositional is written in version 1 (no mask),
+        otherwise version 2 with the mask.
         """
         d: dict[str, Any] = {
             "version": 1 if self.all_compositional else _FORMAT_VERSION,
@@ -224,9 +224,8 @@ class ChannelTransform:
     def from_dict(cls, d: dict[str, Any]) -> ChannelTransform:
         """Rebuild a transform saved with :meth:`to_dict`.
 
-        A dict without a ``compositional`` entry (version 1, every model file written before
-        non-compositional channels existed) means every channel is compositional, which is how
-        those models were trained, so they predict exactly as before.
+        A dict without a ``compositional`` entry (version 1) means every channel is
+        compositional, which is how such models were trained, so they predict as they did.
         """
         if not isinstance(d, dict):
             raise GkdcnError("saved channel transform is not a mapping")

@@ -37,11 +37,9 @@ once as a positive with weight ``class_prior`` and once as a negative with ``1 -
 (the weighted form of positive-unlabelled learning, Elkan & Noto 2008, with a constant
 probability; for logistic regression this is exactly the soft-label cross-entropy; nnPU's
 negative correction has no non-negative sample-weight form, so both PU settings use it).
-``element`` keeps choosing its layer on the fold's training deposits against its training
-non-deposits, as the issue defines it. Ranking the training deposits among the background
-instead (the question the held-out score asks) was tried and did worse: on a synthetic district
-with 60 deposits (grouped leave-one-deposit-out, 3 seeds) its held-out AUC fell from 0.627 to
-0.597, because the choice then wavers between layers with the background draw.
+``element`` chooses its layer on the fold's training deposits against its training
+non-deposits, not by ranking them among background cells: with the background in the choice,
+the chosen layer would change with each background draw (docs/results.md has the comparison).
 
 Scores are in [0, 1] and increase with prospectivity: probabilities for the two fitted models,
 the weight for ``knowledge``, and a logistic squashing of the signed, standardised layer for
