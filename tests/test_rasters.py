@@ -430,3 +430,15 @@ def test_open_elements_checks_do_not_fill_the_block_cache(
     grown, opened = int(out[0]), int(out[1])
     assert opened == layers
     assert grown < 32 * 2**20, f"opening grew resident memory by {grown / 2**20:.0f} MiB"
+
+
+def test_write_geotiff_tiles_a_small_grid_too(tmp_path: Path) -> None:
+    from affine import Affine
+
+    from gkdcn.io.grid import Grid
+
+    grid = Grid(crs=None, transform=Affine(10, 0, 0, 0, -10, 0), height=40, width=70)
+    write_geotiff(tmp_path / "s.tif", np.ones((1, 40, 70), np.float32), grid, nodata=None)
+    with rasterio.open(tmp_path / "s.tif") as ds:
+        assert ds.profile["tiled"] and ds.block_shapes == [(80, 80)]
+        np.testing.assert_array_equal(ds.read(1), np.ones((40, 70), np.float32))

@@ -854,8 +854,10 @@ def write_geotiff(
         "predictor": 3 if np.issubdtype(target, np.floating) else 2,
         "BIGTIFF": "IF_SAFER",
     }
-    if grid.height >= 256 and grid.width >= 256:
-        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    # Always tiled (GIS software reads a window of a tiled file without whole strips): 256 x 256
+    # tiles, or for a small grid the smallest multiple of 16 (TIFF's rule) that covers it.
+    block = min(256, 16 * math.ceil(max(grid.height, grid.width) / 16))
+    profile.update(tiled=True, blockxsize=block, blockysize=block)
     factors = _overview_factors(grid) if overviews and not cog else []
     with atomic_path(path, overwrite) as tmp:
         plain = tmp.with_name(f"{tmp.stem}.plain.tif") if cog else tmp
