@@ -138,6 +138,22 @@ def test_leaves_stay_leaves(leaf: str, allowed: set[str]) -> None:
     assert _graph()[leaf] <= allowed
 
 
+EXPLAIN_STEPS = {"gkdcn.explain.sites", "gkdcn.explain.maps"}
+EXPLAIN_SHARED = {"gkdcn.explain.index", "gkdcn.explain.options"}
+
+
+def test_explain_steps_point_down_to_the_index() -> None:
+    """explain.run orchestrates the site and map steps; neither step calls the other or the
+    orchestrator, and what they share (the index with its file list, the options) imports no
+    step."""
+    graph = _graph()
+    assert graph["gkdcn.explain.run"] >= EXPLAIN_STEPS | EXPLAIN_SHARED
+    for step in EXPLAIN_STEPS:
+        assert not (EXPLAIN_STEPS - {step} | {"gkdcn.explain.run"}) & graph[step]
+    for shared in EXPLAIN_SHARED:
+        assert not (EXPLAIN_STEPS | {"gkdcn.explain.run"}) & graph[shared]
+
+
 RUN_FOLDER_NAMES = {
     "run.json",
     "summary.json",

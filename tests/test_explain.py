@@ -598,3 +598,152 @@ def test_explain_cnn_without_maps(study: Study, tmp_path: Path) -> None:
         explain_model(study_bundle(study), study, tmp_path / "x", layer="head")
     with pytest.raises(GkdcnError, match="outside"):
         select_sites(study, [("far", 100, 1)])
+
+
+# The index as explain_model wrote it before its steps were split into explain.sites,
+# explain.maps and explain.index (recorded from that code on these two cases): keys in order,
+# settings, layers, sites and every file name. Values that only the random tiny networks decide
+# (the element ranking, the integrated-gradients notes) are left out; the order of the
+# attribution maps follows the ranking, so it is read from "mapped_elements".
+INDEX_KEYS = [
+    "format",
+    "version",
+    "model",
+    "model_file",
+    "settings",
+    "gradcam_layer",
+    "sampling_layers",
+    "element",
+    "element_chosen_by",
+    "element_ranking",
+    "mapped_elements",
+    "units",
+    "sites",
+    "files",
+    "notes",
+]
+UNITS = {
+    "gradcam": "logit units, raw (not normalised per window)",
+    "attribution": "logit units, summed over the window",
+    "offsets": "window cells",
+}
+SITE_KEYS = ["id", "label", "row", "col", "x", "y", "files"]
+
+
+def site_figures(stem: str, layers: list[str]) -> list[str]:
+    return [f"gradcam/{stem}.png"] + [
+        f"{folder}/{stem}_{layer}.png" for layer in layers for folder in ("sampling", "offsets")
+    ]
+
+
+def test_explain_model_index_is_the_one_before_the_split(
+    explained: tuple[Path, dict[str, Any]],
+) -> None:
+    out, returned = explained
+    index = json.loads((out / "index.json").read_text())
+    assert list(index) == INDEX_KEYS
+    assert returned == {**index, "out_dir": str(out)}
+    assert index["format"] == "gkdcn-explanations" and index["version"] == 1
+    assert index["model"] == {
+        "kind": "dcn",
+        "window": 5,
+        "padding": "zero",
+        "channels": ["Zn", "Cu", "Au", "As"],
+    }
+    assert index["model_file"] is None
+    assert index["settings"] == {
+        "sites": "custom",
+        "layer": None,
+        "element": "Zn",
+        "top_k": 2,
+        "map_outputs": True,
+        "ig_steps": 16,
+        "map_ig_steps": 4,
+    }
+    assert index["gradcam_layer"] == "conv2"
+    assert index["sampling_layers"] == ["conv2", "conv3"]
+    assert index["element"] == "Zn" and index["element_chosen_by"] == "user"
+    assert sorted(index["element_ranking"]) == ["As", "Au", "Cu", "Zn"]
+    assert sorted(index["mapped_elements"]) == ["As", "Cu", "Zn"]
+    assert index["units"] == UNITS
+    assert [list(site) for site in index["sites"]] == [SITE_KEYS, SITE_KEYS]
+    assert [(s["id"], s["label"], s["row"], s["col"]) for s in index["sites"]] == [
+        ("D01", "deposit", 4, 5),
+        ("my point", "point", 10, 2),
+    ]
+    assert [(s["x"], s["y"]) for s in index["sites"]] == [
+        (505500.0, 3995500.0),
+        (502500.0, 3989500.0),
+    ]
+    layers = ["conv2", "conv3"]
+    assert [s["files"] for s in index["sites"]] == [
+        site_figures("D01", layers),
+        site_figures("my_point", layers),
+    ]
+    assert [list(f) for f in index["files"]] == [["path", "description"]] * 18
+    assert [f["path"] for f in index["files"]] == [
+        "gradcam/D01.png",
+        "gradcam/my_point.png",
+        "sampling/D01_conv2.png",
+        "offsets/D01_conv2.png",
+        "sampling/my_point_conv2.png",
+        "offsets/my_point_conv2.png",
+        "sampling/D01_conv3.png",
+        "offsets/D01_conv3.png",
+        "sampling/my_point_conv3.png",
+        "offsets/my_point_conv3.png",
+        "element_attribution.csv",
+        "element_ranking.png",
+        "sampling_summary.json",
+        "gradcam_map.tif",
+        "gradcam_map.qml",
+        *[f"attribution_{e}.tif" for e in index["mapped_elements"]],
+    ]
+    descriptions = {f["path"]: f["description"] for f in index["files"]}
+    assert (
+        descriptions["gradcam/my_point.png"] == "Grad-CAM at conv2 for site my point (logit units)"
+    )
+    assert descriptions["attribution_Zn.tif"] == (
+        "contribution of Zn to the logit of the window centred on each cell "
+        "(logit units, integrated gradients with 4 steps)"
+    )
+    assert index["notes"] == []
+
+
+def test_explain_model_index_without_maps_is_the_one_before_the_split(
+    study: Study, tmp_path: Path
+) -> None:
+    index = explain_model(
+        study_bundle(study, "cnn"),
+        study,
+        tmp_path / "cnn",
+        sites="all",
+        layer="conv3",
+        map_outputs=False,
+        ig_steps=4,
+    )
+    assert list(index) == [*INDEX_KEYS, "out_dir"]
+    assert index["model"]["kind"] == "cnn" and index["model_file"] is None
+    assert index["settings"] == {
+        "sites": "all",
+        "layer": "conv3",
+        "element": None,
+        "top_k": 3,
+        "map_outputs": False,
+        "ig_steps": 4,
+        "map_ig_steps": 16,
+    }
+    assert index["gradcam_layer"] == "conv3" and index["sampling_layers"] == []
+    assert index["element"] == index["element_ranking"][0]
+    assert index["element_chosen_by"] == "top contribution"
+    assert index["mapped_elements"] == [] and index["units"] == UNITS
+    assert [(s["id"], s["label"], s["files"]) for s in index["sites"]] == [
+        ("D01", "deposit", ["gradcam/D01.png"]),
+        ("N02", "non-deposit", ["gradcam/N02.png"]),
+    ]
+    assert [f["path"] for f in index["files"]] == [
+        "gradcam/D01.png",
+        "gradcam/N02.png",
+        "element_attribution.csv",
+        "element_ranking.png",
+    ]

@@ -5,131 +5,113 @@ own points): a Grad-CAM figure per site, the deformable sampling and offset-fiel
 and deformable layer, per-element integrated-gradients contributions (CSV and ranked chart), the
 offset statistics (JSON), map GeoTIFFs on the input grid, and ``index.json`` listing every file
 with a one-line description. The folder is built aside and moved into place only when complete.
+
+The steps live beside it: :mod:`gkdcn.explain.sites` (the per-site figures and table),
+:mod:`gkdcn.explain.maps` (the whole-map statistics and GeoTIFFs) and
+:mod:`gkdcn.explain.index` (the list of files written and the index).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gkdcn.data.samples import extract_windows
 from gkdcn.errors import GkdcnError
 from gkdcn.explain import defaults
-from gkdcn.explain.attribution import (
-    IG_UNITS,
-    attribution_maps,
-    element_attribution,
-    plot_element_ranking,
-    rank_elements,
+from gkdcn.explain.index import INDEX_VERSION, OutputFiles, index_record, safe_name, write_index
+from gkdcn.explain.maps import (
+    map_sampling_summaries,
+    mapped_elements,
+    write_attribution_maps,
+    write_gradcam_map,
 )
-from gkdcn.explain.gradcam import CAM_UNITS, gradcam, gradcam_maps, plot_site_cam
-from gkdcn.explain.layout import INDEX_FORMAT, ExplainLayout
-from gkdcn.explain.offsets import (
-    SUMMARY_NOTES,
-    map_sampling_summary,
-    plot_offset_field,
-    plot_sampling,
-    sampling_positions,
-    sampling_summary,
+from gkdcn.explain.options import ExplainOptions, SiteChoice
+from gkdcn.explain.sites import (
+    LABEL_NAMES,
+    POINT_LABEL,
+    StudyLike,
+    choose_sites,
+    explain_sites,
+    select_sites,
+    write_sampling_summary,
 )
-from gkdcn.figures import save_figure
 from gkdcn.io.atomic import atomic_dir
-from gkdcn.io.jsonsafe import json_safe
-from gkdcn.io.qml import qml_path, style_for_values
-from gkdcn.io.rasters import write_geotiff
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+    from torch import nn
 
-    from gkdcn.data.sites import SiteTable
-    from gkdcn.io.grid import Grid
     from gkdcn.models.bundle import ModelBundle
 
-INDEX_VERSION = 1
-POINT_LABEL = -1  # label of a user-given point: neither deposit (1) nor non-deposit (0)
-LABEL_NAMES = {1: "deposit", 0: "non-deposit", POINT_LABEL: "point"}
-
-SiteChoice = Literal["deposits", "all"] | Sequence[tuple[str, int, int]]
-
-
-class StudyLike(Protocol):
-    """What :func:`explain_model` reads from a :class:`gkdcn.data.study.Study`."""
-
-    names: list[str]
-    grid: Grid
-    raw: np.ndarray
-    valid: np.ndarray
-    sites: SiteTable
+__all__ = [
+    "INDEX_VERSION",
+    "LABEL_NAMES",
+    "POINT_LABEL",
+    "ExplainOptions",
+    "ModelLayers",
+    "SiteChoice",
+    "StudyLike",
+    "explain_model",
+    "model_layers",
+    "safe_name",
+    "select_sites",
+]
 
 
-def safe_name(text: str) -> str:
-    """A file-name-safe version of a site id or element name (letters, digits, ``-``, ``_``, ``.``)."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("._")
-    return name or "site"
+@dataclass(frozen=True)
+class ModelLayers:
+    """The network to explain and the layers its explanations look at.
 
-
-def _unique_names(ids: Sequence[str]) -> list[str]:
-    """Safe, distinct file stems for site ids (``D 1`` and ``D_1`` would otherwise collide)."""
-    seen: dict[str, int] = {}
-    out = []
-    for site_id in ids:
-        stem = safe_name(site_id)
-        key = stem.lower()  # case-insensitive file systems
-        if key in seen:
-            seen[key] += 1
-            stem = f"{stem}_{seen[key]}"
-        else:
-            seen[key] = 1
-        out.append(stem)
-    return out
-
-
-def select_sites(
-    study: StudyLike, sites: SiteChoice
-) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """``(ids, labels, rows, cols)`` of the sites to explain.
-
-    ``"deposits"``: the study's deposits; ``"all"``: deposits and non-deposits; a list of
-    ``(id, row, col)``: the deposits plus those points (label -1), which must lie on the grid.
+    Attributes
+    ----------
+    net
+        The network built from the model file.
+    sampling
+        The deformable layers whose sampling is drawn (empty for a plain CNN).
     """
-    table = study.sites
-    ids = np.asarray(table.ids).astype(str)
-    labels = np.asarray(table.labels, dtype=np.int64)
-    rows = np.asarray(table.rows, dtype=np.int64)
-    cols = np.asarray(table.cols, dtype=np.int64)
-    if isinstance(sites, str):
-        if sites not in ("deposits", "all"):
-            raise GkdcnError(f"unknown site choice {sites!r} (use 'deposits', 'all' or a list)")
-        keep = labels == 1 if sites == "deposits" else np.ones(labels.shape, dtype=bool)
-        return ids[keep].tolist(), labels[keep], rows[keep], cols[keep]
-    keep = labels == 1
-    extra_ids, extra_rows, extra_cols = [], [], []
-    height, width = study.valid.shape
-    for item in sites:
-        try:
-            site_id, row, col = item
-            row, col = int(row), int(col)
-        except (TypeError, ValueError):
-            raise GkdcnError(f"a site must be (id, row, col), got {item!r}") from None
-        if not (0 <= row < height and 0 <= col < width):
-            raise GkdcnError(
-                f"site {site_id} at row {row}, col {col} lies outside the {height} x {width} grid"
-            )
-        extra_ids.append(str(site_id))
-        extra_rows.append(row)
-        extra_cols.append(col)
-    return (
-        ids[keep].tolist() + extra_ids,
-        np.concatenate([labels[keep], np.full(len(extra_ids), POINT_LABEL, dtype=np.int64)]),
-        np.concatenate([rows[keep], np.asarray(extra_rows, dtype=np.int64)]),
-        np.concatenate([cols[keep], np.asarray(extra_cols, dtype=np.int64)]),
-    )
+
+    net: nn.Module
+    sampling: list[str]
+
+
+def model_layers(bundle: ModelBundle, options: ExplainOptions) -> ModelLayers:
+    """Build the network and check the options against it.
+
+    Parameters
+    ----------
+    bundle
+        The model.
+    options
+        The settings: the Grad-CAM layer must be one of the network's convolutions, the
+        element one of its channels, ``top_k`` at least 1.
+
+    Returns
+    -------
+    ModelLayers
+        The network and the deformable layers to draw: the chosen layer when it is deformable,
+        else every deformable layer.
+
+    Raises
+    ------
+    GkdcnError
+        When a setting does not fit the model.
+    """
+    net = bundle.network()
+    layers = net.conv_layers() if hasattr(net, "conv_layers") else {}
+    if layers and options.cam_layer not in layers:
+        raise GkdcnError(f"unknown layer {options.cam_layer!r} (choose {', '.join(layers)})")
+    deformable = net.deformable_layers() if hasattr(net, "deformable_layers") else {}
+    sampling = [options.layer] if options.layer in deformable else list(deformable)
+    names = list(bundle.channels)
+    if options.element is not None and options.element not in names:
+        raise GkdcnError(f"element {options.element!r} is not a model channel ({', '.join(names)})")
+    if options.top_k < 1:
+        raise GkdcnError(f"top_k must be >= 1, got {options.top_k}")
+    return ModelLayers(net=net, sampling=[str(name) for name in sampling])
 
 
 def explain_model(
@@ -166,256 +148,69 @@ def explain_model(
     Refuses to replace an existing ``out_dir`` unless ``overwrite``.
     """
     out_dir = Path(out_dir)
-    names = list(bundle.channels)
+    options = ExplainOptions(
+        sites=sites,
+        layer=layer,
+        element=element,
+        top_k=top_k,
+        map_outputs=map_outputs,
+        ig_steps=ig_steps,
+        map_ig_steps=map_ig_steps,
+        map_sample=map_sample,
+        seed=seed,
+        batch_size=batch_size,
+        model_file=model_file,
+    )
     order = bundle.channel_order(list(study.names))
-    net = bundle.network()
-    layers = net.conv_layers() if hasattr(net, "conv_layers") else {}
-    cam_layer = layer or "conv2"
-    if layers and cam_layer not in layers:
-        raise GkdcnError(f"unknown layer {cam_layer!r} (choose {', '.join(layers)})")
-    deformable = net.deformable_layers() if hasattr(net, "deformable_layers") else {}
-    sampling_layers = [layer] if layer in deformable else list(deformable)
-    if element is not None and element not in names:
-        raise GkdcnError(f"element {element!r} is not a model channel ({', '.join(names)})")
-    if top_k < 1:
-        raise GkdcnError(f"top_k must be >= 1, got {top_k}")
-    ids, labels, rows, cols = select_sites(study, sites)
-    if not ids:
-        raise GkdcnError("no sites to explain")
+    model = model_layers(bundle, options)
+    chosen = choose_sites(study, options.sites)
     valid = np.asarray(study.valid, dtype=bool)
-    grid = study.grid
-    xs, ys = grid.xy(rows, cols)
-    stems = _unique_names(ids)
-
-    files: list[dict[str, str]] = []
-    notes: list[str] = []
-
-    def record(path: Path, root: Path, description: str) -> None:
-        files.append({"path": path.relative_to(root).as_posix(), "description": description})
-
     config = getattr(study, "config", None)  # a Study has one; a bare StudyLike may not
     inputs = config.input_paths() if config is not None else []
     inputs += [Path(model_file)] if model_file is not None else []
     with atomic_dir(out_dir, overwrite, inputs=inputs, command="explain") as tmp:
+        out = OutputFiles(tmp)
         features = bundle.transform.apply(np.asarray(study.raw)[order])
-        windows = extract_windows(features, rows, cols, bundle.window, bundle.padding)
-        site_files: list[list[str]] = [[] for _ in ids]
-
-        # Per-element contributions (integrated gradients) at every chosen site, first: the
-        # element that contributes most at the deposits is the default input panel (the mean of
-        # CLR-scaled channels would be ~0 by construction and show nothing).
-        attribution = element_attribution(net, windows, names, n_steps=ig_steps, ids=ids)
-        is_deposit = labels == 1
-        ranked_values = attribution.values[is_deposit] if is_deposit.any() else attribution.values
-        who = "deposits" if is_deposit.any() else "sites"
-        ranking = rank_elements(ranked_values)
-        shown = element if element is not None else ranking[0]
-
-        # Grad-CAM per site, one colour scale for all so the figures compare.
-        cams = gradcam(net, windows, cam_layer, batch_size=batch_size)
-        cam_vmax = float(cams.max()) if cams.size and cams.max() > 0 else None
-        (tmp / ExplainLayout.GRADCAM_DIR).mkdir()
-        task = (
-            progress.add_task(
-                "site figures", total=len(ids) * (1 + 2 * len(sampling_layers)), info=""
-            )
-            if progress is not None
-            else None
+        windows = extract_windows(features, chosen.rows, chosen.cols, bundle.window, bundle.padding)
+        found = explain_sites(
+            model.net,
+            windows,
+            chosen,
+            kind=bundle.kind,
+            names=list(bundle.channels),
+            sampling_layers=model.sampling,
+            options=options,
+            out=out,
+            progress=progress,
         )
-        for n, stem in enumerate(stems):
-            fig = plot_site_cam(
-                windows[n],
-                cams[n],
-                names,
-                ids[n],
-                float(xs[n]),
-                float(ys[n]),
-                shown,
-                layer=cam_layer,
-                cam_vmax=cam_vmax,
-            )
-            path = tmp / ExplainLayout.GRADCAM_DIR / f"{stem}.png"
-            save_figure(fig, path)
-            record(path, tmp, f"Grad-CAM at {cam_layer} for site {ids[n]} ({CAM_UNITS})")
-            site_files[n].append(path.relative_to(tmp).as_posix())
-            if progress is not None and task is not None:
-                progress.update(task, advance=1)
-
-        # Deformable sampling per site and layer, with statistics.
-        summaries: dict[str, Any] = {}
-        if sampling_layers:
-            (tmp / ExplainLayout.SAMPLING_DIR).mkdir()
-            (tmp / ExplainLayout.OFFSETS_DIR).mkdir()
-        for lname in sampling_layers:
-            data = sampling_positions(net, windows, lname, batch_size=batch_size)
-            for n, stem in enumerate(stems):
-                label = LABEL_NAMES.get(int(labels[n]), "site")
-                fig = plot_sampling(data, n, title=f"{lname} sampling at {label} {ids[n]}")
-                path = tmp / ExplainLayout.SAMPLING_DIR / f"{stem}_{lname}.png"
-                save_figure(fig, path)
-                record(
-                    path, tmp, f"{lname} sampling positions of the middle output position, {ids[n]}"
-                )
-                site_files[n].append(path.relative_to(tmp).as_posix())
-                fig = plot_offset_field(data, n, title=f"{lname} mean offsets at {label} {ids[n]}")
-                path = tmp / ExplainLayout.OFFSETS_DIR / f"{stem}_{lname}.png"
-                save_figure(fig, path)
-                record(path, tmp, f"{lname} mean offset per output position (cells), {ids[n]}")
-                site_files[n].append(path.relative_to(tmp).as_posix())
-                if progress is not None and task is not None:
-                    progress.update(task, advance=2)
-            summaries[lname] = {"sites": sampling_summary(data, labels)}
-            if map_outputs:
-                summaries[lname]["map"] = map_sampling_summary(
-                    bundle,
-                    features,
-                    valid,
-                    lname,
-                    max_cells=map_sample,
-                    seed=seed,
-                    batch_size=batch_size,
-                    progress=progress,
-                )
-
-        table = attribution.to_frame()
-        table.insert(0, "label", [LABEL_NAMES.get(int(v), "site") for v in labels])
-        table.insert(1, "row", rows)
-        table.insert(2, "col", cols)
-        table.insert(3, "x", xs)
-        table.insert(4, "y", ys)
-        path = tmp / ExplainLayout.ATTRIBUTION_TABLE
-        table.to_csv(path, index=True)
-        record(
-            path,
-            tmp,
-            f"integrated-gradients contribution of each element per site ({IG_UNITS}, summed "
-            "over the window; baseline = 0 in transformed space) with logit and convergence delta",
+        on_map = (
+            map_sampling_summaries(bundle, features, valid, model.sampling, options, progress)
+            if map_outputs
+            else {}
         )
-        # Completeness check: a site's contributions should add up to its logit change; flag
-        # gaps above 5 % of that change (with a 1e-3 logit floor, as tiny changes make any
-        # relative gap large).
-        change = np.abs(attribution.logit - attribution.baseline_logit)
-        loose = np.abs(attribution.delta) > np.maximum(0.05 * change, 1e-3)
-        if loose.any():
-            notes.append(
-                f"integrated gradients at {int(loose.sum())} of {len(ids)} sites add up to their "
-                f"logit change only within {float(np.abs(attribution.delta).max()):.3g} logit "
-                f"units (over 5 %); raise ig_steps for tighter attributions"
-            )
-        fig = plot_element_ranking(
-            ranked_values,
-            title=f"Element contributions at {len(ranked_values)} {who} ({bundle.kind})",
+        write_sampling_summary(
+            out,
+            {
+                name: {"sites": at_sites, **({"map": on_map[name]} if name in on_map else {})}
+                for name, at_sites in found.sampling.items()
+            },
         )
-        path = tmp / ExplainLayout.RANKING_FIGURE
-        save_figure(fig, path)
-        record(path, tmp, f"elements ranked by mean contribution at the {who} ({IG_UNITS})")
-
-        if summaries:
-            path = tmp / ExplainLayout.SAMPLING_SUMMARY
-            payload = {"units": SUMMARY_NOTES, "layers": summaries}
-            path.write_text(json.dumps(json_safe(payload), indent=2), encoding="utf-8")
-            record(
-                path,
-                tmp,
-                "offset length, share of taps outside the map and mean mask, "
-                "per class and over the map",
-            )
-
-        mapped: list[str] = []
+        mapped = mapped_elements(found.ranking, top_k, found.element) if map_outputs else []
         if map_outputs:
-            cam_maps = gradcam_maps(
-                bundle,
-                features,
-                valid,
-                layer=cam_layer,
-                batch_size=batch_size,
-                progress=progress,
+            write_gradcam_map(out, bundle, features, valid, study.grid, options, progress)
+            write_attribution_maps(
+                out, bundle, features, valid, study.grid, mapped, options, progress
             )
-            path = tmp / ExplainLayout.GRADCAM_MAP
-            write_geotiff(
-                path,
-                np.stack([cam_maps["centre"], cam_maps["mean"]]),
-                grid,
-                nodata=math.nan,
-                descriptions=[f"gradcam_{cam_layer}_centre", f"gradcam_{cam_layer}_mean"],
-                overviews=True,
-                style=style_for_values(f"gradcam_{cam_layer}_centre", cam_maps["centre"]),
-            )
-            record(
-                path,
-                tmp,
-                f"Grad-CAM at {cam_layer} of the window centred on each cell ({CAM_UNITS}): "
-                "band 1 at the window centre, band 2 the window mean; NaN off the data",
-            )
-            record(qml_path(path), tmp, "QGIS style of the Grad-CAM map (band 1, its value range)")
-            mapped = ranking[:top_k]
-            if shown not in mapped:
-                mapped.append(shown)
-            maps = attribution_maps(
-                bundle,
-                features,
-                valid,
-                names,
-                elements=mapped,
-                n_steps=map_ig_steps,
-                batch_size=batch_size,
-                progress=progress,
-            )
-            for el in mapped:
-                path = tmp / ExplainLayout.attribution_map_name(safe_name(el))
-                write_geotiff(path, maps[el], grid, nodata=math.nan, descriptions=[f"ig_{el}"])
-                record(
-                    path,
-                    tmp,
-                    f"contribution of {el} to the logit of the window centred on each cell "
-                    f"({IG_UNITS}, integrated gradients with {map_ig_steps} steps)",
-                )
-
-        index: dict[str, Any] = {
-            "format": INDEX_FORMAT,
-            "version": INDEX_VERSION,
-            "model": {
-                "kind": bundle.kind,
-                "window": bundle.window,
-                "padding": bundle.padding,
-                "channels": names,
-            },
-            # absolute: the report that reads it may run from another folder
-            "model_file": None if model_file is None else str(Path(model_file).resolve()),
-            "settings": {
-                "sites": sites if isinstance(sites, str) else "custom",
-                "layer": layer,
-                "element": element,
-                "top_k": top_k,
-                "map_outputs": map_outputs,
-                "ig_steps": ig_steps,
-                "map_ig_steps": map_ig_steps,
-            },
-            "gradcam_layer": cam_layer,
-            "sampling_layers": sampling_layers,
-            "element": shown,
-            "element_chosen_by": "user" if element is not None else "top contribution",
-            "element_ranking": ranking,
-            "mapped_elements": mapped,
-            "units": {
-                "gradcam": f"{CAM_UNITS}, raw (not normalised per window)",
-                "attribution": f"{IG_UNITS}, summed over the window",
-                "offsets": "window cells",
-            },
-            "sites": [
-                {
-                    "id": ids[n],
-                    "label": LABEL_NAMES.get(int(labels[n]), "site"),
-                    "row": int(rows[n]),
-                    "col": int(cols[n]),
-                    "x": float(xs[n]),
-                    "y": float(ys[n]),
-                    "files": site_files[n],
-                }
-                for n in range(len(ids))
-            ],
-            "files": files,
-            "notes": notes,
-        }
-        (tmp / ExplainLayout.INDEX).write_text(json.dumps(index, indent=2), encoding="utf-8")
+        index = index_record(
+            bundle,
+            options,
+            sampling_layers=model.sampling,
+            element=found.element,
+            ranking=found.ranking,
+            mapped=mapped,
+            sites=chosen.records(found.files),
+            files=out,
+            notes=found.notes,
+        )
+        write_index(tmp, index)
     return {**index, "out_dir": str(out_dir)}
