@@ -130,7 +130,9 @@ def write_survey_study(
     samples = write_survey(folder / "samples.csv", spec, n, overwrite=overwrite)
     options = GriddingOptions(cell=cell, crs=spec.crs, nodata=(NOT_ANALYSED,), seed=spec.seed)
     grid_file(samples, folder / SURVEY_GRIDS, options, overwrite=overwrite, log=log)
-    config = study_config_dict(spec)
+    # Distances the config sets in cells of the grid (non-deposits 3 cells from deposits, fault
+    # rings 2 cells wide) are measured in cells of the gridded survey.
+    config = study_config_dict(spec.model_copy(update={"cell_size": cell}))
     config["name"] = f"{config['name']}-survey"
     config["elements"] = {"path": SURVEY_GRIDS}
     header = (
