@@ -18,13 +18,11 @@ from gkdcn.cli.common import (
     names,
     progress_bar,
     read_config,
-    validated,
     workers,
 )
 from gkdcn.compare.variants import DEFAULT_VARIANTS as ABLATION_DEFAULTS
 from gkdcn.compare.variants import VARIANTS as ABLATION_VARIANTS
 from gkdcn.config import MAX_SEEDS
-from gkdcn.errors import GkdcnError
 
 
 @friendly
@@ -81,24 +79,16 @@ def ablation(
     overwrite: Overwrite = False,
 ) -> None:
     """Held-out AUC of the training recipe with one lever changed at a time, paired over seeds."""
-    from gkdcn.compare.ablation import plan_ablation, run_ablation, to_markdown
-    from gkdcn.compare.plan import override_training
+    from gkdcn.compare.ablation import plan_ablation, recipe_config, run_ablation, to_markdown
     from gkdcn.data.study import load_study
     from gkdcn.report.ablation import clear_levers
 
-    cfg = read_config(config, data_dir)
-    if width is not None:
-        cfg = cfg.model_copy(
-            update={"train": override_training(cfg.train, {"width": width}, what="--width")}
-        )
-    if background is not None:
-        if background < 0:
-            raise GkdcnError(f"--background must be 0 (all cells) or more, not {background}")
-        compare_cfg = validated(cfg.compare, {"heldout_background": background}, "--background")
-        cfg = cfg.model_copy(update={"compare": compare_cfg})
-    if knowledge_channel is not None:
-        knowledge = cfg.knowledge.model_copy(update={"as_channel": knowledge_channel})
-        cfg = cfg.model_copy(update={"knowledge": knowledge})
+    cfg = recipe_config(
+        read_config(config, data_dir),
+        width=width,
+        background=background,
+        knowledge_channel=knowledge_channel,
+    )
     runs = plan_ablation(
         cfg, out, seeds=seeds, epochs=epochs, protocol=protocol,
         variants=names("--variants", variants), models=names("--models", models) or [],

@@ -214,18 +214,6 @@ def names(option: str, text: str | None) -> list[str] | None:
     return names
 
 
-def validated(section: Any, updates: dict[str, Any], option: str) -> Any:
-    """A config section with a command-line option's value, checked as the config key is."""
-    from pydantic import ValidationError
-
-    from gkdcn.errors import validation_message
-
-    try:
-        return type(section).model_validate({**section.model_dump(), **updates})
-    except ValidationError as exc:
-        raise GkdcnError(f"{option}: {validation_message(exc)}") from None
-
-
 def read_config(path: Path, data_dir: Path | None) -> StudyConfig:
     """The study config at ``path``, relative paths resolved against ``data_dir``."""
     return load_config(path, data_dir=data_dir)
