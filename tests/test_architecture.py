@@ -95,9 +95,26 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_function_level_imports() -> None:
     graph = _graph()
-    # cli imports the comparison inside its command function only.
-    assert "gkdcn.compare" in graph["gkdcn.cli"]
+    # The compare command imports the comparison inside its command function only.
+    assert "gkdcn.compare" in graph["gkdcn.cli.compare"]
     assert "gkdcn.io.atomic" in graph["gkdcn.figures"]
+
+
+def _cli_modules(graph: dict[str, set[str]]) -> set[str]:
+    return {m for m in graph if m == "gkdcn.cli" or m.startswith("gkdcn.cli.")}
+
+
+def test_the_cli_is_the_top_floor() -> None:
+    """Nothing imports the command line; its commands share only ``cli.common``."""
+    graph = _graph()
+    cli = _cli_modules(graph)
+    assert {"gkdcn.cli", "gkdcn.cli.common", "gkdcn.cli.train"} <= cli
+    below = {m: graph[m] & cli for m in graph if m not in cli and graph[m] & cli}
+    assert below == {}, f"modules below the command line import it: {below}"
+    commands = cli - {"gkdcn.cli", "gkdcn.cli.common", "gkdcn.cli.__main__"}
+    for command in sorted(commands):
+        assert graph[command] & cli <= {"gkdcn.cli.common"}, command
+    assert graph["gkdcn.cli.common"] & cli == set()
 
 
 def test_no_import_cycle() -> None:

@@ -1119,3 +1119,80 @@ def study_background(
         exclusion_radius=study.config.split.exclusion_radius,
         exclude=exclude,
     )
+
+
+def train_and_write(
+    study: Study,
+    kind: str,
+    out_dir: str | Path,
+    *,
+    samples: SampleSet,
+    split: Split,
+    seed: int,
+    seeds: int = 1,
+    device: str = "cpu",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[TrainResult, dict[str, Path]]:
+    """Train ``seeds`` networks of ``kind`` (seeds ``seed``, ``seed + 1``, ...) and write them.
+
+    What ``gkdcn train`` does once the study and its samples are ready: with one seed the
+    model file holds that network; with several it holds all of them as one seed ensemble
+    (members averaged by prediction), and the history and training curve are the first
+    member's.
+
+    Parameters
+    ----------
+    study
+        The loaded study, its config as the training should use it.
+    kind
+        A network kind of the registry (``cnn``, ``dcn``, ``gk-cnn``, ``gk-dcn``).
+    out_dir
+        Folder for ``model.pt``, ``history.csv`` and ``training_curve.png``
+        (:func:`training_paths`).
+    samples, split
+        The windows and the split every member trains on.
+    seed
+        The first member's seed.
+    seeds
+        How many members to train (at least 1).
+    device
+        A resolved device type (``"cpu"``, ``"cuda"``, ``"mps"``).
+    overwrite
+        Replace earlier training outputs (:func:`write_training_outputs`).
+    progress
+        A started progress display: one bar per member.
+    log
+        Told, before writing, how an ensemble's members went into the one model file.
+
+    Returns
+    -------
+    tuple of TrainResult and dict
+        The training (the ensemble's bundle with the first member's history) and the paths
+        written, by :data:`TRAINING_FILES` key.
+    """
+    results = [
+        train_study(
+            study,
+            kind,
+            samples=samples,
+            split=split,
+            seed=seed + i,
+            device=device,
+            progress=progress,
+            label=f"{kind} seed {seed + i}" if seeds > 1 else None,
+        )
+        for i in range(seeds)
+    ]
+    result = results[0]
+    if seeds > 1:
+        result = dataclasses.replace(
+            result, bundle=ModelBundle.ensemble([r.bundle for r in results])
+        )
+        if log is not None:
+            log(
+                f"{seeds} members (seeds {seed}-{seed + seeds - 1}) in one model file; "
+                "history and training curve of the first"
+            )
+    return result, write_training_outputs(result, out_dir, overwrite=overwrite)

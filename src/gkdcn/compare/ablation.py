@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from gkdcn.compare.layout import RunLayout
 from gkdcn.compare.plan import Plan, make_plan, override_training
@@ -32,7 +33,7 @@ from gkdcn.compare.protocols import is_heldout
 from gkdcn.compare.stats import TIE, mean_ci
 from gkdcn.compare.variants import CHANNEL_KEY, DEFAULT_VARIANTS, REFERENCE, VARIANTS
 from gkdcn.config import KnowledgeConfig, StudyConfig, TrainConfig
-from gkdcn.errors import GkdcnError, Note
+from gkdcn.errors import GkdcnError, Note, validation_message
 from gkdcn.io.atomic import write_text
 from gkdcn.models import registry
 
@@ -78,6 +79,39 @@ def variant_config(config: StudyConfig, name: str) -> StudyConfig:
     if channel is not None:
         changes["knowledge"] = config.knowledge.model_copy(update={"as_channel": channel})
     return config.model_copy(update=changes)
+
+
+def recipe_config(
+    config: StudyConfig,
+    *,
+    width: int | None = None,
+    background: int | None = None,
+    knowledge_channel: bool | None = None,
+) -> StudyConfig:
+    """The full recipe's config: ``config`` with ``gkdcn ablation``'s own options applied.
+
+    ``width`` sets ``[train] width``, ``background`` ``[compare] heldout_background`` (0: every
+    cell) and ``knowledge_channel`` ``[knowledge] as_channel``; each is checked as its config
+    key is, a bad value a :class:`GkdcnError` naming the option. ``None`` keeps the config's.
+    """
+    if width is not None:
+        config = config.model_copy(
+            update={"train": override_training(config.train, {"width": width}, what="--width")}
+        )
+    if background is not None:
+        if background < 0:
+            raise GkdcnError(f"--background must be 0 (all cells) or more, not {background}")
+        try:
+            compare = type(config.compare).model_validate(
+                {**config.compare.model_dump(), "heldout_background": background}
+            )
+        except ValidationError as exc:
+            raise GkdcnError(f"--background: {validation_message(exc)}") from None
+        config = config.model_copy(update={"compare": compare})
+    if knowledge_channel is not None:
+        knowledge = config.knowledge.model_copy(update={"as_channel": knowledge_channel})
+        config = config.model_copy(update={"knowledge": knowledge})
+    return config
 
 
 def plan_ablation(

@@ -96,6 +96,32 @@ def override_training(
         raise GkdcnError(f"invalid {what}: {validation_message(exc)}") from None
 
 
+def with_training_options(
+    config: StudyConfig,
+    *,
+    split: str | None = None,
+    epochs: int | None = None,
+    precision: str | None = None,
+    preset: str | None = None,
+) -> StudyConfig:
+    """``config`` with ``gkdcn train``'s options applied: the split method and the training.
+
+    ``epochs``, ``precision`` and ``preset`` change ``[train]`` as :func:`override_training`
+    does (checked, a bad value a :class:`GkdcnError`); ``split`` replaces ``[split] method``.
+    Options left ``None`` keep the config's values.
+    """
+    updates: dict[str, Any] = {}
+    if split is not None:
+        updates["split"] = config.split.model_copy(update={"method": split})
+    train_updates: dict[str, Any] = {} if epochs is None else {"epochs": epochs}
+    if precision is not None:
+        train_updates["precision"] = precision
+    updates["train"] = override_training(
+        config.train, train_updates, preset=preset, what="training option"
+    )
+    return config.model_copy(update=updates)
+
+
 def make_plan(
     config: StudyConfig,
     *,

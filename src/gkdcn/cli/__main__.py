@@ -1,0 +1,5 @@
+"""``python -m gkdcn.cli``: the ``gkdcn`` command."""
+
+from gkdcn.cli import main
+
+main()
