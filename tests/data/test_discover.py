@@ -153,13 +153,13 @@ def test_from_point_samples_to_compare(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "summary.json").exists()
 
 
-TIANSHAN = Path(__file__).parents[2] / "shared/data/tianshan"
+TIANSHAN = Path(__file__).parents[3] / "shared/data/tianshan"
 
 
 @pytest.mark.skipif(not TIANSHAN.exists(), reason="Tianshan release not next to the repository")
 def test_init_guesses_the_tianshan_release_like_the_example_config() -> None:
     found = discover(TIANSHAN)
-    example = tomllib.loads((Path(__file__).parents[1] / "examples/tianshan.toml").read_text())
+    example = tomllib.loads((Path(__file__).parents[2] / "examples/tianshan.toml").read_text())
     for key in ("elements",):
         assert found.config[key] == example[key]
     assert found.config["sites"]["deposits"] == example["sites"]["deposits"]

@@ -23,7 +23,7 @@ from gkdcn.models.baselines import CellBaseline, ElementBaseline, LogisticBaseli
 from gkdcn.report import build_report
 from helpers import tiny_comparison_config
 
-ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md"
+ARCHITECTURE = Path(__file__).resolve().parents[2] / "docs" / "ARCHITECTURE.md"
 
 
 def _example(marker: str) -> str:

@@ -527,7 +527,7 @@ def test_like_a_raster_of_another_area_is_a_one_line_error(tmp_path: Path) -> No
     assert code == 2 and f"{geographic}: its grid is in degrees" in " ".join(out.split())
 
 
-GEOCHEMAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "geochemad"
+GEOCHEMAD = Path(__file__).resolve().parents[3] / "shared" / "data" / "geochemad"
 
 
 @pytest.mark.skipif(not GEOCHEMAD.is_dir(), reason="GeoChemAD tables not present")
