@@ -16,7 +16,6 @@ import rasterio
 pytest.importorskip("distributed")
 import cloudpickle  # a dependency of distributed
 
-from conftest import random_state, write_raster
 from gkdcn.cluster import (
     Scheduler,
     open_client,
@@ -30,6 +29,7 @@ from gkdcn.io.rasters import open_elements
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.models.nets import ModelSpec, build_network
 from gkdcn.predict import predict_map, predict_to_file
+from helpers import random_state, run_cli, write_raster
 
 # The workers cannot import this test module: send its functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -200,26 +200,20 @@ def test_cluster_counts_the_members_of_a_seed_ensemble_file(client: object, elem
 # the command line
 
 
-def _cli(*args: str) -> object:
-    from typer.testing import CliRunner
-
-    from gkdcn.cli import app
-
-    return CliRunner().invoke(app, ["--threads", "1", *args])
-
-
 def test_cli_predict_on_a_cluster_equals_local(
     client: object, elements: Path, tmp_path: Path
 ) -> None:
     model = tmp_path / "model.pt"
     _bundle("dcn", "reflect", seed=5).save(model)
     common = [str(model), str(elements), "--device", "cpu", "--block-rows", "6"]
-    local = _cli("predict", *common, "--out", str(tmp_path / "local.tif"))
-    assert local.exit_code == 0, local.output  # type: ignore[attr-defined]
+    code, out = run_cli("predict", *common, "--out", str(tmp_path / "local.tif"))
+    assert code == 0, out
     # The running test cluster, reached by its tcp:// address as a real cluster would be.
     address = client.scheduler.address  # type: ignore[attr-defined]
-    remote = _cli("predict", *common, "--out", str(tmp_path / "remote.tif"), "--scheduler", address)
-    assert remote.exit_code == 0, remote.output  # type: ignore[attr-defined]
+    code, out = run_cli(
+        "predict", *common, "--out", str(tmp_path / "remote.tif"), "--scheduler", address
+    )
+    assert code == 0, out
     with rasterio.open(tmp_path / "local.tif") as a, rasterio.open(tmp_path / "remote.tif") as b:
         np.testing.assert_array_equal(a.read(), b.read())
 
@@ -251,9 +245,11 @@ def test_cli_scheduler_errors_are_one_line_before_any_work(
     model = tmp_path / "model.pt"
     _bundle("cnn", "zero", seed=1).save(model)
     out = tmp_path / "map.tif"
-    result = _cli("predict", str(model), str(elements), "--out", str(out), "--scheduler", scheduler)
-    assert result.exit_code == 2  # type: ignore[attr-defined]
-    lines = result.output.strip().splitlines()  # type: ignore[attr-defined]
+    code, output = run_cli(
+        "predict", str(model), str(elements), "--out", str(out), "--scheduler", scheduler
+    )
+    assert code == 2
+    lines = output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
     assert not out.exists()
 
@@ -263,9 +259,9 @@ def test_cli_scheduler_errors_are_one_line_before_any_work(
 
 
 def _tiny_comparison(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object]:
-    from conftest import tiny_comparison_config
     from gkdcn.compare import make_plan
     from gkdcn.data.study import load_study
+    from helpers import tiny_comparison_config
 
     root = tmp_path_factory.mktemp("compare") / "study"
     study = load_study(tiny_comparison_config(root, epochs=1, seeds=1))
@@ -378,23 +374,25 @@ def test_cli_compare_with_an_unreachable_scheduler_writes_nothing(tmp_path: Path
     import socket
 
     district = tmp_path / "district"
-    synth = _cli("synth", str(district), "--height", "40", "--width", "48", "--layers", "6")
-    assert synth.exit_code == 0, synth.output  # type: ignore[attr-defined]
+    code, output = run_cli(
+        "synth", str(district), "--height", "40", "--width", "48", "--layers", "6"
+    )
+    assert code == 0, output
     with socket.socket() as probe:  # a free loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
         address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
     out = tmp_path / "run"
     config = str(district / "study.toml")
-    result = _cli("compare", config, "--out", str(out), "--quick", "--scheduler", address)
-    assert result.exit_code == 2  # type: ignore[attr-defined]
-    lines = result.output.strip().splitlines()  # type: ignore[attr-defined]
+    code, output = run_cli("compare", config, "--out", str(out), "--quick", "--scheduler", address)
+    assert code == 2
+    lines = output.strip().splitlines()
     assert len(lines) == 1 and "cannot reach the Dask scheduler" in lines[0], lines
     assert not out.exists()
     # --jobs means nothing on a cluster: said once, before the same one error line.
-    result = _cli("compare", config, "--out", str(out), "--quick", "--scheduler", address,
-                  "--jobs", "2")  # fmt: skip
-    assert result.exit_code == 2  # type: ignore[attr-defined]
-    lines = result.output.strip().splitlines()  # type: ignore[attr-defined]
+    code, output = run_cli("compare", config, "--out", str(out), "--quick", "--scheduler", address,
+                           "--jobs", "2")  # fmt: skip
+    assert code == 2
+    lines = output.strip().splitlines()
     assert lines[0].startswith("note: --jobs 2 is not used with --scheduler"), lines
     assert [line for line in lines if line.startswith("error:")] == lines[-1:], lines
     assert not out.exists()

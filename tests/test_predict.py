@@ -13,7 +13,6 @@ import rasterio
 import torch
 from affine import Affine
 
-from conftest import random_state, write_raster
 from gkdcn import predict as predict_module
 from gkdcn.data.samples import extract_windows
 from gkdcn.data.transforms import ChannelTransform
@@ -29,6 +28,7 @@ from gkdcn.predict import (
     resolve_device,
     write_prediction,
 )
+from helpers import random_state, write_raster
 
 LAYERS = ["Ag", "As", "Au", "Cu", "Zn"]
 MODEL_ORDER = ["Cu", "Au", "Zn", "Ag", "As"]  # not the folder's sorted order: forces a reorder

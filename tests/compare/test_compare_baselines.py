@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import tiny_comparison_config, write_tiny_study
 from gkdcn.cli import app
 from gkdcn.compare import make_jobs, make_plan, run_comparison
 from gkdcn.compare.fitting import FittedBaseline, fit_model
@@ -20,6 +19,7 @@ from gkdcn.data.study import build_samples, load_study
 from gkdcn.errors import GkdcnError
 from gkdcn.models import registry
 from gkdcn.report import build_report
+from helpers import tiny_comparison_config, write_tiny_study
 
 BASELINE_KINDS = registry.names("baseline")
 NETWORK_KINDS = registry.names("network")

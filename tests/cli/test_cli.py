@@ -13,9 +13,9 @@ import tomli_w
 from typer.testing import CliRunner
 
 import gkdcn.compare
-from conftest import write_tiny_study
 from gkdcn.cli import app
 from gkdcn.errors import Terminated
+from helpers import write_tiny_study
 
 runner = CliRunner()
 
@@ -141,7 +141,7 @@ def test_a_bad_synth_option_is_one_line(tmp_path: Path) -> None:
 def test_index_alignment_is_reported_as_a_warning(tmp_path: Path) -> None:
     from rasterio.transform import from_origin
 
-    from conftest import write_raster, write_tiny_study
+    from helpers import write_raster, write_tiny_study
 
     root = tmp_path / "study"
     write_tiny_study(root)

@@ -23,13 +23,13 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from conftest import TRANSFORM, write_raster
 from gkdcn.errors import GkdcnError, InputError, OutputExistsError
 from gkdcn.io.toml import to_toml
 from gkdcn.report import build_report, fmt_interval, fmt_number
 from gkdcn.report.commands import explain_command
+from helpers import TRANSFORM, write_raster
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHECKER = ROOT / "scripts" / "check_report_browser.py"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

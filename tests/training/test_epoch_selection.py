@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import gkdcn.compare.selection as selection
-from conftest import tiny_comparison_config, write_tiny_study
 from gkdcn.compare import make_plan, run_comparison
 from gkdcn.compare.heldout import area_share
 from gkdcn.compare.jobs import fingerprint
@@ -29,6 +28,7 @@ from gkdcn.data.samples import Split
 from gkdcn.data.study import build_samples, load_study
 from gkdcn.report.tables import protocol_sections
 from gkdcn.train import SELECTION_SCORE, EpochMonitor, choose_epoch, train_study
+from helpers import tiny_comparison_config, write_tiny_study
 
 RADIUS = 3000.0  # three cells of the tiny study
 

@@ -66,11 +66,11 @@ def test_write_geotiff_style_overviews_and_cog(tmp_path: Path) -> None:
 def test_predict_cli_writes_style_and_cog(tmp_path: Path, tiny_study: object) -> None:
     from typer.testing import CliRunner
 
-    from conftest import random_state
     from gkdcn.cli import app
     from gkdcn.data.transforms import ChannelTransform
     from gkdcn.models.bundle import ModelBundle
     from gkdcn.models.nets import ModelSpec, build_network
+    from helpers import random_state
 
     cfg = tiny_study
     channels = ["As", "Au", "Cu", "Zn"]

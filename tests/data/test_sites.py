@@ -13,7 +13,6 @@ from affine import Affine
 from rasterio.crs import CRS as RasterioCRS  # noqa: N811
 from shapely.geometry import LineString, Point, Polygon
 
-from conftest import CELL, CRS, ORIGIN, TRANSFORM
 from gkdcn.data.sites import (
     SiteTable,
     drop_invalid,
@@ -25,6 +24,7 @@ from gkdcn.errors import GkdcnError, InputError
 from gkdcn.io.grid import Grid
 from gkdcn.io.rasters import AlignmentWarning
 from gkdcn.io.vectors import read_lines, read_points
+from helpers import CELL, CRS, ORIGIN, TRANSFORM
 
 MakeRaster = Callable[..., Path]
 GRID = Grid(crs=RasterioCRS.from_string(CRS), transform=TRANSFORM, height=10, width=12)

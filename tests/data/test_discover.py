@@ -9,22 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from gkdcn.cli import app
 from gkdcn.config import load_config
 from gkdcn.data.discover import discover, render_toml, write_study
 from gkdcn.data.knowledge import KNOWLEDGE_CHANNEL
 from gkdcn.data.study import build_samples, load_study
 from gkdcn.data.synthetic import SyntheticSpec, generate_district
 from gkdcn.errors import InputError, OutputExistsError
-
-runner = CliRunner()
-
-
-def _cli(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, ["--threads", "1", *args])
-    return result.exit_code, result.output
+from helpers import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +48,7 @@ def test_init_on_a_synth_folder_equals_its_own_study(district: Path, tmp_path: P
     folder = tmp_path / "copy"
     shutil.copytree(district, folder)
     (folder / "study.toml").rename(folder / "original.toml")
-    code, out = _cli("init", str(folder))
+    code, out = run_cli("init", str(folder))
     assert code == 0, out
     for said in ("elements/", "deposits.csv", "faults.gpkg", "EPSG:32645"):
         assert said in out
@@ -78,10 +70,10 @@ def test_init_on_a_synth_folder_equals_its_own_study(district: Path, tmp_path: P
     assert len(samples) > 0
     # Nothing is overwritten without --overwrite.
     before = (folder / "study.toml").read_text()
-    code, out = _cli("init", str(folder))
+    code, out = run_cli("init", str(folder))
     assert code == 2 and "--overwrite" in out
     assert (folder / "study.toml").read_text() == before
-    code, out = _cli("init", str(folder), "--overwrite")
+    code, out = run_cli("init", str(folder), "--overwrite")
     assert code == 0, out
 
 
@@ -98,7 +90,7 @@ def test_written_toml_round_trips(district: Path, tmp_path: Path) -> None:
 def test_init_guesses_rasters_labels_and_other_grids(tmp_path: Path) -> None:
     from affine import Affine
 
-    from conftest import write_raster
+    from helpers import write_raster
 
     folder = tmp_path / "survey"
     for name in ("Cu", "Au", "Zn"):
@@ -125,14 +117,14 @@ def test_init_errors(tmp_path: Path) -> None:
     (tmp_path / "samples.csv").write_text("x,y,Au,As,Cu,Zn\n0,0,1,2,3,4\n1,1,1,2,3,4\n")
     with pytest.raises(InputError, match=r"gkdcn grid samples\.csv"):
         discover(tmp_path)
-    code, out = _cli("init", str(tmp_path / "missing"))
+    code, out = run_cli("init", str(tmp_path / "missing"))
     assert code == 2 and "not a folder" in out
 
 
 @pytest.mark.slow
 def test_from_point_samples_to_compare(tmp_path: Path) -> None:
     """A user with only samples, deposits and faults reaches `compare` with no hand-written config."""
-    code, out = _cli(
+    code, out = run_cli(
         "synth", str(tmp_path / "district"), "--height", "32", "--width", "40", "--layers", "5",
         "--deposits", "5", "--samples", "1200",
     )  # fmt: skip
@@ -141,19 +133,19 @@ def test_from_point_samples_to_compare(tmp_path: Path) -> None:
     user.mkdir()
     for name in ("samples.csv", "deposits.csv", "faults.gpkg"):
         shutil.copy(tmp_path / "district" / name, user / name)
-    code, out = _cli(
+    code, out = run_cli(
         "grid", str(user / "samples.csv"), "--out", str(user / "elements"), "--crs", "EPSG:32645",
         "--cell", "1000", "--nodata", "-9999",
     )  # fmt: skip
     assert code == 0, out
     assert "below detection" in out and "exact duplicate" in out
-    code, out = _cli("init", str(user))
+    code, out = run_cli("init", str(user))
     assert code == 0, out
     assert "gridded from point samples" in (user / "study.toml").read_text()
-    code, out = _cli("prepare", str(user / "study.toml"))
+    code, out = run_cli("prepare", str(user / "study.toml"))
     assert code == 0, out
     assert "5 deposits" in out
-    code, out = _cli(
+    code, out = run_cli(
         "compare", str(user / "study.toml"), "--out", str(tmp_path / "run"), "--quick",
         "--seeds", "1", "--models", "cnn,gk-cnn", "--protocols", "authors", "--jobs", "1",
     )  # fmt: skip
@@ -161,13 +153,13 @@ def test_from_point_samples_to_compare(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "summary.json").exists()
 
 
-TIANSHAN = Path(__file__).parents[2] / "shared/data/tianshan"
+TIANSHAN = Path(__file__).parents[3] / "shared/data/tianshan"
 
 
 @pytest.mark.skipif(not TIANSHAN.exists(), reason="Tianshan release not next to the repository")
 def test_init_guesses_the_tianshan_release_like_the_example_config() -> None:
     found = discover(TIANSHAN)
-    example = tomllib.loads((Path(__file__).parents[1] / "examples/tianshan.toml").read_text())
+    example = tomllib.loads((Path(__file__).parents[2] / "examples/tianshan.toml").read_text())
     for key in ("elements",):
         assert found.config[key] == example[key]
     assert found.config["sites"]["deposits"] == example["sites"]["deposits"]
@@ -198,7 +190,7 @@ def test_init_derives_decay_split_and_channel_from_the_data(tmp_path: Path) -> N
     spec = SyntheticSpec(height=60, width=60, n_layers=5, n_deposits=12, seed=2)
     generate_district(folder, spec)
     (folder / "study.toml").unlink()
-    code, out = _cli("init", str(folder))
+    code, out = run_cli("init", str(folder))
     assert code == 0, out
     cfg = load_config(folder / "study.toml")
     study = load_study(cfg)
@@ -230,7 +222,7 @@ def test_init_reads_degree_coordinates_as_lon_lat(district: Path, tmp_path: Path
     lon, lat = transform("EPSG:32645", "EPSG:4326", table["x"], table["y"])
     table["x"], table["y"] = lon, lat  # degrees under column names that do not say so
     table.to_csv(folder / "deposits.csv", index=False)
-    code, out = _cli("init", str(folder))
+    code, out = run_cli("init", str(folder))
     assert code == 0, out
     cfg = load_config(folder / "study.toml")
     assert cfg.sites.deposits.crs == "EPSG:4326"
@@ -271,7 +263,7 @@ def test_init_on_a_flat_folder_of_grids_on_two_grids(tmp_path: Path) -> None:
     deposits[[10, 11, 50, 90, 100, 30], [10, 11, 70, 20, 100, 110]] = 1
     write("Li_deposits0", deposits, fine)
     write("Faults", (rng.random((120, 120)) > 0.99).astype(np.uint8), fine)
-    code, out = _cli("init", str(folder))
+    code, out = run_cli("init", str(folder))
     assert code == 0, out
     cfg = load_config(folder / "study.toml")
     assert cfg.align == "resample"

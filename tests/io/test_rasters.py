@@ -15,7 +15,6 @@ from rasterio.crs import CRS as RasterioCRS  # noqa: N811
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from conftest import CELL, CRS, ORIGIN, TRANSFORM
 from gkdcn.errors import GkdcnError, InputError, OutputExistsError
 from gkdcn.io.grid import Grid
 from gkdcn.io.rasters import (
@@ -28,6 +27,7 @@ from gkdcn.io.rasters import (
     read_probability_map,
     write_geotiff,
 )
+from helpers import CELL, CRS, ORIGIN, TRANSFORM
 
 MakeRaster = Callable[..., Path]
 SHAPE = (6, 8)

@@ -294,10 +294,10 @@ def test_comparison_folds_draw_background_away_from_held_out_and_scored_cells(
     """In every held-out fold of ``compare``, the background pool keeps outside the exclusion
     radius of the held-out deposit, and off the cells that deposit is ranked against."""
     import gkdcn.train as train_module
-    from conftest import write_tiny_study
     from gkdcn.compare import background_cells, make_plan, run_comparison, study_samples
     from gkdcn.config import config_from_dict
     from gkdcn.data.study import load_study
+    from helpers import write_tiny_study
 
     root = tmp_path / "study"
     raw = write_tiny_study(

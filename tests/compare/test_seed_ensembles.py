@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import tiny_comparison_config
 from gkdcn.compare import make_plan, run_comparison
 from gkdcn.compare.heldout import ensemble_shares
 from gkdcn.compare.jobs import claim_run_dir, fingerprint
@@ -20,6 +19,7 @@ from gkdcn.compare.layout import RunLayout
 from gkdcn.data.study import load_study
 from gkdcn.errors import GkdcnError
 from gkdcn.report import build_report
+from helpers import tiny_comparison_config
 
 
 def _fold(layout: RunLayout, model: str, seed: int, fold: str, deposits, background) -> None:

@@ -15,7 +15,6 @@ import pytest
 import torch
 from affine import Affine
 
-from conftest import make_sites
 from gkdcn.config import TrainConfig, TransformConfig
 from gkdcn.data.background import background_pool
 from gkdcn.data.samples import leave_one_deposit_out, make_samples
@@ -25,6 +24,7 @@ from gkdcn.models.nets import ModelSpec, build_network
 from gkdcn.models.stacked import StackedNet, stack_networks
 from gkdcn.predict import predict_cells
 from gkdcn.train import PreparedWindows, TrainResult, fit_network, fit_networks, prepare_windows
+from helpers import make_sites
 
 SIZE = 32
 CELL = 1000.0

@@ -10,7 +10,6 @@ from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import make_sites, write_tiny_study
 from gkdcn.compare import fold_scheme, make_jobs, make_plan
 from gkdcn.config import config_from_dict
 from gkdcn.data import samples as samples_module
@@ -26,6 +25,7 @@ from gkdcn.data.sites import SiteTable
 from gkdcn.data.study import build_samples, load_study
 from gkdcn.errors import GkdcnError
 from gkdcn.io.grid import Grid
+from helpers import make_sites, write_tiny_study
 
 # Anisotropic cells (100 m wide, 50 m tall) so distances must use the real cell size.
 GRID = Grid(

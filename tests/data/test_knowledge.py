@@ -25,7 +25,7 @@ from gkdcn.data.knowledge import (
 from gkdcn.errors import GkdcnError
 from gkdcn.io.grid import Grid
 
-TIANSHAN = Path(__file__).parents[2] / "shared/data/tianshan"
+TIANSHAN = Path(__file__).parents[3] / "shared/data/tianshan"
 CRS_UTM = CRS.from_epsg(32645)
 
 

@@ -12,7 +12,6 @@ import pytest
 import tomli_w
 from typer.testing import CliRunner
 
-from conftest import tiny_comparison_config, write_tiny_study
 from gkdcn.cli import app
 from gkdcn.compare.ablation import ablation_table, plan_ablation, run_ablation, variant_config
 from gkdcn.compare.layout import RunLayout
@@ -21,6 +20,7 @@ from gkdcn.data.study import load_study
 from gkdcn.errors import GkdcnError, Note
 from gkdcn.report import build_report
 from gkdcn.report.ablation import clear_levers
+from helpers import tiny_comparison_config, write_tiny_study
 
 runner = CliRunner()
 

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import rasterio
 
-from conftest import tiny_comparison_config
 from gkdcn.compare import (
     background_cells,
     heldout_metrics,
@@ -24,6 +23,7 @@ from gkdcn.compare import (
 from gkdcn.data.study import build_samples, load_study
 from gkdcn.errors import GkdcnError
 from gkdcn.io.rasters import PROBABILITY_NODATA, read_probability_map
+from helpers import tiny_comparison_config
 
 
 def _study(tmp_path: Path, **compare):

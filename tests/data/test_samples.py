@@ -8,7 +8,6 @@ from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import make_sites
 from gkdcn.config import SplitConfig
 from gkdcn.data.samples import (
     SampleSet,
@@ -26,6 +25,7 @@ from gkdcn.data.samples import (
 from gkdcn.data.sites import SiteTable
 from gkdcn.errors import GkdcnError
 from gkdcn.io.grid import Grid
+from helpers import make_sites
 
 # Anisotropic cells (100 m wide, 50 m tall) so distances must use the real cell size.
 GRID = Grid(

@@ -31,6 +31,9 @@ from gkdcn.io.rasters import write_geotiff
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.models.nets import ModelSpec, build_network
 
+# Every test here belongs to the catalogue: ``pytest -m bad_input`` runs it all.
+pytestmark = pytest.mark.bad_input
+
 SPEC = SyntheticSpec(height=32, width=32, n_layers=5, n_deposits=4, n_faults=1, seed=5)
 SPEC_CRS = "EPSG:32645"  # the synthetic district's
 runner = CliRunner()
@@ -911,7 +914,7 @@ def test_gdal_prints_nothing_before_the_one_line_error(base: Base, tmp_path: Pat
     shutil.copytree(base.root, work)
     (work / "bad.tif").write_bytes(b"II*\x00" + b"\x00" * 64)  # a TIFF header and nothing else
     before = _snapshot(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     argv = [sys.executable, "-m", "gkdcn.cli", "evaluate", str(work / "bad.tif")]
     argv += [str(work / "d" / "study.toml"), "--out", str(work / "e")]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_raster
 from gkdcn.config import config_from_dict
 from gkdcn.errors import InputError
 from gkdcn.io.rasters import NodataWarning, layer_nodata, open_elements
+from helpers import write_raster
 
 SENTINEL = np.float32(-3.4028235e38)
 

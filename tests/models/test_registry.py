@@ -14,7 +14,6 @@ import pytest
 from sklearn.base import clone
 
 import gkdcn.models
-from conftest import tiny_comparison_config
 from gkdcn.compare import make_plan, run_comparison
 from gkdcn.config import config_from_dict
 from gkdcn.data.study import load_study
@@ -22,8 +21,9 @@ from gkdcn.errors import InputError
 from gkdcn.models import registry
 from gkdcn.models.baselines import CellBaseline, ElementBaseline, LogisticBaseline
 from gkdcn.report import build_report
+from helpers import tiny_comparison_config
 
-ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md"
+ARCHITECTURE = Path(__file__).resolve().parents[2] / "docs" / "ARCHITECTURE.md"
 
 
 def _example(marker: str) -> str:

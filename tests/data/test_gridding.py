@@ -10,10 +10,7 @@ import pandas as pd
 import pytest
 import rasterio
 from affine import Affine
-from typer.testing import CliRunner
 
-from conftest import write_raster
-from gkdcn.cli import app
 from gkdcn.data import gridding
 from gkdcn.data.gridding import GriddingOptions, grid_samples, read_samples, target_grid
 from gkdcn.data.survey import NOT_ANALYSED, make_survey
@@ -21,9 +18,9 @@ from gkdcn.data.synthetic import SyntheticSpec, make_district
 from gkdcn.errors import GkdcnError, InputError
 from gkdcn.io.atomic import MARKER
 from gkdcn.io.rasters import grid_of
+from helpers import run_cli, write_raster
 
 CRS = "EPSG:32645"
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +31,6 @@ def district() -> object:
 def _csv(path: Path, frame: pd.DataFrame) -> Path:
     frame.to_csv(path, index=False)
     return path
-
-
-def _cli(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, ["--threads", "1", *args])
-    return result.exit_code, result.output
 
 
 def test_survey_gridded_reproduces_the_district(district: object, tmp_path: Path) -> None:
@@ -105,7 +97,7 @@ def test_like_lands_exactly_on_the_given_grid(tmp_path: Path) -> None:
         }
     )
     path = _csv(tmp_path / "s.csv", frame)
-    code, out = _cli(
+    code, out = run_cli(
         "grid", str(path), "--out", str(tmp_path / "el"), "--crs", CRS, "--like", str(like)
     )
     assert code == 0, out
@@ -242,7 +234,7 @@ def test_bad_inputs_get_one_line_errors(
     tmp_path: Path, frame: pd.DataFrame, args: list[str], message: str
 ) -> None:
     path = _csv(tmp_path / "s.csv", frame)
-    code, out = _cli("grid", str(path), "--out", str(tmp_path / "el"), *args)
+    code, out = run_cli("grid", str(path), "--out", str(tmp_path / "el"), *args)
     assert code == 2, out
     assert message in out
     assert out.strip().startswith("error:") and len(out.strip().splitlines()) <= 2  # rich may wrap
@@ -253,9 +245,11 @@ def test_grid_refuses_to_overwrite(tmp_path: Path) -> None:
     frame = pd.DataFrame({"x": [0.0, 1000, 2000], "y": [0.0, 1000, 3000], "Cu": [1.0, 2, 3]})
     path = _csv(tmp_path / "s.csv", frame)
     (tmp_path / "el").mkdir()
-    code, out = _cli("grid", str(path), "--out", str(tmp_path / "el"), "--crs", CRS)
+    code, out = run_cli("grid", str(path), "--out", str(tmp_path / "el"), "--crs", CRS)
     assert code == 2 and "--overwrite" in out
-    code, out = _cli("grid", str(path), "--out", str(tmp_path / "el"), "--crs", CRS, "--overwrite")
+    code, out = run_cli(
+        "grid", str(path), "--out", str(tmp_path / "el"), "--crs", CRS, "--overwrite"
+    )
     assert code == 0, out and (tmp_path / "el" / "Cu.tif").exists()
 
 
@@ -283,7 +277,7 @@ def test_grid_reads_point_vector_files(tmp_path: Path) -> None:
         crs=CRS,
     )
     gdf.to_file(tmp_path / "samples.gpkg", driver="GPKG")
-    code, out = _cli(
+    code, out = run_cli(
         "grid", str(tmp_path / "samples.gpkg"), "--out", str(tmp_path / "el"), "--cell", "500"
     )
     assert code == 0, out
@@ -292,10 +286,10 @@ def test_grid_reads_point_vector_files(tmp_path: Path) -> None:
 
 
 def test_synth_samples_writes_a_survey_and_refuses_too_few(tmp_path: Path) -> None:
-    code, out = _cli("synth", str(tmp_path / "d"), "--samples", "2")
+    code, out = run_cli("synth", str(tmp_path / "d"), "--samples", "2")
     assert code == 2 and "--samples must be at least 3" in out
     assert not (tmp_path / "d").exists()
-    code, out = _cli(
+    code, out = run_cli(
         "synth",
         str(tmp_path / "d"),
         "--height",
@@ -328,7 +322,7 @@ def test_like_reprojects_samples_to_the_raster_crs(tmp_path: Path) -> None:
     lon, lat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(x, y)
     frame = pd.DataFrame({"lon": lon, "lat": lat, "Cu": 10 + (x - 500_000) / 1000})
     path = _csv(tmp_path / "s.csv", frame)
-    code, out = _cli(
+    code, out = run_cli(
         "grid", str(path), "--out", str(tmp_path / "el"), "--x", "lon", "--y", "lat",
         "--crs", "EPSG:4326", "--like", str(like),
     )  # fmt: skip
@@ -375,7 +369,7 @@ def _lab_table(n: int = 120, seed: int = 7) -> pd.DataFrame:
 
 def test_a_lab_table_is_gridded_by_every_stated_rule(tmp_path: Path) -> None:
     path = _csv(tmp_path / "lab.csv", _lab_table())
-    code, out = _cli(
+    code, out = run_cli(
         "grid", str(path), "--out", str(tmp_path / "el"), "--crs", "EPSG:4326",
         "--survey-column", "report_no",
     )  # fmt: skip
@@ -451,7 +445,9 @@ def test_lab_table_bad_options_get_one_line_errors(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
     path = _csv(tmp_path / "lab.csv", _lab_table())
-    code, out = _cli("grid", str(path), "--out", str(tmp_path / "el"), "--crs", "EPSG:4326", *args)
+    code, out = run_cli(
+        "grid", str(path), "--out", str(tmp_path / "el"), "--crs", "EPSG:4326", *args
+    )
     assert code == 2, out
     errors = [line for line in out.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in out, out
@@ -461,7 +457,7 @@ def test_lab_table_bad_options_get_one_line_errors(
 def test_coordinate_errors_name_the_flags_and_match_any_case(tmp_path: Path) -> None:
     frame = pd.DataFrame({"Lon": [0.0, 1, 2], "Lat": [0.0, 1, 2], "Cu": [1.0, 2, 3]})
     path = _csv(tmp_path / "s.csv", frame)
-    code, out = _cli("grid", str(path), "--out", str(tmp_path / "el"), "--crs", CRS)
+    code, out = run_cli("grid", str(path), "--out", str(tmp_path / "el"), "--crs", CRS)
     assert code == 2
     text = " ".join(out.split())
     assert "name them with --x and --y (perhaps --x Lon --y Lat)" in text
@@ -469,12 +465,14 @@ def test_coordinate_errors_name_the_flags_and_match_any_case(tmp_path: Path) -> 
     frame = pd.DataFrame({"X": [0.0, 1000, 2000], "Y": [0.0, 1000, 3000], "Cu": [1.0, 2, 3]})
     upper = read_samples(_csv(tmp_path / "u.csv", frame), GriddingOptions(crs=CRS))
     assert len(upper) == 3
-    code, out = _cli("grid", str(tmp_path / "u.csv"), "--out", str(tmp_path / "el"))
+    code, out = run_cli("grid", str(tmp_path / "u.csv"), "--out", str(tmp_path / "el"))
     assert code == 2 and "--crs" in out and "EPSG:4326" not in out
     degrees = pd.DataFrame(
         {"x": [119.5, 119.6, 119.7], "y": [-31.6, -31.7, -31.8], "Cu": [1, 2, 3]}
     )
-    code, out = _cli("grid", str(_csv(tmp_path / "d.csv", degrees)), "--out", str(tmp_path / "el"))
+    code, out = run_cli(
+        "grid", str(_csv(tmp_path / "d.csv", degrees)), "--out", str(tmp_path / "el")
+    )
     assert code == 2 and "--crs EPSG:4326" in " ".join(out.split())
     import geopandas as gpd
 
@@ -483,7 +481,7 @@ def test_coordinate_errors_name_the_flags_and_match_any_case(tmp_path: Path) -> 
     )
     with pytest.warns(UserWarning):  # pyogrio: "crs was not provided"
         points.to_file(tmp_path / "p.gpkg")
-    code, out = _cli("grid", str(tmp_path / "p.gpkg"), "--out", str(tmp_path / "el"))
+    code, out = run_cli("grid", str(tmp_path / "p.gpkg"), "--out", str(tmp_path / "el"))
     assert code == 2 and "p.gpkg: has no CRS: give it with --crs" in " ".join(out.split())
 
 
@@ -495,7 +493,7 @@ def test_excel_needs_openpyxl_or_is_read(tmp_path: Path) -> None:
     frame["Cu_ppm"] = [1.0, 2.0, "<0.5", 4.0]
     if importlib.util.find_spec("openpyxl") is None:
         path.write_bytes(b"PK\x03\x04 not really a workbook")
-        code, out = _cli("grid", str(path), "--out", str(tmp_path / "el"), "--crs", CRS)
+        code, out = run_cli("grid", str(path), "--out", str(tmp_path / "el"), "--crs", CRS)
         assert code == 2
         assert f"{path}: reading .xlsx workbooks needs the package openpyxl" in " ".join(
             out.split()
@@ -513,7 +511,7 @@ def test_like_a_raster_of_another_area_is_a_one_line_error(tmp_path: Path) -> No
         {"x": [500_000.0, 501_000, 502_000], "y": [4e6, 4.001e6, 4.002e6], "Cu": [1.0, 2, 3]}
     )
     path = _csv(tmp_path / "s.csv", frame)
-    code, out = _cli(
+    code, out = run_cli(
         "grid", str(path), "--out", str(tmp_path / "el"), "--crs", CRS, "--like", str(like)
     )
     assert code == 2, out
@@ -523,13 +521,13 @@ def test_like_a_raster_of_another_area_is_a_one_line_error(tmp_path: Path) -> No
     geographic = write_raster(
         tmp_path / "deg.tif", np.zeros((5, 5), np.float32), crs="EPSG:4326", transform=degrees
     )
-    code, out = _cli(
+    code, out = run_cli(
         "grid", str(path), "--out", str(tmp_path / "el"), "--crs", CRS, "--like", str(geographic)
     )
     assert code == 2 and f"{geographic}: its grid is in degrees" in " ".join(out.split())
 
 
-GEOCHEMAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "geochemad"
+GEOCHEMAD = Path(__file__).resolve().parents[3] / "shared" / "data" / "geochemad"
 
 
 @pytest.mark.skipif(not GEOCHEMAD.is_dir(), reason="GeoChemAD tables not present")

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from conftest import tiny_comparison_config
 from gkdcn.compare import make_plan, run_comparison
 from gkdcn.compare.jobs import Job, JobGroup, group_jobs, make_jobs
 from gkdcn.compare.run import study_samples
 from gkdcn.data.study import load_study
+from helpers import tiny_comparison_config
 
 
 def _results(run: Path) -> dict[str, dict[str, Any]]:

@@ -16,7 +16,6 @@ import pytest
 import torch
 from torch import Tensor
 
-from conftest import tiny_comparison_config
 from gkdcn.compare import make_plan, run_comparison
 from gkdcn.compare.jobs import fingerprint
 from gkdcn.compare.layout import RunLayout
@@ -33,6 +32,7 @@ from gkdcn.train import (
     resolve_precision,
     training_autocast,
 )
+from helpers import tiny_comparison_config
 
 # (n, c_in, c_out, h, w, offset groups, weight groups): ungrouped, offset groups, weight groups
 CASES = [(3, 8, 6, 7, 6, 1, 1), (2, 8, 6, 6, 7, 2, 1), (2, 8, 6, 5, 5, 2, 2)]

@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.progress import Progress, TextColumn
 from torch import nn
 
-from conftest import random_state, write_tiny_study
 from gkdcn.config import StudyConfig, config_from_dict
 from gkdcn.data.samples import extract_windows
 from gkdcn.data.study import Study, load_study
@@ -44,6 +43,7 @@ from gkdcn.io.atomic import MARKER, mark_output, write_text
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.models.deform import DeformConv2d
 from gkdcn.models.nets import AnomalyNet, ModelSpec, build_network
+from helpers import random_state, write_tiny_study
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -15,17 +15,6 @@ from affine import Affine
 from shapely.geometry import LineString, Point
 
 import gkdcn.data.study as study_module
-from conftest import (
-    CELL,
-    CRS,
-    ORIGIN,
-    TINY_DEPOSITS,
-    TINY_NON_DEPOSITS,
-    TINY_SHAPE,
-    tiny_layers,
-    write_raster,
-    write_tiny_study,
-)
 from gkdcn.config import StudyConfig, config_from_dict
 from gkdcn.console import format_summary
 from gkdcn.data.study import (
@@ -37,6 +26,17 @@ from gkdcn.data.study import (
     summarize,
 )
 from gkdcn.errors import GkdcnError, InputError, OutputExistsError
+from helpers import (
+    CELL,
+    CRS,
+    ORIGIN,
+    TINY_DEPOSITS,
+    TINY_NON_DEPOSITS,
+    TINY_SHAPE,
+    tiny_layers,
+    write_raster,
+    write_tiny_study,
+)
 
 
 def centre(row: int, col: int) -> tuple[float, float]:
