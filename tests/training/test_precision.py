@@ -253,7 +253,7 @@ def test_a_comparison_records_the_precision_that_ran(
 
 
 def _small_fold():
-    from test_recipe import _district  # the recipe tests' 40 x 40 district
+    from test_training_recipe import _district  # the recipe tests' 40 x 40 district
 
     raw, _valid, knowledge, sites, grid, samples = _district()
     split = leave_one_deposit_out(samples, sites, grid, exclusion_radius=4000.0)[0]
