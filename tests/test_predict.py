@@ -26,9 +26,9 @@ from gkdcn.predict import (
     PredictionResult,
     predict_map,
     predict_to_file,
-    resolve_device,
     write_prediction,
 )
+from gkdcn.runtime import resolve_device
 
 LAYERS = ["Ag", "As", "Au", "Cu", "Zn"]
 MODEL_ORDER = ["Cu", "Au", "Zn", "Ag", "As"]  # not the folder's sorted order: forces a reorder
