@@ -147,11 +147,13 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
         ("gkdcn.compare.layout", {"gkdcn.explain", "gkdcn.explain.layout"}),
         ("gkdcn.explain.layout", set()),
         ("gkdcn.io.jsonsafe", set()),
+        ("gkdcn.runtime", {"gkdcn.errors"}),
+        ("gkdcn.threads", {"gkdcn.errors", "gkdcn.runtime"}),
     ],
 )
 def test_leaves_stay_leaves(leaf: str, allowed: set[str]) -> None:
-    """The plotting module, the run-folder layouts, the config and the model registry import
-    nothing above the bottom floor."""
+    """The plotting module, the run-folder layouts, the config, the model registry and the
+    runtime (device, precision, threads) import nothing above the bottom floor."""
     assert _graph()[leaf] <= allowed
 
 
@@ -200,22 +202,79 @@ def test_run_folder_names_live_in_the_layouts() -> None:
     assert not found, "run-folder names outside the layouts:\n" + "\n".join(found)
 
 
-def test_training_folder_names_live_in_train() -> None:
-    """A training folder's file names are spelled in ``train.TRAINING_FILES`` only (and the
-    model file's once more in RunLayout, whose job folders are training folders: the same)."""
+def test_training_folder_names_live_in_training_outputs() -> None:
+    """A training folder's file names are spelled in ``training.outputs.TRAINING_FILES`` only
+    (and the model file's once more in RunLayout, whose job folders are training folders)."""
     from gkdcn.compare.layout import RunLayout
-    from gkdcn.train import TRAINING_FILES
+    from gkdcn.training.outputs import TRAINING_FILES
 
     assert TRAINING_FILES["model"] == RunLayout.MODEL
     names = set(TRAINING_FILES.values())
     found = []
     for module, path in _modules().items():
-        if module in ("gkdcn.train", "gkdcn.compare.layout"):
+        if module in ("gkdcn.training.outputs", "gkdcn.compare.layout"):
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and node.value in names:
                 found.append(f"{module}:{node.lineno}: {node.value!r}")
-    assert not found, "training-folder names outside train.py:\n" + "\n".join(found)
+    assert not found, "training-folder names outside training/outputs.py:\n" + "\n".join(found)
+
+
+#: The rooms above the training package (floor 2's others, and floors 3 to 6).
+ABOVE_TRAINING = (
+    "gkdcn.predict",
+    "gkdcn.evaluate",
+    "gkdcn.runner",
+    "gkdcn.cluster",
+    "gkdcn.compare",
+    "gkdcn.explain",
+    "gkdcn.report",
+    "gkdcn.console",
+    "gkdcn.demo",
+    "gkdcn.cli",
+)
+#: The rooms below it (floors 0 and 1), which never import training.
+BELOW_TRAINING = ("gkdcn.io", "gkdcn.config", "gkdcn.errors", "gkdcn.runtime", "gkdcn.threads",
+                  "gkdcn.data", "gkdcn.models")  # fmt: skip
+
+
+def _in_rooms(module: str, rooms: tuple[str, ...]) -> bool:
+    return any(module == room or module.startswith(room + ".") for room in rooms)
+
+
+def test_training_sits_on_floor_two() -> None:
+    """The training package imports only the floors below it (and pretraining, beside it), its
+    modules import each other one way, and nothing below it imports it."""
+    graph = _graph()
+    training = sorted(m for m in graph if m.startswith("gkdcn.training."))
+    assert {"gkdcn.training.loop", "gkdcn.training.study", "gkdcn.runtime"} <= set(graph)
+    for module in training:
+        above = sorted(m for m in graph[module] if _in_rooms(m, ABOVE_TRAINING))
+        assert not above, f"{module} imports a room above it: {above}"
+    for module, imports in graph.items():
+        if _in_rooms(module, BELOW_TRAINING):
+            up = sorted(m for m in imports if _in_rooms(m, ("gkdcn.training", "gkdcn.train")))
+            assert not up, f"{module} (below training) imports {up}"
+    # The package's own order: the windows first, the study adapters last.
+    assert graph["gkdcn.training.windows"].isdisjoint(training)
+    assert not [m for m in training if "gkdcn.training.study" in graph[m]]
+
+
+def test_the_train_module_re_exports_the_training_package() -> None:
+    """``gkdcn.train`` (for code written against the one-file trainer) names the same objects
+    as the modules that define them, and defines none itself."""
+    import inspect
+
+    import gkdcn.train as train
+
+    assert train.__all__
+    for name in train.__all__:
+        value = getattr(train, name)
+        if inspect.isfunction(value) or inspect.isclass(value):
+            assert value.__module__.startswith(("gkdcn.training.", "gkdcn.runtime")), name
+    from gkdcn.training.study import train_study
+
+    assert train.train_study is train_study
 
 
 def test_the_report_does_not_import_torch_or_matplotlib() -> None:

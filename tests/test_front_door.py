@@ -13,7 +13,18 @@ import gkdcn
 from gkdcn.data.synthetic import SyntheticSpec, generate_district
 
 FROM_PYTHON = Path(__file__).resolve().parents[1] / "docs" / "from_python.md"
-SUBMODULES = ("train", "predict", "evaluate", "compare", "explain", "report", "config", "cli")
+SUBMODULES = (
+    "train",
+    "training",
+    "runtime",
+    "predict",
+    "evaluate",
+    "compare",
+    "explain",
+    "report",
+    "config",
+    "cli",
+)
 
 
 def _run(code: str) -> str:
@@ -37,7 +48,7 @@ def test_the_front_door_names_every_stage_lazily() -> None:
         value = getattr(gkdcn, name)
         assert getattr(value, "__name__", name) == name
         assert value.__doc__, f"gkdcn.{name} has no docstring"
-    assert gkdcn.train_study.__module__ == "gkdcn.train"
+    assert gkdcn.train_study.__module__ == "gkdcn.training.study"
     with pytest.raises(AttributeError, match="no_such_stage"):
         _ = gkdcn.no_such_stage  # type: ignore[attr-defined]
 

@@ -25,9 +25,9 @@ from gkdcn.predict import (
     PredictionResult,
     predict_map,
     predict_to_file,
-    resolve_device,
     write_prediction,
 )
+from gkdcn.runtime import resolve_device
 from helpers import random_state, write_raster
 
 LAYERS = ["Ag", "As", "Au", "Cu", "Zn"]

@@ -48,7 +48,8 @@ if TYPE_CHECKING:
     from gkdcn.models.registry import ModelKind
     from gkdcn.predict import PredictionResult, predict_map
     from gkdcn.report.build import build_report
-    from gkdcn.train import TrainResult, train_study
+    from gkdcn.training.loop import TrainResult
+    from gkdcn.training.study import train_study
 
 _LAZY = {
     "ArraySource": "gkdcn.io.rasters",
@@ -63,7 +64,7 @@ _LAZY = {
     "Study": "gkdcn.data.study",
     "StudyConfig": "gkdcn.config",
     "SyntheticSpec": "gkdcn.data.synthetic",
-    "TrainResult": "gkdcn.train",
+    "TrainResult": "gkdcn.training.loop",
     "build_report": "gkdcn.report.build",
     "config_from_dict": "gkdcn.config",
     "evaluate_map": "gkdcn.evaluate",
@@ -74,7 +75,7 @@ _LAZY = {
     "make_plan": "gkdcn.compare.plan",
     "predict_map": "gkdcn.predict",
     "run_comparison": "gkdcn.compare.run",
-    "train_study": "gkdcn.train",
+    "train_study": "gkdcn.training.study",
 }
 
 

@@ -41,7 +41,7 @@ from gkdcn.predict import (
     prepare_prediction,
     row_blocks,
 )
-from gkdcn.threads import reuse_freed_memory, torch_threads
+from gkdcn.runtime import reuse_freed_memory, torch_threads
 
 if TYPE_CHECKING:  # the extra may be absent; every runtime import goes through _distributed()
     from distributed import Client

@@ -60,7 +60,7 @@ from gkdcn.io.rasters import (
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.models.deform import DeformConv2d
 from gkdcn.models.nets import AnomalyNet
-from gkdcn.threads import torch_threads
+from gkdcn.runtime import resolve_device, torch_threads
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 NODATA = PROBABILITY_NODATA  # one nodata for every probability map gkdcn writes
@@ -94,28 +94,6 @@ class PredictionResult:
     @property
     def uncertainty(self) -> bool:
         return self.std is not None
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> cuda if available, else mps, else cpu; an unavailable device is an error."""
-    name = str(device)
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise GkdcnError(f"unknown device {name!r} (use auto, cpu, cuda or mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GkdcnError("device 'cuda' requested but no CUDA GPU is available to torch")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise GkdcnError("device 'mps' requested but the Apple MPS backend is not available")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise GkdcnError(f"unsupported device {name!r} (use auto, cpu, cuda or mps)")
-    return dev
 
 
 def members_of(bundles: Sequence[ModelBundle]) -> list[ModelBundle]:

@@ -31,7 +31,7 @@ import threadpoolctl
 from rich.progress import Progress
 
 from gkdcn.errors import GkdcnError, Terminated
-from gkdcn.threads import reuse_freed_memory, set_threads, torch_threads
+from gkdcn.runtime import reuse_freed_memory, set_threads, torch_threads
 
 if TYPE_CHECKING:
     from distributed import Client

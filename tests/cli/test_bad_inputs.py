@@ -1002,12 +1002,12 @@ def test_explain_follows_the_same_channel_rule(base: Base, tmp_path: Path) -> No
 def test_train_says_it_fits_one_fold_of_lodo(
     base: Base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gkdcn.train
+    import gkdcn.training.study
 
     def stop(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt  # the note is what matters, not the training
 
-    monkeypatch.setattr(gkdcn.train, "train_study", stop)
+    monkeypatch.setattr(gkdcn.training.study, "train_study", stop)
     argv = ["train", f"{base.root}/d/study.toml", "-m", "cnn", "--out", f"{tmp_path}/t"]
     result = runner.invoke(app, [*argv, "--split", "lodo"])
     assert result.exit_code == 130

@@ -194,7 +194,7 @@ def test_baselines_fit_on_the_networks_background_away_from_held_out_and_ranked_
 ) -> None:
     from gkdcn.compare.heldout import background_cells
     from gkdcn.data.background import near_mask
-    from gkdcn.train import study_background
+    from gkdcn.training.study import study_background
 
     study = _study(tmp_path, heldout_background=40)
     samples, _ = build_samples(study)

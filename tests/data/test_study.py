@@ -313,7 +313,7 @@ def test_point_ids_made_unique_and_clashing_cells_dropped(tmp_path: Path) -> Non
 
 def _features(study: Any) -> tuple[np.ndarray, np.ndarray]:
     """The study's transformed map as training sees it (transform fitted on training windows)."""
-    from gkdcn.train import prepare_windows
+    from gkdcn.training.windows import prepare_windows
 
     samples, splits = build_samples(study)
     data = prepare_windows(
@@ -407,7 +407,7 @@ def test_auxiliary_names_are_checked_against_the_layers(tmp_path: Path) -> None:
 
 def test_trained_model_records_which_channels_are_log_ratios(tmp_path: Path) -> None:
     from gkdcn.config import TrainConfig
-    from gkdcn.train import train_study
+    from gkdcn.training.study import train_study
 
     raw = write_tiny_study(
         tmp_path,

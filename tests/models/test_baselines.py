@@ -19,7 +19,7 @@ from gkdcn.models.baselines import (
     fit_fold_baseline,
     fold_features,
 )
-from gkdcn.train import prepare_windows
+from gkdcn.training.windows import prepare_windows
 
 SPEC = SyntheticSpec(height=40, width=48, n_layers=6, n_deposits=6, n_faults=2, seed=4)
 WINDOW = 5

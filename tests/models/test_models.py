@@ -14,7 +14,8 @@ from gkdcn.models.bundle import ModelBundle
 from gkdcn.models.deform import DeformConv2d
 from gkdcn.models.losses import GKLoss
 from gkdcn.models.nets import ModelSpec, build_network
-from gkdcn.train import fit_network, prepare_windows
+from gkdcn.training.loop import fit_network
+from gkdcn.training.windows import prepare_windows
 
 
 @pytest.mark.parametrize("kind", ["cnn", "dcn", "gk-cnn", "gk-dcn"])
@@ -190,7 +191,7 @@ def test_early_stopping_restores_the_best_weights() -> None:
     best = result.history["val_loss"].idxmin()
     assert result.best_epoch == int(result.history["epoch"].iloc[best])
     assert len(result.history) <= result.best_epoch + 3
-    from gkdcn.train import evaluate_windows
+    from gkdcn.training.loop import evaluate_windows
 
     restored = evaluate_windows(result.bundle.network(), data.val)
     assert restored["val_loss"] == pytest.approx(result.history["val_loss"].min(), rel=1e-5)
@@ -296,7 +297,7 @@ def test_training_on_a_small_synthetic_district_finds_its_deposits(tmp_path) -> 
     from gkdcn.config import load_config
     from gkdcn.data.study import load_study
     from gkdcn.data.synthetic import SyntheticSpec, generate_district
-    from gkdcn.train import train_study
+    from gkdcn.training.study import train_study
 
     config_path = generate_district(
         tmp_path / "d", SyntheticSpec(height=48, width=64, n_layers=6, n_deposits=8, seed=1)

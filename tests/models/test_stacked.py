@@ -1,7 +1,7 @@
 """Stacked training (several seeds as one grouped model) equals one-at-a-time training.
 
 Same seeds must give the same weights, histories, best epochs, calibration and scores as
-:func:`gkdcn.train.fit_network` within floating-point tolerance (grouped layers sum in another
+:func:`gkdcn.training.loop.fit_network` within floating-point tolerance (grouped layers sum in another
 order), for CNN and DCN, plain and GK losses, with and without a validation set (members stop
 early on their own), and with a different background pool per member (as in a comparison).
 """
@@ -23,7 +23,9 @@ from gkdcn.io.grid import Grid
 from gkdcn.models.nets import ModelSpec, build_network
 from gkdcn.models.stacked import StackedNet, stack_networks
 from gkdcn.predict import predict_cells
-from gkdcn.train import PreparedWindows, TrainResult, fit_network, fit_networks, prepare_windows
+from gkdcn.training.loop import TrainResult, fit_network
+from gkdcn.training.stacked import fit_networks
+from gkdcn.training.windows import PreparedWindows, prepare_windows
 from helpers import make_sites
 
 SIZE = 32

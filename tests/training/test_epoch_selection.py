@@ -27,7 +27,8 @@ from gkdcn.console import format_tables
 from gkdcn.data.samples import Split
 from gkdcn.data.study import build_samples, load_study
 from gkdcn.report.tables import protocol_sections
-from gkdcn.train import SELECTION_SCORE, EpochMonitor, choose_epoch, train_study
+from gkdcn.training.loop import SELECTION_SCORE, EpochMonitor, choose_epoch
+from gkdcn.training.study import train_study
 from helpers import tiny_comparison_config, write_tiny_study
 
 RADIUS = 3000.0  # three cells of the tiny study

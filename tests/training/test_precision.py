@@ -26,12 +26,9 @@ from gkdcn.models import deform
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.models.deform import DeformConv2d, deform_conv2d
 from gkdcn.models.nets import ModelSpec, build_network
-from gkdcn.train import (
-    fit_network,
-    prepare_windows,
-    resolve_precision,
-    training_autocast,
-)
+from gkdcn.runtime import resolve_precision, training_autocast
+from gkdcn.training.loop import fit_network
+from gkdcn.training.windows import prepare_windows
 from helpers import tiny_comparison_config
 
 # (n, c_in, c_out, h, w, offset groups, weight groups): ungrouped, offset groups, weight groups
@@ -181,15 +178,15 @@ def test_network_forward_under_autocast_follows_float32(kind: str) -> None:
 
 
 def test_auto_precision_follows_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gkdcn.train as train
+    import gkdcn.runtime as runtime
 
     assert resolve_precision("float32", "cpu") == "float32"
     assert resolve_precision("bfloat16", "cpu") == "bfloat16"
-    monkeypatch.setattr(train, "native_bfloat16", lambda device: True)
+    monkeypatch.setattr(runtime, "native_bfloat16", lambda device: True)
     assert resolve_precision("auto", "cpu") == "bfloat16"
-    monkeypatch.setattr(train, "native_bfloat16", lambda device: False)
+    monkeypatch.setattr(runtime, "native_bfloat16", lambda device: False)
     assert resolve_precision("auto", "cpu") == "float32"
-    assert train.native_bfloat16("meta") is False  # no probe for other devices: float32
+    assert runtime.native_bfloat16("meta") is False  # no probe for other devices: float32
 
 
 @pytest.mark.parametrize(
@@ -205,17 +202,17 @@ def test_auto_precision_follows_the_device(monkeypatch: pytest.MonkeyPatch) -> N
 def test_native_bfloat16_on_a_cpu_means_faster_than_float32(
     monkeypatch: pytest.MonkeyPatch, amx: bool, avx512_bf16: bool, vendor: str, native: bool
 ) -> None:
-    import gkdcn.train as train
+    import gkdcn.runtime as runtime
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
-    monkeypatch.setattr(train, "cpu_vendor", lambda: vendor)
-    assert train.native_bfloat16("cpu") is native
+    monkeypatch.setattr(runtime, "cpu_vendor", lambda: vendor)
+    assert runtime.native_bfloat16("cpu") is native
     assert resolve_precision("auto", "cpu") == ("bfloat16" if native else "float32")
 
 
 def test_cpu_vendor_reads_this_machine() -> None:
-    from gkdcn.train import cpu_vendor
+    from gkdcn.runtime import cpu_vendor
 
     info = Path("/proc/cpuinfo")
     if not info.exists():
@@ -227,7 +224,7 @@ def test_cpu_vendor_reads_this_machine() -> None:
 def test_a_comparison_records_the_precision_that_ran(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gkdcn.train as train
+    import gkdcn.runtime as runtime
 
     config = tiny_comparison_config(tmp_path / "study", epochs=1, seeds=1)
     config = config.model_copy(
@@ -235,9 +232,9 @@ def test_a_comparison_records_the_precision_that_ran(
     )
     study = load_study(config)
     plan = make_plan(config, models=["cnn"], protocols=["authors"])
-    monkeypatch.setattr(train, "native_bfloat16", lambda device: False)
+    monkeypatch.setattr(runtime, "native_bfloat16", lambda device: False)
     on_plain = plan.on_device("cpu")
-    monkeypatch.setattr(train, "native_bfloat16", lambda device: True)
+    monkeypatch.setattr(runtime, "native_bfloat16", lambda device: True)
     on_native = plan.on_device("cpu")
     assert (on_plain.train.precision, on_native.train.precision) == ("float32", "bfloat16")
     assert on_native.on_device("cpu") is on_native  # resolved once, then left alone
@@ -319,7 +316,7 @@ def test_report_states_the_precision_and_reruns_with_it(tmp_path: Path) -> None:
 
 
 def test_stacked_seeds_train_in_bfloat16_too() -> None:
-    from gkdcn.train import fit_networks
+    from gkdcn.training.stacked import fit_networks
 
     data = _small_fold()
     cfg = TrainConfig(

@@ -16,7 +16,9 @@ from gkdcn.io.grid import Grid
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.models.losses import GKLoss, unlabelled_risk
 from gkdcn.predict import predict_cells
-from gkdcn.train import PreparedWindows, augment_batch, fit_network, prepare_windows
+from gkdcn.training.augmentation import augment_batch
+from gkdcn.training.loop import fit_network
+from gkdcn.training.windows import PreparedWindows, prepare_windows
 
 SIZE = 40
 CELL = 1000.0
@@ -293,7 +295,7 @@ def test_comparison_folds_draw_background_away_from_held_out_and_scored_cells(
 ) -> None:
     """In every held-out fold of ``compare``, the background pool keeps outside the exclusion
     radius of the held-out deposit, and off the cells that deposit is ranked against."""
-    import gkdcn.train as train_module
+    import gkdcn.training.study as train_module
     from gkdcn.compare import background_cells, make_plan, run_comparison, study_samples
     from gkdcn.config import config_from_dict
     from gkdcn.data.study import load_study

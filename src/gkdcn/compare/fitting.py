@@ -6,7 +6,7 @@ or chosen cells (held-out deposits and background cells), as probabilities in [0
 
 Which kinds exist, and what fits each, is the registry's (:mod:`gkdcn.models.registry`):
 :func:`fit_model` dispatches on the kind's family. A network is trained by
-:func:`gkdcn.train.train_study` and wrapped as :class:`FittedNetwork`; a baseline is the
+:func:`gkdcn.training.study.train_study` and wrapped as :class:`FittedNetwork`; a baseline is the
 scikit-learn style estimator its entry names (:class:`gkdcn.models.baselines.CellBaseline`),
 wrapped as :class:`FittedBaseline`, fitted on the centres of the fold's training windows, with
 the transform fitted on those windows' cells, exactly as a network's, and (entries marked
@@ -38,14 +38,10 @@ from gkdcn.models import baselines, registry
 from gkdcn.models.bundle import ModelBundle
 from gkdcn.predict import predict_cells, predict_map
 from gkdcn.pretrain import PretrainResult
-from gkdcn.train import (
-    TrainResult,
-    prepare_windows,
-    study_background,
-    train_study,
-    train_study_seeds,
-    write_training_outputs,
-)
+from gkdcn.training.loop import TrainResult
+from gkdcn.training.outputs import write_training_outputs
+from gkdcn.training.study import study_background, train_study, train_study_seeds
+from gkdcn.training.windows import prepare_windows
 
 BASELINE_FILE = "baseline.json"
 
@@ -73,7 +69,7 @@ class FittedModel(Protocol):
 
 @dataclass
 class FittedNetwork:
-    """One of the four networks after :func:`gkdcn.train.train_study`."""
+    """One of the four networks after :func:`gkdcn.training.study.train_study`."""
 
     trained: TrainResult
     study: Study
@@ -182,10 +178,10 @@ def fit_model(
     ``exclude_background`` (``(H, W)`` bool) marks cells no model may draw as unlabelled
     background: the cells the held-out deposits are ranked against. With the recipe's
     background on, the fitted baselines draw theirs once per fold from the same pool as the
-    fold's networks (:func:`gkdcn.train.study_background`, same exclusions), seeded by ``seed``.
+    fold's networks (:func:`gkdcn.training.study.study_background`, same exclusions), seeded by ``seed``.
 
     The kind's family (:mod:`gkdcn.models.registry`) says how: a network is trained by
-    :func:`gkdcn.train.train_study`, a baseline is the estimator its entry names, fitted by
+    :func:`gkdcn.training.study.train_study`, a baseline is the estimator its entry names, fitted by
     :func:`gkdcn.models.baselines.fit_fold_baseline`. Networks on a fold that holds sites out
     choose their epochs inside the fold when ``cfg.select_epochs`` says so
     (:func:`gkdcn.compare.selection.fit_selected_network`).
@@ -255,7 +251,7 @@ def fit_network_seeds(
     exclude_background: Sequence[np.ndarray | None] | None = None,
 ) -> list[FittedModel]:
     """:func:`fit_model` of network ``kind`` for several seeds at once, trained as one stacked
-    model (:func:`gkdcn.train.fit_networks`); ``splits``, ``exclude_background`` per seed.
+    model (:func:`gkdcn.training.stacked.fit_networks`); ``splits``, ``exclude_background`` per seed.
     Each fitted model equals ``fit_model`` with its seed up to floating-point rounding."""
     if not registry.is_network(kind):
         raise ValueError(f"only networks train stacked, not {kind!r}")

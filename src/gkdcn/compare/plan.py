@@ -11,7 +11,7 @@ from gkdcn.compare.protocols import PROTOCOL_TITLES
 from gkdcn.config import AUTHORS_TRAINING, StudyConfig, TrainConfig
 from gkdcn.errors import GkdcnError, validation_message
 from gkdcn.models import registry
-from gkdcn.train import resolve_precision
+from gkdcn.runtime import resolve_precision
 
 # --quick: 2 seeds, at most this many epochs, and held-out deposits ranked among at most this
 # many background cells: 2 min 55 s on Tianshan with 2 cores (the full run: 20 min).

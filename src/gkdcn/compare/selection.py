@@ -13,12 +13,12 @@ training deposits, never on the fold's held-out ones:
   deposits ranked among background cells (1 - mean share of background scored above a deposit,
   ties half, pooled over the inner folds as :func:`gkdcn.compare.heldout.heldout_metrics`
   pools folds). The background cells (:data:`SELECTION_BACKGROUND`, one seeded draw per fold)
-  come from the fold's own background pool (:func:`gkdcn.train.study_background`: valid, away
+  come from the fold's own background pool (:func:`gkdcn.training.study.study_background`: valid, away
   from every deposit, outside the exclusion radius of the held-out ones, no window centre and
   none of the cells the comparison ranks held-out deposits against); the inner networks never
   draw them as training background;
 - **the rule**: the chosen epoch is the earliest evaluated epoch whose pooled inner AUC is
-  within ``select_tolerance`` of the best (:func:`gkdcn.train.choose_epoch`).
+  within ``select_tolerance`` of the best (:func:`gkdcn.training.loop.choose_epoch`).
 
 ``"inner"`` trains one network per inner fold for all epochs, scoring every ``select_every``
 epochs, then trains the fold's network on all the fold's training windows for the chosen number
@@ -41,14 +41,8 @@ from gkdcn.data.background import near_mask
 from gkdcn.data.samples import SampleSet, Split, grouped_deposit_folds
 from gkdcn.data.study import Study
 from gkdcn.pretrain import PretrainResult
-from gkdcn.train import (
-    SELECTION_SCORE,
-    EpochMonitor,
-    TrainResult,
-    choose_epoch,
-    study_background,
-    train_study,
-)
+from gkdcn.training.loop import SELECTION_SCORE, EpochMonitor, TrainResult, choose_epoch
+from gkdcn.training.study import study_background, train_study
 
 #: Background cells each fold's inner deposits are ranked among (fewer if the pool is smaller).
 SELECTION_BACKGROUND = 2000

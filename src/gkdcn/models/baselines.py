@@ -527,7 +527,7 @@ def fold_features(
     """Per-cell features of ``raw`` under a fold's fitted ``transform``.
 
     Pass the transform the networks of the fold are trained with
-    (:func:`gkdcn.train.prepare_windows` fits it on the training windows' cells), so baselines
+    (:func:`gkdcn.training.windows.prepare_windows` fits it on the training windows' cells), so baselines
     and networks see the same stack.
     """
     return cell_features(transform.apply(raw), names, knowledge, window, padding)

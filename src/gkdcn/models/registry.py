@@ -35,7 +35,7 @@ class ModelKind:
     label
         Display name in tables, figures and the report.
     family
-        ``"network"``: trained by :mod:`gkdcn.train`, saved as a model file, predicted by
+        ``"network"``: trained by :mod:`gkdcn.training`, saved as a model file, predicted by
         :mod:`gkdcn.predict`; ``"baseline"``: a scikit-learn style estimator on per-cell
         features, fitted and scored only inside a comparison.
     fits
