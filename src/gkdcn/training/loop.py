@@ -241,6 +241,34 @@ def progress_info(row: dict[str, Any], has_val: bool) -> str:
     return info
 
 
+def _train_epoch(
+    net: torch.nn.Module,
+    stream: Stream,
+    optimiser: torch.optim.Optimizer,
+    autocast: torch.autocast,
+) -> dict[str, float]:
+    """One epoch of optimiser steps over ``stream``'s batches: the mean loss and accuracy."""
+    net.train()
+    stream.new_epoch()
+    total_loss = 0.0
+    correct = 0
+    for i, start in enumerate(stream.starts()):
+        drawn = stream.batch(i, start)
+        if drawn is None:
+            continue
+        xb, batch = drawn
+        with autocast:
+            out = net(xb)
+        # The loss in float32 (a no-op cast without autocast).
+        loss, logits = stream.loss(i, batch, out.float())
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        total_loss += loss.item() * len(batch)
+        correct += stream.correct(batch, logits)
+    return {"train_loss": total_loss / stream.n, "train_accuracy": correct / stream.n}
+
+
 def _loop(
     net: torch.nn.Module,
     criterion: torch.nn.Module,
@@ -261,29 +289,7 @@ def _loop(
     )
     task = progress.add_task(label, total=cfg.epochs, info="") if progress is not None else None
     for epoch in range(1, cfg.epochs + 1):
-        net.train()
-        stream.new_epoch()
-        total_loss = 0.0
-        correct = 0
-        for i, start in enumerate(stream.starts()):
-            drawn = stream.batch(i, start)
-            if drawn is None:
-                continue
-            xb, batch = drawn
-            with autocast:
-                out = net(xb)
-            # The loss in float32 (a no-op cast without autocast).
-            loss, logits = stream.loss(i, batch, out.float())
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total_loss += loss.item() * len(batch)
-            correct += stream.correct(batch, logits)
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": total_loss / stream.n,
-            "train_accuracy": correct / stream.n,
-        }
+        row: dict[str, Any] = {"epoch": epoch, **_train_epoch(net, stream, optimiser, autocast)}
         if has_val:
             row.update(evaluate_windows(net, data.val, device))
         tracker.record(
@@ -362,28 +368,7 @@ def _monitored_loop(
     tracker = _ScoreTracker(monitor, history=[])
     task = progress.add_task(label, total=cfg.epochs, info="") if progress is not None else None
     for epoch in range(1, cfg.epochs + 1):
-        net.train()
-        stream.new_epoch()
-        total_loss = 0.0
-        correct = 0
-        for i, start in enumerate(stream.starts()):
-            drawn = stream.batch(i, start)
-            if drawn is None:
-                continue
-            xb, batch = drawn
-            with autocast:
-                out = net(xb)
-            loss, logits = stream.loss(i, batch, out.float())
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total_loss += loss.item() * len(batch)
-            correct += stream.correct(batch, logits)
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": total_loss / stream.n,
-            "train_accuracy": correct / stream.n,
-        }
+        row: dict[str, Any] = {"epoch": epoch, **_train_epoch(net, stream, optimiser, autocast)}
         if has_val:
             row.update(evaluate_windows(net, data.val, device))
         if monitor.evaluates(epoch, cfg.epochs):
