@@ -633,7 +633,8 @@ def _points_section(
     section: dict[str, Any] = {"points": _rel(found.path, folder)}
     if found.x is not None and found.y is not None:
         section["x"], section["y"] = found.x, found.y
-        if found.crs is None and _looks_geographic(found, grid):
+        by_values = found.crs is None and _looks_geographic(found, grid)
+        if by_values:
             found.crs = "EPSG:4326"
             comment.append(
                 f"columns {found.x}/{found.y} hold degrees (all within longitude/latitude "
@@ -644,7 +645,7 @@ def _points_section(
             section["crs"] = crs
             if found.crs is None:
                 comment.append(f"its coordinates are taken to be in the element grid's CRS ({crs})")
-            else:
+            elif not by_values:
                 comment.append(f"columns {found.x}/{found.y} read as longitude/latitude ({crs})")
     if found.id is not None:
         section["id"] = found.id
