@@ -147,6 +147,7 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
         ("gkdcn.compare.layout", {"gkdcn.explain", "gkdcn.explain.layout"}),
         ("gkdcn.explain.layout", set()),
         ("gkdcn.io.jsonsafe", set()),
+        ("gkdcn.lazy", set()),
         ("gkdcn.runtime", {"gkdcn.errors"}),
         ("gkdcn.threads", {"gkdcn.errors", "gkdcn.runtime"}),
     ],

@@ -22,9 +22,10 @@ The calls keep the names of the functions they are: ``gkdcn.train``, ``gkdcn.pre
 (``docs/ARCHITECTURE.md``, "The front door").
 """
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from gkdcn.lazy import lazy_names
 
 try:
     __version__ = version("gkdcn")
@@ -79,19 +80,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """The public name ``name``, imported from its module on first access."""
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -30,8 +30,9 @@ One file per job: :mod:`~gkdcn.compare.plan` (what to train), :mod:`~gkdcn.compa
 training recipe).
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from gkdcn.lazy import lazy_names
 
 # The names are loaded on first use (PEP 562), not here: `gkdcn report` needs only
 # compare.layout, and importing that submodule runs this file; eager imports would pull in torch
@@ -109,19 +110,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """The public name ``name``, imported from its submodule on first access."""
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [
