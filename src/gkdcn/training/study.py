@@ -56,10 +56,10 @@ def train_study(
         split = splits[0]
     cfg = cfg or study.config.train
     seed = cfg.seed if seed is None else seed
-    if cfg.pretrain != "off" and pretrained is None:
-        pretrained = pretrain_for_training(study, kind, cfg, seed, device=device)
     if cfg.pretrain == "off":
         pretrained = None
+    elif pretrained is None:
+        pretrained = pretrain_for_training(study, kind, cfg, seed, device=device)
     data = _study_windows(
         study, kind, samples, split, cfg, exclude_background,
         transform=pretrained.transform if pretrained is not None else None,
