@@ -40,7 +40,6 @@ from gkdcn.io.atomic import (
     MARKER,
     atomic_path,
     check_not_input,
-    check_writable,
     clear_output_folder,
     mark_output,
     write_text,
@@ -400,9 +399,9 @@ def claim_run_dir(
             _check_same_data(out_dir, existing, data_print, files)
             return  # resume
         # With --overwrite, or a run that failed before any job finished (nothing to lose):
-        # start afresh, under the rule of what gkdcn may delete.
-        check_writable(out_dir, True, folder=True)
-        clear_output_folder(out_dir)  # empties it in place: a link to it stays a link
+        # start afresh. clear_output_folder checks the rule of what gkdcn may delete before it
+        # deletes anything, and empties the folder in place: a link to it stays a link.
+        clear_output_folder(out_dir)
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise GkdcnError(f"{out_dir}: folder exists and is not a gkdcn run; choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
